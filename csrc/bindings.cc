@@ -1,0 +1,75 @@
+// pybind11 module effnet_kernels._C: thin, torch-free bindings over the C++ core.
+// Tensors cross the boundary as (data pointer, shape, strides) so the module never links torch;
+// the Python side validates dtype/device/shape before calling. The GIL is released in kernels.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "effnet/dwconv.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+T* as_ptr(std::uintptr_t addr, const char* name, bool allow_null = false) {
+  if (addr == 0 && !allow_null) throw std::invalid_argument(std::string(name) + " must not be a null pointer");
+  return reinterpret_cast<T*>(addr);
+}
+
+std::array<int64_t, 4> as_strides(const std::vector<int64_t>& s, const char* name) {
+  if (s.size() != 4)
+    throw std::invalid_argument(std::string(name) + " must have 4 strides (n, c, h, w), got " +
+                                std::to_string(s.size()));
+  return {s[0], s[1], s[2], s[3]};
+}
+
+// y = swish(depthwise_conv(x) + bias) with the scalar reference micro-kernel.
+void dwconv_bias_swish_scalar(std::uintptr_t x, const std::vector<int64_t>& x_shape,
+                              const std::vector<int64_t>& x_strides, std::uintptr_t weight,
+                              std::uintptr_t bias, int64_t k, int64_t stride, int64_t pad_top,
+                              int64_t pad_left, std::uintptr_t y, int64_t out_h, int64_t out_w,
+                              const std::vector<int64_t>& y_strides, std::uintptr_t pooled) {
+  if (x_shape.size() != 4)
+    throw std::invalid_argument("x_shape must be (n, c, h, w), got " + std::to_string(x_shape.size()) + " dims");
+  effnet::DwConvParams p;
+  p.n = x_shape[0]; p.c = x_shape[1]; p.h = x_shape[2]; p.w = x_shape[3];
+  p.k = k; p.stride = stride; p.pad_top = pad_top; p.pad_left = pad_left;
+  p.out_h = out_h; p.out_w = out_w;
+  const auto xs = as_strides(x_strides, "x_strides");
+  const auto ys = as_strides(y_strides, "y_strides");
+  for (int i = 0; i < 4; ++i) { p.x_stride[i] = xs[i]; p.y_stride[i] = ys[i]; }
+  effnet::check_params(p);
+  const bool empty = p.n == 0;
+  const float* xp = as_ptr<const float>(x, "x", empty);
+  const float* wp = as_ptr<const float>(weight, "weight");
+  const float* bp = as_ptr<const float>(bias, "bias");
+  float* yp = as_ptr<float>(y, "y", empty);
+  float* pp = as_ptr<float>(pooled, "pooled", true);
+  py::gil_scoped_release release;
+  effnet::scalar::dwconv_bias_swish(p, xp, wp, bp, yp, pp);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "effnet_kernels C++ core (torch-free): fused depthwise conv + bias + Swish kernels";
+  m.def("dwconv_bias_swish_scalar", &dwconv_bias_swish_scalar, py::arg("x"), py::arg("x_shape"),
+        py::arg("x_strides"), py::arg("weight"), py::arg("bias"), py::arg("k"), py::arg("stride"),
+        py::arg("pad_top"), py::arg("pad_left"), py::arg("y"), py::arg("out_h"), py::arg("out_w"),
+        py::arg("y_strides"), py::arg("pooled") = 0,
+        "Scalar reference: y = swish(depthwise_conv(x, weight) + bias); pointers are data addresses "
+        "of fp32 buffers, strides in elements; pooled (optional) receives the (N, C) mean of y.");
+#ifdef __aarch64__
+  m.attr("arch") = "aarch64";
+#elif defined(__x86_64__)
+  m.attr("arch") = "x86_64";
+#else
+  m.attr("arch") = "other";
+#endif
+}

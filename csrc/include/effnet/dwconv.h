@@ -1,0 +1,48 @@
+// Depthwise convolution + bias (folded BatchNorm) + Swish: torch-free kernel interface.
+//
+// Every kernel works on raw float pointers with element strides, so one entry point serves NCHW,
+// NHWC (channels_last) and any other strided view. BatchNorm is folded by the caller:
+//   weight'[c] = weight[c] * gamma[c] / sqrt(var[c] + eps),  bias'[c] = beta[c] - mean[c] * gamma[c] / sqrt(var[c] + eps)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace effnet {
+
+// Shapes, strides (in elements) and padding of one depthwise call. The padding is explicit
+// (top/left); bottom/right follow from out_h/out_w, so symmetric and TensorFlow SAME padding
+// are both expressed here.
+struct DwConvParams {
+  int64_t n = 0, c = 0, h = 0, w = 0;   // input shape
+  int64_t out_h = 0, out_w = 0;         // output spatial shape
+  int64_t k = 3;                        // square kernel size (odd)
+  int64_t stride = 1;
+  int64_t pad_top = 0, pad_left = 0;
+  int64_t x_stride[4] = {0, 0, 0, 0};   // n, c, h, w strides of the input
+  int64_t y_stride[4] = {0, 0, 0, 0};   // n, c, h, w strides of the output
+};
+
+// Output size along one axis for a given input size, kernel, stride and leading/trailing pad.
+inline int64_t conv_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad_before, int64_t pad_after) {
+  return (in + pad_before + pad_after - k) / stride + 1;
+}
+
+// Throws std::invalid_argument with a message naming the field when `p` is inconsistent.
+void check_params(const DwConvParams& p);
+
+namespace scalar {
+
+// Reference micro-kernel: y = swish(depthwise_conv(x, weight) + bias), any strides.
+// weight is (C, k, k) contiguous, bias is (C,). If `pooled` is non-null, it receives the (N, C)
+// contiguous mean of y over the output plane, computed in the same pass.
+// Accumulates in fp32 in the order (kh, kw), like the SIMD kernels.
+void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weight, const float* bias,
+                       float* y, float* pooled);
+
+}  // namespace scalar
+
+// Swish (x * sigmoid(x)) with the same saturation as PyTorch's eager SiLU: x / (1 + exp(-x)).
+float swish_ref(float x);
+
+}  // namespace effnet

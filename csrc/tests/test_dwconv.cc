@@ -1,0 +1,203 @@
+// C++ tests of the depthwise kernels (run by ctest, natively and under qemu-aarch64).
+// The scalar micro-kernel is checked against a float64 direct convolution written independently
+// here (explicit padded input), on awkward sizes, both paddings, both strides and strided layouts.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "effnet/dwconv.h"
+
+namespace {
+
+int g_failures = 0;
+int g_checks = 0;
+
+#define EXPECT(cond, ...)                                 \
+  do {                                                    \
+    ++g_checks;                                           \
+    if (!(cond)) {                                        \
+      ++g_failures;                                       \
+      std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+      std::fprintf(stderr, __VA_ARGS__);                  \
+      std::fprintf(stderr, "\n");                         \
+    }                                                     \
+  } while (0)
+
+enum class Layout { kNCHW, kNHWC };
+enum class Padding { kSymmetric, kSame };
+
+struct Case {
+  int64_t n, c, h, w, k, stride;
+  Padding padding;
+  Layout layout;
+};
+
+void set_strides(int64_t* s, Layout layout, int64_t c, int64_t h, int64_t w) {
+  if (layout == Layout::kNCHW) {
+    s[0] = c * h * w; s[1] = h * w; s[2] = w; s[3] = 1;
+  } else {
+    s[0] = h * w * c; s[1] = 1; s[2] = w * c; s[3] = c;
+  }
+}
+
+// Leading pad and output size along one axis.
+void axis_geometry(int64_t in, int64_t k, int64_t stride, Padding padding, int64_t* pad_before, int64_t* out) {
+  if (padding == Padding::kSymmetric) {
+    *pad_before = k / 2;
+    *out = effnet::conv_out_size(in, k, stride, k / 2, k / 2);
+  } else {  // TensorFlow SAME: out = ceil(in / stride), extra pad goes to the end.
+    *out = (in + stride - 1) / stride;
+    const int64_t total = std::max<int64_t>((*out - 1) * stride + k - in, 0);
+    *pad_before = total / 2;
+  }
+}
+
+double reference_swish(double v) { return v / (1.0 + std::exp(-v)); }
+
+void run_case(const Case& cs, std::mt19937& rng) {
+  effnet::DwConvParams p;
+  p.n = cs.n; p.c = cs.c; p.h = cs.h; p.w = cs.w; p.k = cs.k; p.stride = cs.stride;
+  axis_geometry(cs.h, cs.k, cs.stride, cs.padding, &p.pad_top, &p.out_h);
+  axis_geometry(cs.w, cs.k, cs.stride, cs.padding, &p.pad_left, &p.out_w);
+  set_strides(p.x_stride, cs.layout, p.c, p.h, p.w);
+  set_strides(p.y_stride, cs.layout, p.c, p.out_h, p.out_w);
+  effnet::check_params(p);
+
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(p.n * p.c * p.h * p.w), wt(p.c * p.k * p.k), b(p.c);
+  for (auto& v : x) v = dist(rng);
+  for (auto& v : wt) v = dist(rng) / static_cast<float>(p.k);
+  for (auto& v : b) v = dist(rng);
+  const int64_t y_numel = p.n * p.c * p.out_h * p.out_w;
+  std::vector<float> y(y_numel, NAN), pooled(p.n * p.c, NAN);
+  effnet::scalar::dwconv_bias_swish(p, x.data(), wt.data(), b.data(), y.data(), pooled.data());
+
+  // Independent float64 reference on an explicitly zero-padded NCHW copy.
+  const int64_t ph = (p.out_h - 1) * p.stride + p.k, pw = (p.out_w - 1) * p.stride + p.k;
+  double max_err = 0.0, max_ref = 0.0, err2 = 0.0, ref2 = 0.0, pool_err = 0.0;
+  for (int64_t n = 0; n < p.n; ++n) {
+    for (int64_t c = 0; c < p.c; ++c) {
+      std::vector<double> padded(ph * pw, 0.0);
+      for (int64_t i = 0; i < ph; ++i) {
+        for (int64_t j = 0; j < pw; ++j) {
+          const int64_t ih = i - p.pad_top, iw = j - p.pad_left;
+          if (ih >= 0 && ih < p.h && iw >= 0 && iw < p.w)
+            padded[i * pw + j] = x[n * p.x_stride[0] + c * p.x_stride[1] + ih * p.x_stride[2] + iw * p.x_stride[3]];
+        }
+      }
+      double mean = 0.0;
+      for (int64_t oh = 0; oh < p.out_h; ++oh) {
+        for (int64_t ow = 0; ow < p.out_w; ++ow) {
+          double acc = b[c];
+          for (int64_t kh = 0; kh < p.k; ++kh)
+            for (int64_t kw = 0; kw < p.k; ++kw)
+              acc += padded[(oh * p.stride + kh) * pw + ow * p.stride + kw] * wt[(c * p.k + kh) * p.k + kw];
+          const double ref = reference_swish(acc);
+          const double got = y[n * p.y_stride[0] + c * p.y_stride[1] + oh * p.y_stride[2] + ow * p.y_stride[3]];
+          max_err = std::max(max_err, std::fabs(got - ref));
+          max_ref = std::max(max_ref, std::fabs(ref));
+          err2 += (got - ref) * (got - ref);
+          ref2 += ref * ref;
+          mean += ref;
+        }
+      }
+      mean /= static_cast<double>(p.out_h * p.out_w);
+      pool_err = std::max(pool_err, std::fabs(pooled[n * p.c + c] - mean));
+    }
+  }
+  const double rel = ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
+  EXPECT(rel <= 1e-5 && max_err <= 1e-4 * std::max(max_ref, 1e-30) && pool_err <= 1e-5 * std::max(max_ref, 1.0),
+         "n=%lld c=%lld h=%lld w=%lld k=%lld s=%lld %s %s: rel=%.3g max_err=%.3g max_ref=%.3g pool_err=%.3g",
+         (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w, (long long)cs.k,
+         (long long)cs.stride, cs.padding == Padding::kSame ? "same" : "symmetric",
+         cs.layout == Layout::kNHWC ? "nhwc" : "nchw", rel, max_err, max_ref, pool_err);
+}
+
+void test_awkward_shapes() {
+  std::mt19937 rng(1234);
+  const int64_t channels[] = {1, 3, 7, 8, 16, 17, 31, 33};
+  const int64_t sizes[][2] = {{1, 1}, {2, 3}, {5, 5}, {7, 4}, {13, 11}, {14, 14}};
+  int cases = 0;
+  for (int64_t k : {1, 3, 5, 7})
+    for (int64_t stride : {1, 2})
+      for (Padding pad : {Padding::kSymmetric, Padding::kSame})
+        for (Layout layout : {Layout::kNCHW, Layout::kNHWC})
+          for (int64_t c : channels)
+            for (const auto& hw : sizes) {
+              run_case({(c % 2) + 1, c, hw[0], hw[1], k, stride, pad, layout}, rng);
+              ++cases;
+            }
+  std::printf("awkward shapes: %d cases\n", cases);
+}
+
+void test_efficientnet_b0_shapes() {
+  // The depthwise layers of EfficientNet-B0 at 224x224 (C, H=W of the input, k, stride).
+  std::mt19937 rng(99);
+  const int64_t layers[][4] = {{32, 112, 3, 1}, {96, 112, 3, 2}, {144, 56, 3, 1}, {144, 56, 5, 2},
+                               {240, 28, 5, 1}, {240, 28, 3, 2}, {480, 14, 3, 1}, {480, 14, 5, 1},
+                               {672, 14, 5, 1}, {672, 14, 5, 2}, {1152, 7, 5, 1}, {1152, 7, 3, 1}};
+  for (const auto& l : layers)
+    for (Layout layout : {Layout::kNCHW, Layout::kNHWC})
+      run_case({1, l[0], l[1], l[1], l[2], l[3], Padding::kSymmetric, layout}, rng);
+}
+
+void test_empty_batch() {
+  effnet::DwConvParams p;
+  p.n = 0; p.c = 4; p.h = 3; p.w = 3; p.k = 3; p.stride = 1; p.pad_top = p.pad_left = 1;
+  p.out_h = p.out_w = 3;
+  set_strides(p.x_stride, Layout::kNCHW, 4, 3, 3);
+  set_strides(p.y_stride, Layout::kNCHW, 4, 3, 3);
+  effnet::check_params(p);
+  float w[36] = {0}, b[4] = {0};
+  effnet::scalar::dwconv_bias_swish(p, nullptr, w, b, nullptr, nullptr);  // must touch nothing
+  EXPECT(true, "empty batch");
+}
+
+void expect_invalid(effnet::DwConvParams p, const char* field) {
+  bool threw = false;
+  std::string msg;
+  try {
+    effnet::check_params(p);
+  } catch (const std::invalid_argument& e) {
+    threw = true;
+    msg = e.what();
+  }
+  EXPECT(threw && msg.find(field) != std::string::npos, "expected invalid_argument naming '%s', got '%s'",
+         field, msg.c_str());
+}
+
+void test_check_params() {
+  effnet::DwConvParams good;
+  good.n = 1; good.c = 2; good.h = 5; good.w = 5; good.k = 3; good.stride = 1;
+  good.pad_top = good.pad_left = 1; good.out_h = good.out_w = 5;
+  effnet::check_params(good);
+  auto p = good; p.k = 4; expect_invalid(p, "k must");
+  p = good; p.stride = 3; expect_invalid(p, "stride");
+  p = good; p.c = 0; expect_invalid(p, "c must");
+  p = good; p.out_h = 9; expect_invalid(p, "out_h");
+  p = good; p.pad_top = 3; expect_invalid(p, "pad_top");
+}
+
+void test_swish_special_values() {
+  EXPECT(std::isnan(effnet::swish_ref(NAN)), "swish(nan) must be nan");
+  EXPECT(effnet::swish_ref(INFINITY) == INFINITY, "swish(inf) must be inf");
+  EXPECT(effnet::swish_ref(1e30f) == 1e30f, "swish(1e30) must saturate to 1e30");
+  EXPECT(effnet::swish_ref(-1e30f) == 0.0f, "swish(-1e30) must saturate to -0");
+  EXPECT(std::fabs(effnet::swish_ref(1.0f) - 0.7310585786f) < 1e-7f, "swish(1)");
+}
+
+}  // namespace
+
+int main() {
+  test_awkward_shapes();
+  test_efficientnet_b0_shapes();
+  test_empty_batch();
+  test_check_params();
+  test_swish_special_values();
+  std::printf("%d checks, %d failures\n", g_checks, g_failures);
+  return g_failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,48 @@
+"""effnet_kernels: fast EfficientNet inference with fused kernels (C++ SIMD on CPU, Triton on GPU).
+
+    import effnet_kernels as ek
+    model = ek.efficientnet("b0").eval()          # or a real phi: ek.efficientnet(2.5)
+    ek.compound(3)                                 # Scaling(width=1.2, depth=1.4, resolution=300, dropout=0.3)
+    ek.model_cost("b0")                            # ModelCost(params=5288548, macs=...)
+    ours = ek.from_torchvision(torchvision_model)  # or ek.from_timm(timm_model)
+"""
+from __future__ import annotations
+
+import platform as _platform
+
+from ._ext import has_cpp
+from . import padding, reference, scaling, models, testing
+from .models import EfficientNet, efficientnet, from_timm, from_torchvision
+from .scaling import compound, model_cost, round_filters, round_repeats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EfficientNet", "efficientnet", "from_torchvision", "from_timm", "compound", "model_cost",
+    "round_filters", "round_repeats", "has_cpp", "info", "__version__",
+]
+
+
+def info() -> dict:
+    """What this install can run: versions, the compiled module, the CPU architecture."""
+    import torch
+
+    from ._ext import IMPORT_ERROR, _C
+
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "effnet_kernels": __version__,
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "python": _platform.python_version(),
+        "machine": _platform.machine(),
+        "cpp_module": _C is not None,
+        "cpp_module_error": None if IMPORT_ERROR is None else str(IMPORT_ERROR),
+        "cpp_arch": getattr(_C, "arch", None),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
