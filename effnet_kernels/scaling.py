@@ -24,7 +24,7 @@ from typing import NamedTuple, Tuple, Union
 
 __all__ = [
     "ALPHA", "BETA", "GAMMA", "PRESETS", "Scaling", "compound", "round_filters", "round_repeats",
-    "BlockSpec", "ArchSpec", "arch_spec", "ModelCost", "model_cost",
+    "BlockSpec", "ArchSpec", "arch_spec", "ModelCost", "model_cost", "DepthwiseShape", "depthwise_shapes",
 ]
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # depth, width, resolution bases per unit of φ
@@ -94,7 +94,7 @@ def compound(phi) -> Scaling:
     if t == 0:
         return Scaling(*_TABLE[i])
     lo, hi = _TABLE[i], _TABLE[i + 1]
-    geo = [a ** (1.0 - t) * b ** t for a, b in zip(lo, hi)]
+    geo = [a * (b / a) ** t for a, b in zip(lo, hi)]  # = a^(1-t)·b^t, exactly a when a == b
     return Scaling(geo[0], geo[1], int(round(geo[2])), geo[3])
 
 
@@ -274,3 +274,26 @@ def model_cost(arch, resolution=None, num_classes: int = 1000) -> ModelCost:
     params += spec.head_channels * num_classes + num_classes
     macs += spec.head_channels * num_classes
     return ModelCost(params=params, macs=macs)
+
+
+class DepthwiseShape(NamedTuple):
+    channels: int
+    height: int     # input height of the depthwise conv
+    width: int      # input width
+    kernel: int
+    stride: int
+
+
+def depthwise_shapes(arch, resolution=None, distinct: bool = False) -> Tuple[DepthwiseShape, ...]:
+    """The depthwise-conv layer shapes of ``efficientnet(arch)`` at ``resolution`` (default: the arch's),
+    in network order; ``distinct=True`` drops repeats. Shared by tests and benchmarks."""
+    spec = arch_spec(arch)
+    h, w = _resolution_hw(resolution, spec.resolution)
+    h, w = _out(h, 2), _out(w, 2)  # after the stride-2 stem
+    shapes = []
+    for b in spec.blocks:
+        shape = DepthwiseShape(b.mid_channels, h, w, b.kernel, b.stride)
+        if not distinct or shape not in shapes:
+            shapes.append(shape)
+        h, w = _out(h, b.stride), _out(w, b.stride)
+    return tuple(shapes)

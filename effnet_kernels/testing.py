@@ -11,21 +11,47 @@ import torch.nn as nn
 
 
 @torch.no_grad()
-def randomize_bn_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm random running stats and affine params (in place); returns ``model``."""
+def randomize_bn_(model: nn.Module, seed: int = 0, calibration_size=(2, 3, 224, 224)) -> nn.Module:
+    """Give every BatchNorm random affine parameters and realistic running statistics (in place).
+
+    Independent random statistics either drown the signal (the logits stop depending on the input)
+    or blow it up layer after layer, so: γ ~ U(0.5, 1.5) and β ~ 0.2·N(0, 1) first, then the running
+    statistics are calibrated on one random batch (each BN sees batch statistics, as in training),
+    then perturbed (var × U(0.8, 1.25), mean + 0.1·N(0, 1)·std) so they are not exactly the batch's.
+    Set ``calibration_size=None`` to skip calibration (stats then start from mean 0, var 1).
+    Returns ``model``.
+    """
     g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            c = m.num_features
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-            def rnd(lo, hi):
-                return (torch.rand(c, generator=g) * (hi - lo) + lo).to(m.running_mean)
+    def rand(bn, lo, hi):
+        return (torch.rand(bn.num_features, generator=g) * (hi - lo) + lo).to(bn.running_mean)
 
-            m.running_mean.copy_((torch.randn(c, generator=g) * 0.1).to(m.running_mean))
-            m.running_var.copy_(rnd(0.5, 1.5))
-            if m.affine:
-                m.weight.copy_(rnd(0.8, 1.6))
-                m.bias.copy_((torch.randn(c, generator=g) * 0.1).to(m.bias))
+    def randn(bn, scale):
+        return (torch.randn(bn.num_features, generator=g) * scale).to(bn.running_mean)
+
+    for bn in bns:
+        if bn.affine:
+            bn.weight.copy_(rand(bn, 0.5, 1.5))
+            bn.bias.copy_(randn(bn, 0.2))
+    if calibration_size is not None and bns:
+        was_training = [m.training for m in model.modules()]
+        momenta = [bn.momentum for bn in bns]
+        model.eval()
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average: one batch sets the statistics exactly
+            bn.train()
+        p = next(model.parameters())
+        model(torch.randn(calibration_size, generator=g).to(device=p.device, dtype=p.dtype))
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        for m, t in zip(model.modules(), was_training):
+            m.training = t
+    for bn in bns:
+        std = bn.running_var.clamp_min(1e-12).sqrt()
+        bn.running_mean.add_(randn(bn, 0.1) * std)
+        bn.running_var.mul_(rand(bn, 0.8, 1.25))
     return model
 
 

@@ -1,0 +1,42 @@
+import os
+import sys
+
+import pytest
+import torch
+
+REQUIRE_ALL = os.environ.get("EFFNET_REQUIRE_ALL", "") not in ("", "0")
+
+
+def skip_or_fail(reason: str):
+    """Skip with a visible reason — or fail when EFFNET_REQUIRE_ALL=1 (CI), where nothing may skip."""
+    if REQUIRE_ALL:
+        pytest.fail(f"EFFNET_REQUIRE_ALL=1 but: {reason}")
+    pytest.skip(reason)
+
+
+def import_or_skip(name: str):
+    try:
+        return __import__(name)
+    except ImportError as exc:
+        skip_or_fail(f"{name} is not installed ({exc})")
+
+
+@pytest.fixture
+def cpp():
+    import effnet_kernels._ext as ext
+
+    if not ext.has_cpp():
+        skip_or_fail(f"effnet_kernels._C is not built ({ext.IMPORT_ERROR}); run `pip install .`")
+    return ext._C
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def pytest_report_header(config):
+    import effnet_kernels
+
+    return [f"effnet_kernels from {os.path.dirname(effnet_kernels.__file__)}", f"info: {effnet_kernels.info()}",
+            f"EFFNET_REQUIRE_ALL={int(REQUIRE_ALL)}"]
