@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Quick start 2: set up (.venv, install, build) and run the whole test suite:
+#   pytest (tests/), the C++ tests natively (ctest) and the aarch64 build of the C++ core and tests
+#   under qemu-aarch64 (ctest with CMAKE_CROSSCOMPILING_EMULATOR).
+# Tools that are missing are installed with apt-get when running as root; otherwise their tests skip
+# with a visible reason — unless EFFNET_REQUIRE_ALL=1 (as in CI), which turns every skip into a failure.
+# Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+require_all=${EFFNET_REQUIRE_ALL:-0}
+status=0
+t_start=$(date +%s)
+
+skip() {  # reason
+  if [ "$require_all" != 0 ]; then echo "[effnet] FAIL (EFFNET_REQUIRE_ALL=1): $1"; status=1; else echo "[effnet] SKIP: $1"; fi
+}
+
+# The aarch64 cross toolchain and qemu (Debian packages).
+if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[effnet] installing g++-aarch64-linux-gnu and qemu-user with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu qemu-user >/dev/null
+  fi
+fi
+
+echo "[effnet] pytest"
+t0=$(date +%s)
+# Run from tests/'s parent with the venv's pytest (no cwd on sys.path): the *installed* package is tested.
+"$VENV/bin/pytest" tests "$@" || status=1
+echo "[effnet] pytest took $(( $(date +%s) - t0 )) s"
+
+cmake_bin="$VENV/bin/cmake"; ninja_bin="$VENV/bin/ninja"
+echo "[effnet] C++ tests (native)"
+t0=$(date +%s)
+"$cmake_bin" -S . -B build/native -G Ninja -DCMAKE_MAKE_PROGRAM="$ninja_bin" -DEFFNET_BUILD_PYTHON=OFF >/dev/null
+"$cmake_bin" --build build/native
+"$VENV/bin/ctest" --test-dir build/native --output-on-failure || status=1
+echo "[effnet] native C++ build + tests took $(( $(date +%s) - t0 )) s"
+
+if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then
+  echo "[effnet] C++ tests (aarch64 cross build, run under qemu-aarch64)"
+  t0=$(date +%s)
+  "$cmake_bin" -S . -B build/aarch64 -G Ninja -DCMAKE_MAKE_PROGRAM="$ninja_bin" \
+    -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/aarch64-linux-gnu.cmake" >/dev/null
+  "$cmake_bin" --build build/aarch64
+  "$VENV/bin/ctest" --test-dir build/aarch64 --output-on-failure || status=1
+  echo "[effnet] aarch64 C++ build + tests took $(( $(date +%s) - t0 )) s"
+else
+  skip "aarch64 C++ tests: aarch64-linux-gnu-g++ or qemu-aarch64 not found (apt-get install g++-aarch64-linux-gnu qemu-user)"
+fi
+
+echo "[effnet] all tests took $(( $(date +%s) - t_start )) s; status $status"
+exit $status

@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import effnet_kernels as ek
+from effnet_kernels import bench
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())
+
+
+def test_import_without_compiled_module_warns_once_and_falls_back():
+    proc = run_python("""
+        import sys, warnings
+        sys.modules["effnet_kernels._C"] = None   # make `from . import _C` fail as if never built
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import effnet_kernels as ek
+            import effnet_kernels.models, effnet_kernels._cpu
+        msgs = [str(w.message) for w in caught if "effnet_kernels._C" in str(w.message)]
+        assert len(msgs) == 1, msgs
+        assert "pip install ." in msgs[0], msgs[0]
+        assert not ek.has_cpp() and ek.info()["cpp_module"] is False
+        import torch
+        from effnet_kernels.testing import randomize_bn_
+        m = randomize_bn_(ek.efficientnet("b0", num_classes=3)).eval()
+        with torch.no_grad():
+            assert m(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+        try:
+            effnet_kernels._cpu.dwconv_bias_swish_scalar(torch.randn(1, 2, 3, 3), torch.randn(2, 1, 3, 3),
+                                                         torch.randn(2))
+        except RuntimeError as e:
+            assert "pip install ." in str(e)
+        else:
+            raise AssertionError("expected a RuntimeError naming the build command")
+        print("ok")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_info_reports_versions():
+    d = ek.info()
+    assert d["effnet_kernels"] == ek.__version__
+    assert {"torch", "triton", "cpp_module", "threads", "machine"} <= set(d)
+
+
+def test_bench_cli_runs_and_writes_results(tmp_path, capsys):
+    assert bench.main(["--phis", "0", "0.5", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| 0 | 224 |" in out and "| 0.5 | 232 |" in out
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["phi"] for r in data["rows"]] == [0, 0.5]
+    assert all(r["nchw"]["median_ms"] > 0 and r["channels_last"]["median_ms"] > 0 for r in data["rows"])
+    assert "eager nchw" in (tmp_path / "results.md").read_text()
+
+
+def test_bench_cli_rejects_bad_arguments(tmp_path):
+    for args in (["--phis", "-1"], ["--batch", "0"], ["--phis", "nan"]):
+        proc = subprocess.run([sys.executable, "-m", "effnet_kernels.bench", *args], capture_output=True, text=True,
+                              cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
