@@ -190,9 +190,113 @@ void test_swish_special_values() {
   EXPECT(std::fabs(effnet::swish_ref(1.0f) - 0.7310585786f) < 1e-7f, "swish(1)");
 }
 
+// Every SIMD path the host can run, through the threaded dispatcher, against the scalar reference.
+void run_isa_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rng, bool strided_view) {
+  effnet::DwConvParams p;
+  p.n = cs.n; p.c = cs.c; p.h = cs.h; p.w = cs.w; p.k = cs.k; p.stride = cs.stride;
+  axis_geometry(cs.h, cs.k, cs.stride, cs.padding, &p.pad_top, &p.out_h);
+  axis_geometry(cs.w, cs.k, cs.stride, cs.padding, &p.pad_left, &p.out_w);
+  // Input buffer with one guard element on each side of the tensor (checked untouched), optionally a
+  // view with a channel offset (x[:, 1:]-like) inside a larger buffer.
+  const int64_t c_alloc = strided_view ? p.c + 1 : p.c;
+  set_strides(p.x_stride, cs.layout, c_alloc, p.h, p.w);
+  set_strides(p.y_stride, cs.layout, p.c, p.out_h, p.out_w);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> xbuf(p.n * c_alloc * p.h * p.w + 2), wt(p.c * p.k * p.k), b(p.c);
+  for (auto& v : xbuf) v = dist(rng);
+  for (auto& v : wt) v = dist(rng) / static_cast<float>(p.k);
+  for (auto& v : b) v = dist(rng);
+  const float* x = xbuf.data() + 1 + (strided_view ? (cs.layout == Layout::kNCHW ? p.h * p.w : 1) : 0);
+  const int64_t y_numel = p.n * p.c * p.out_h * p.out_w;
+  const float guard = 12345.0f;
+  std::vector<float> y_ref(y_numel), y(y_numel + 2, guard), pool_ref(p.n * p.c), pool(p.n * p.c + 2, guard);
+  effnet::scalar::dwconv_bias_swish(p, x, wt.data(), b.data(), y_ref.data(), pool_ref.data());
+  effnet::dwconv_bias_swish(p, x, wt.data(), b.data(), y.data() + 1, pool.data() + 1, threads, isa);
+  double err2 = 0, ref2 = 0, max_err = 0, max_ref = 0, pool_err = 0;
+  for (int64_t i = 0; i < y_numel; ++i) {
+    const double d = static_cast<double>(y[i + 1]) - y_ref[i];
+    err2 += d * d;
+    ref2 += static_cast<double>(y_ref[i]) * y_ref[i];
+    max_err = std::max(max_err, std::fabs(d));
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(y_ref[i])));
+  }
+  for (int64_t i = 0; i < p.n * p.c; ++i)
+    pool_err = std::max(pool_err, std::fabs(static_cast<double>(pool[i + 1]) - pool_ref[i]));
+  const double rel = ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
+  const bool guards = y[0] == guard && y[y_numel + 1] == guard && pool[0] == guard && pool[p.n * p.c + 1] == guard;
+  EXPECT(rel <= 1e-5 && max_err <= 1e-4 * std::max(max_ref, 1e-30) && pool_err <= 1e-5 * std::max(max_ref, 1.0) &&
+             guards,
+         "%s threads=%d n=%lld c=%lld h=%lld w=%lld k=%lld s=%lld %s %s%s: rel=%.3g max_err=%.3g pool_err=%.3g guards=%d",
+         effnet::isa_name(isa), threads, (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w,
+         (long long)cs.k, (long long)cs.stride, cs.padding == Padding::kSame ? "same" : "symmetric",
+         cs.layout == Layout::kNHWC ? "nhwc" : "nchw", strided_view ? " view" : "", rel, max_err, pool_err,
+         guards);
+}
+
+void test_isa_paths() {
+  std::mt19937 rng(4321);
+  const int64_t channels[] = {1, 3, 4, 5, 8, 15, 16, 17, 31, 33, 64, 67};
+  const int64_t sizes[][2] = {{1, 1}, {2, 3}, {5, 5}, {7, 4}, {13, 11}, {17, 40}};
+  int cases = 0;
+  for (effnet::Isa isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon}) {
+    if (!effnet::isa_supported(isa)) {
+      std::printf("isa %s: not supported on this host, skipped\n", effnet::isa_name(isa));
+      continue;
+    }
+    for (int64_t k : {1, 3, 5, 7})
+      for (int64_t stride : {1, 2})
+        for (Padding pad : {Padding::kSymmetric, Padding::kSame})
+          for (Layout layout : {Layout::kNCHW, Layout::kNHWC})
+            for (int64_t c : channels)
+              for (const auto& hw : sizes) {
+                const int threads = 1 + (cases % 3);
+                run_isa_case(isa, {(c % 3) + 1, c, hw[0], hw[1], k, stride, pad, layout}, threads, rng, c % 4 == 1);
+                ++cases;
+              }
+    std::printf("isa %s: checked\n", effnet::isa_name(isa));
+  }
+  std::printf("isa paths: %d cases (best isa: %s)\n", cases, effnet::isa_name(effnet::best_isa()));
+}
+
+void test_swish_inplace() {
+  std::vector<float> v = {0.0f, 1.0f, -1.0f, 3.5f, -7.25f, 20.0f, -20.0f, 88.5f, -88.5f, 1e30f, -1e30f,
+                          INFINITY, -INFINITY, NAN, 1e-40f, -1e-40f, 0.3f, -0.3f, 5.0f};
+  auto run = [&](void (*fn)(float*, int64_t), const char* name) {
+    std::vector<float> got = v;
+    fn(got.data(), static_cast<int64_t>(got.size()));
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float ref = effnet::swish_ref(v[i]);
+      const bool same_nan = std::isnan(ref) == std::isnan(got[i]);
+      const bool close = std::isnan(ref) || ref == got[i] || std::fabs(ref - got[i]) <= 2e-7f * std::fabs(ref) + 1e-35f;  // exp(-z) saturates to inf for z < -88: -0 instead of |y| < 4e-37
+      EXPECT(same_nan && close, "%s swish(%g) = %g, expected %g", name, v[i], got[i], ref);
+    }
+  };
+#if defined(__x86_64__)
+  if (effnet::isa_supported(effnet::Isa::kAvx2)) run(effnet::avx2::swish_inplace, "avx2");
+  if (effnet::isa_supported(effnet::Isa::kAvx512)) run(effnet::avx512::swish_inplace, "avx512");
+#endif
+#if defined(__aarch64__)
+  run(effnet::neon::swish_inplace, "neon");
+#endif
+}
+
+void test_parse_isa() {
+  bool threw = false;
+  try {
+    effnet::parse_isa("sse9");
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  EXPECT(threw, "parse_isa must reject unknown names");
+  EXPECT(effnet::parse_isa("scalar") == effnet::Isa::kScalar, "parse_isa(scalar)");
+}
+
 }  // namespace
 
 int main() {
+  test_isa_paths();
+  test_swish_inplace();
+  test_parse_isa();
   test_awkward_shapes();
   test_efficientnet_b0_shapes();
   test_empty_batch();

@@ -42,6 +42,48 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
 
 }  // namespace scalar
 
+// A per-thread float buffer of at least `count` elements (grown on demand, 64-byte aligned), for the
+// micro-kernels' scratch; valid until the same thread asks again.
+float* thread_scratch(size_t count);
+
+// Per-ISA micro-kernels (each in its own translation unit and namespace, compiled with its own flags).
+// A call computes output rows [oh0, oh1) of sample n, channels [c0, c1). If pool_sum is non-null it
+// receives, per channel c in [c0, c1), the sum of those outputs (pool_sum[c - c0]).
+#define EFFNET_DECLARE_MICROKERNELS(ns)                                                              \
+  namespace ns {                                                                                     \
+  void dwconv_nhwc(const DwConvParams& p, const float* x, const float* weight, const float* bias,    \
+                   float* y, int64_t n, int64_t c0, int64_t c1, int64_t oh0, int64_t oh1,            \
+                   double* pool_sum);                                                                \
+  void dwconv_nchw(const DwConvParams& p, const float* x, const float* weight, const float* bias,    \
+                   float* y, int64_t n, int64_t c0, int64_t c1, int64_t oh0, int64_t oh1,            \
+                   double* pool_sum);                                                                \
+  void swish_inplace(float* data, int64_t count);                                                    \
+  int lanes();                                                                                       \
+  }
+#if defined(__x86_64__) || defined(_M_X64)
+EFFNET_DECLARE_MICROKERNELS(avx2)
+EFFNET_DECLARE_MICROKERNELS(avx512)
+#endif
+#if defined(__aarch64__)
+EFFNET_DECLARE_MICROKERNELS(neon)
+#endif
+
+// Instruction-set paths. x86-64 picks AVX-512F > AVX2+FMA > scalar at run time from CPU features;
+// aarch64 uses NEON (always present). EFFNET_ISA=scalar|avx2|avx512|neon forces one (tests use it).
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
+
+const char* isa_name(Isa isa);
+bool isa_supported(Isa isa);         // can this CPU/build run it?
+Isa best_isa();                      // the fastest supported path
+Isa parse_isa(const char* name);     // throws std::invalid_argument for unknown/unsupported names
+Isa default_isa();                   // EFFNET_ISA if set (validated), else best_isa(); read once
+
+// Fused depthwise conv + bias + Swish (+ optional pool) over any strides: picks the micro-kernel for
+// the layout (channels-contiguous NHWC, width-contiguous NCHW, else the scalar reference), splits the
+// work over `num_threads` threads of our pool. Deterministic for a given shape, ISA and thread count.
+void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weight, const float* bias,
+                       float* y, float* pooled, int num_threads, Isa isa);
+
 // Swish (x * sigmoid(x)) with the same saturation as PyTorch's eager SiLU: x / (1 + exp(-x)).
 float swish_ref(float x);
 

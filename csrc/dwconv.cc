@@ -1,0 +1,175 @@
+// Dispatch for the fused depthwise conv + bias + Swish: ISA selection, layout selection and the
+// split of the work over the thread pool.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "effnet/dwconv.h"
+#include "effnet/threadpool.h"
+
+namespace effnet {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+    case Isa::kNeon: return "neon";
+  }
+  return "unknown";
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return true;
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::kAvx512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon: return true;
+#endif
+    default: return false;
+  }
+}
+
+Isa best_isa() {
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kNeon})
+    if (isa_supported(isa)) return isa;
+  return Isa::kScalar;
+}
+
+Isa parse_isa(const char* name) {
+  const std::string s = name ? name : "";
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    if (s == isa_name(isa)) {
+      if (!isa_supported(isa))
+        throw std::invalid_argument("isa '" + s + "' is not supported by this CPU/build (best: " +
+                                    isa_name(best_isa()) + ")");
+      return isa;
+    }
+  }
+  throw std::invalid_argument("isa must be one of scalar, avx2, avx512, neon; got '" + s + "'");
+}
+
+Isa default_isa() {
+  static const Isa isa = [] {
+    const char* env = std::getenv("EFFNET_ISA");
+    return (env != nullptr && *env != '\0') ? parse_isa(env) : best_isa();
+  }();
+  return isa;
+}
+
+float* thread_scratch(size_t count) {
+  struct Buffer {
+    float* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  static thread_local Buffer buf;
+  if (buf.size < count) {
+    std::free(buf.data);
+    buf.size = (count + 15) / 16 * 16;
+    buf.data = static_cast<float*>(std::aligned_alloc(64, buf.size * sizeof(float)));
+    if (buf.data == nullptr) {
+      buf.size = 0;
+      throw std::bad_alloc();
+    }
+  }
+  return buf.data;
+}
+
+namespace {
+
+using MicroKernel = void (*)(const DwConvParams&, const float*, const float*, const float*, float*, int64_t,
+                             int64_t, int64_t, int64_t, int64_t, double*);
+
+struct Kernels {
+  MicroKernel nhwc = nullptr, nchw = nullptr;
+  int lanes = 1;
+};
+
+Kernels kernels_for(Isa isa) {
+  switch (isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::kAvx512: return {avx512::dwconv_nhwc, avx512::dwconv_nchw, avx512::lanes()};
+    case Isa::kAvx2: return {avx2::dwconv_nhwc, avx2::dwconv_nchw, avx2::lanes()};
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon: return {neon::dwconv_nhwc, neon::dwconv_nchw, neon::lanes()};
+#endif
+    default: return {};
+  }
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weight, const float* bias, float* y,
+                       float* pooled, int num_threads, Isa isa) {
+  check_params(p);
+  if (!isa_supported(isa)) throw std::invalid_argument(std::string("isa ") + isa_name(isa) + " is not supported here");
+  if (p.n == 0) return;
+  if (p.k > 7 && isa != Isa::kScalar) isa = Isa::kScalar;  // SIMD kernels hold at most 7x7 taps
+  num_threads = std::max(1, num_threads);
+  const Kernels kern = kernels_for(isa);
+  const bool nhwc = p.x_stride[1] == 1 && p.y_stride[1] == 1;
+  const bool nchw = p.x_stride[3] == 1 && p.y_stride[3] == 1;
+  if (isa == Isa::kScalar || (!nhwc && !nchw)) {
+    // The reference handles any strides; split over samples only (it is the slow path anyway).
+    if (p.n > 1 && num_threads > 1) {
+      parallel_for(p.n, num_threads, [&](int64_t n) {
+        DwConvParams q = p;
+        q.n = 1;
+        scalar::dwconv_bias_swish(q, x + n * p.x_stride[0], weight, bias, y + n * p.y_stride[0],
+                                  pooled ? pooled + n * p.c : nullptr);
+      });
+    } else {
+      scalar::dwconv_bias_swish(p, x, weight, bias, y, pooled);
+    }
+    return;
+  }
+
+  // Tasks: (sample, channel group, row block). NHWC groups 64 channels (a few vectors: rows of the
+  // group stay in cache); NCHW takes one channel plane per group. Rows are split only when there are
+  // too few (sample, group) pairs to keep every thread busy. The split depends on the shape and the
+  // thread count only, so results are deterministic.
+  const int64_t group = nhwc ? std::max<int64_t>(kern.lanes, 64 / kern.lanes * kern.lanes) : 1;
+  const int64_t groups = ceil_div(p.c, group);
+  const int64_t pairs = p.n * groups;
+  int64_t row_blocks = 1;
+  if (num_threads > 1 && pairs < 4 * num_threads)
+    row_blocks = std::min<int64_t>(p.out_h, ceil_div(4 * num_threads, pairs));
+  const int64_t rows_per_block = ceil_div(p.out_h, row_blocks);
+  row_blocks = ceil_div(p.out_h, rows_per_block);
+
+  // Pool partial sums per (n, row block, c), reduced in a fixed order afterwards.
+  std::vector<double> pool_acc;
+  if (pooled != nullptr) pool_acc.assign(static_cast<size_t>(p.n * row_blocks * p.c), 0.0);
+  const MicroKernel mk = nhwc ? kern.nhwc : kern.nchw;
+  parallel_for(pairs * row_blocks, num_threads, [&](int64_t task) {
+    const int64_t rb = task % row_blocks, pair = task / row_blocks;
+    const int64_t n = pair / groups, g = pair % groups;
+    const int64_t c0 = g * group, c1 = std::min(p.c, c0 + group);
+    const int64_t oh0 = rb * rows_per_block, oh1 = std::min(p.out_h, oh0 + rows_per_block);
+    double* pool = pooled ? pool_acc.data() + (n * row_blocks + rb) * p.c + c0 : nullptr;
+    mk(p, x, weight, bias, y, n, c0, c1, oh0, oh1, pool);
+  });
+  if (pooled != nullptr) {
+    const double inv_area = 1.0 / static_cast<double>(p.out_h * p.out_w);
+    for (int64_t n = 0; n < p.n; ++n)
+      for (int64_t c = 0; c < p.c; ++c) {
+        double sum = 0.0;
+        for (int64_t rb = 0; rb < row_blocks; ++rb) sum += pool_acc[(n * row_blocks + rb) * p.c + c];
+        pooled[n * p.c + c] = static_cast<float>(sum * inv_area);
+      }
+  }
+}
+
+}  // namespace effnet

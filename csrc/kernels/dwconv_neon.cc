@@ -1,0 +1,70 @@
+// NEON micro-kernels for aarch64 (4 fp32 lanes; NEON is part of the base aarch64 ISA).
+#include <arm_neon.h>
+
+#include <cstring>
+
+#include "effnet/dwconv.h"
+
+namespace effnet {
+namespace neon {
+namespace {
+
+using vf = float32x4_t;
+constexpr int kLanes = 4;
+
+inline vf vload(const float* p) { return vld1q_f32(p); }
+inline vf vload_n(const float* p, int n) {  // reads only the first n floats
+  float tmp[kLanes] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int i = 0; i < n; ++i) tmp[i] = p[i];
+  return vld1q_f32(tmp);
+}
+inline void vstore(float* p, vf v) { vst1q_f32(p, v); }
+inline void vstore_n(float* p, vf v, int n) {
+  float tmp[kLanes];
+  vst1q_f32(tmp, v);
+  for (int i = 0; i < n; ++i) p[i] = tmp[i];
+}
+inline vf vset1(float a) { return vdupq_n_f32(a); }
+inline vf vzero() { return vdupq_n_f32(0.0f); }
+inline vf vfma(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
+inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
+
+// swish(z) = z / (1 + exp(-z)), as eager PyTorch computes it (see dwconv_avx512.cc for the saturation).
+inline vf vswish(vf z) {
+  const vf t = vnegq_f32(z);
+  const vf tc = vminq_f32(vmaxq_f32(t, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+  const vf n = vrndnq_f32(vmulq_f32(tc, vdupq_n_f32(1.44269504088896341f)));
+  vf r = vfmsq_f32(tc, n, vdupq_n_f32(0.693359375f));
+  r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+  vf poly = vdupq_n_f32(1.9875691500e-4f);
+  poly = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), poly, r);
+  poly = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), poly, r);
+  poly = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), poly, r);
+  poly = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), poly, r);
+  poly = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), poly, r);
+  poly = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), poly, vmulq_f32(r, r));
+  const int32x4_t bits = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+  vf e = vmulq_f32(poly, vreinterpretq_f32_s32(bits));
+  e = vbslq_f32(vcgtq_f32(t, vdupq_n_f32(88.0f)), vdupq_n_f32(__builtin_inff()), e);
+  return vdivq_f32(z, vaddq_f32(vdupq_n_f32(1.0f), e));
+}
+
+inline void deinterleave(const float* src, float* even, float* odd, int64_t pairs) {
+  int64_t i = 0;
+  for (; i + kLanes <= pairs; i += kLanes) {
+    const float32x4x2_t v = vld2q_f32(src + 2 * i);
+    vst1q_f32(even + i, v.val[0]);
+    vst1q_f32(odd + i, v.val[1]);
+  }
+  for (; i < pairs; ++i) {
+    even[i] = src[2 * i];
+    odd[i] = src[2 * i + 1];
+  }
+}
+
+}  // namespace
+
+#include "dwconv_impl.inc"
+
+}  // namespace neon
+}  // namespace effnet
