@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "effnet/dwconv.h"
+#include "effnet/threadpool.h"
 
 namespace py = pybind11;
 
@@ -29,12 +30,16 @@ std::array<int64_t, 4> as_strides(const std::vector<int64_t>& s, const char* nam
   return {s[0], s[1], s[2], s[3]};
 }
 
-// y = swish(depthwise_conv(x) + bias) with the scalar reference micro-kernel.
-void dwconv_bias_swish_scalar(std::uintptr_t x, const std::vector<int64_t>& x_shape,
-                              const std::vector<int64_t>& x_strides, std::uintptr_t weight,
-                              std::uintptr_t bias, int64_t k, int64_t stride, int64_t pad_top,
-                              int64_t pad_left, std::uintptr_t y, int64_t out_h, int64_t out_w,
-                              const std::vector<int64_t>& y_strides, std::uintptr_t pooled) {
+effnet::Isa resolve_isa(const std::string& isa) {
+  return isa.empty() ? effnet::default_isa() : effnet::parse_isa(isa.c_str());
+}
+
+// y = swish(depthwise_conv(x) + bias) (+ the (N, C) mean of y into `pooled` when it is non-zero).
+void dwconv_bias_swish(std::uintptr_t x, const std::vector<int64_t>& x_shape, const std::vector<int64_t>& x_strides,
+                       std::uintptr_t weight, std::uintptr_t bias, int64_t k, int64_t stride, int64_t pad_top,
+                       int64_t pad_left, std::uintptr_t y, int64_t out_h, int64_t out_w,
+                       const std::vector<int64_t>& y_strides, std::uintptr_t pooled, int num_threads,
+                       const std::string& isa) {
   if (x_shape.size() != 4)
     throw std::invalid_argument("x_shape must be (n, c, h, w), got " + std::to_string(x_shape.size()) + " dims");
   effnet::DwConvParams p;
@@ -45,6 +50,7 @@ void dwconv_bias_swish_scalar(std::uintptr_t x, const std::vector<int64_t>& x_sh
   const auto ys = as_strides(y_strides, "y_strides");
   for (int i = 0; i < 4; ++i) { p.x_stride[i] = xs[i]; p.y_stride[i] = ys[i]; }
   effnet::check_params(p);
+  const effnet::Isa chosen = resolve_isa(isa);
   const bool empty = p.n == 0;
   const float* xp = as_ptr<const float>(x, "x", empty);
   const float* wp = as_ptr<const float>(weight, "weight");
@@ -52,19 +58,34 @@ void dwconv_bias_swish_scalar(std::uintptr_t x, const std::vector<int64_t>& x_sh
   float* yp = as_ptr<float>(y, "y", empty);
   float* pp = as_ptr<float>(pooled, "pooled", true);
   py::gil_scoped_release release;
-  effnet::scalar::dwconv_bias_swish(p, xp, wp, bp, yp, pp);
+  effnet::dwconv_bias_swish(p, xp, wp, bp, yp, pp, num_threads, chosen);
+}
+
+py::dict isa_info() {
+  py::dict d;
+  py::list supported;
+  for (effnet::Isa isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon})
+    if (effnet::isa_supported(isa)) supported.append(effnet::isa_name(isa));
+  d["default"] = effnet::isa_name(effnet::default_isa());
+  d["best"] = effnet::isa_name(effnet::best_isa());
+  d["supported"] = supported;
+  d["note"] = effnet::isa_note();
+  d["pool_threads"] = effnet::pool_size() + 1;
+  return d;
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "effnet_kernels C++ core (torch-free): fused depthwise conv + bias + Swish kernels";
-  m.def("dwconv_bias_swish_scalar", &dwconv_bias_swish_scalar, py::arg("x"), py::arg("x_shape"),
-        py::arg("x_strides"), py::arg("weight"), py::arg("bias"), py::arg("k"), py::arg("stride"),
-        py::arg("pad_top"), py::arg("pad_left"), py::arg("y"), py::arg("out_h"), py::arg("out_w"),
-        py::arg("y_strides"), py::arg("pooled") = 0,
-        "Scalar reference: y = swish(depthwise_conv(x, weight) + bias); pointers are data addresses "
-        "of fp32 buffers, strides in elements; pooled (optional) receives the (N, C) mean of y.");
+  m.def("dwconv_bias_swish", &dwconv_bias_swish, py::arg("x"), py::arg("x_shape"), py::arg("x_strides"),
+        py::arg("weight"), py::arg("bias"), py::arg("k"), py::arg("stride"), py::arg("pad_top"),
+        py::arg("pad_left"), py::arg("y"), py::arg("out_h"), py::arg("out_w"), py::arg("y_strides"),
+        py::arg("pooled") = 0, py::arg("num_threads") = 1, py::arg("isa") = "",
+        "y = swish(depthwise_conv(x, weight) + bias). Pointers are data addresses of fp32 buffers, strides "
+        "in elements, weight (C, k, k) contiguous; pooled (optional) receives the (N, C) mean of y. "
+        "isa: '' (default path), 'scalar', 'avx2', 'avx512' or 'neon'. Releases the GIL.");
+  m.def("isa_info", &isa_info, "ISA paths: default, best, supported, note (why a path was passed over).");
 #ifdef __aarch64__
   m.attr("arch") = "aarch64";
 #elif defined(__x86_64__)

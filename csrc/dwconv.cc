@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <cstdint>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -38,10 +39,79 @@ bool isa_supported(Isa isa) {
   }
 }
 
+namespace {
+
+// A fast check of one SIMD path against the scalar reference on small awkward shapes (both layouts,
+// both strides, k 3/5/7, channel tails, pooling). Run once before a path is chosen automatically, so a
+// path that could not be tested where it was built (this repo's CI hosts lack AVX-512) can never give
+// silent wrong answers: it is skipped with a note instead (isa_note()).
+bool self_test(Isa isa, std::string* why) {
+  uint32_t state = 12345u;
+  auto rnd = [&] {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>((state >> 8) & 0xFFFF) / 32768.0f - 1.0f;
+  };
+  for (int64_t k : {3, 5, 7})
+    for (int64_t stride : {1, 2})
+      for (int layout = 0; layout < 2; ++layout) {
+        DwConvParams p;
+        p.n = 2; p.c = 19; p.h = 9; p.w = 37; p.k = k; p.stride = stride;
+        p.pad_top = p.pad_left = k / 2;
+        p.out_h = conv_out_size(p.h, k, stride, k / 2, k / 2);
+        p.out_w = conv_out_size(p.w, k, stride, k / 2, k / 2);
+        const int64_t chw[3] = {p.c, p.h, p.w}, ochw[3] = {p.c, p.out_h, p.out_w};
+        for (int t = 0; t < 2; ++t) {
+          const int64_t* d = t == 0 ? chw : ochw;
+          int64_t* st = t == 0 ? p.x_stride : p.y_stride;
+          if (layout == 0) { st[0] = d[0] * d[1] * d[2]; st[1] = d[1] * d[2]; st[2] = d[2]; st[3] = 1; }
+          else { st[0] = d[0] * d[1] * d[2]; st[1] = 1; st[2] = d[2] * d[0]; st[3] = d[0]; }
+        }
+        std::vector<float> x(p.n * p.c * p.h * p.w), w(p.c * k * k), b(p.c);
+        for (auto& v : x) v = 3.0f * rnd();
+        for (auto& v : w) v = rnd();
+        for (auto& v : b) v = rnd();
+        const size_t ny = static_cast<size_t>(p.n * p.c * p.out_h * p.out_w);
+        std::vector<float> y0(ny), y1(ny), p0(p.n * p.c), p1(p.n * p.c);
+        scalar::dwconv_bias_swish(p, x.data(), w.data(), b.data(), y0.data(), p0.data());
+        dwconv_bias_swish(p, x.data(), w.data(), b.data(), y1.data(), p1.data(), 1, isa);
+        double err = 0.0, ref = 0.0;
+        for (size_t i = 0; i < ny; ++i) {
+          err = std::max(err, static_cast<double>(std::fabs(y1[i] - y0[i])));
+          ref = std::max(ref, static_cast<double>(std::fabs(y0[i])));
+        }
+        for (size_t i = 0; i < p0.size(); ++i) err = std::max(err, static_cast<double>(std::fabs(p1[i] - p0[i])));
+        if (!(err <= 1e-4 * ref)) {
+          *why = std::string(isa_name(isa)) + " self-test failed (k=" + std::to_string(k) + " stride=" +
+                 std::to_string(stride) + (layout ? " nhwc" : " nchw") + ", max error " + std::to_string(err) + ")";
+          return false;
+        }
+      }
+  return true;
+}
+
+std::string& note_storage() {
+  static std::string note;
+  return note;
+}
+
+}  // namespace
+
 Isa best_isa() {
-  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kNeon})
-    if (isa_supported(isa)) return isa;
-  return Isa::kScalar;
+  static const Isa best = [] {
+    for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kNeon}) {
+      if (!isa_supported(isa)) continue;
+      std::string why;
+      if (self_test(isa, &why)) return isa;
+      note_storage() += why + "; ";
+    }
+    return Isa::kScalar;
+  }();
+  return best;
+}
+
+const std::string& isa_note() {
+  best_isa();
+  return note_storage();
 }
 
 Isa parse_isa(const char* name) {

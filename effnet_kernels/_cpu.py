@@ -1,31 +1,55 @@
 """torch ↔ C++ bridge for the CPU kernels: validates tensors, allocates outputs, passes pointers.
 
-The C++ core is torch-free: it receives data addresses, shapes and element strides.
+The C++ core is torch-free: it receives data addresses, shapes and element strides. The thread count
+is torch's (``torch.get_num_threads()``), read on every call.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
-from ._ext import require_cpp
+from ._ext import _C, require_cpp
 from .padding import check_padding, pad_amounts
 
+_forced_isa = ""  # "" = the C++ default (EFFNET_ISA if set, else the best path that passes its self-test)
 
-def _check_tensor(t, name: str, dim: int) -> torch.Tensor:
+
+def isa_info() -> dict:
+    return dict(require_cpp("isa_info").isa_info())
+
+
+@contextlib.contextmanager
+def use_isa(isa: str):
+    """Force one ISA path ("scalar", "avx2", "avx512", "neon") for CPU kernels inside the block (tests)."""
+    global _forced_isa
+    supported = isa_info()["supported"]
+    if isa not in supported:
+        raise ValueError(f"isa must be one of the paths this CPU supports {supported}, got {isa!r}")
+    previous, _forced_isa = _forced_isa, isa
+    try:
+        yield
+    finally:
+        _forced_isa = previous
+
+
+def check_tensor(t, name: str, dim: int, dtypes: Sequence[torch.dtype] = (torch.float32,),
+                 device_type: Optional[str] = "cpu", what: str = "the C++ CPU kernels") -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != torch.float32:
-        raise TypeError(f"{name} must be float32 for the C++ CPU kernels, got {t.dtype}")
-    if t.device.type != "cpu":
-        raise ValueError(f"{name} must be on the CPU for the C++ kernels, got device {t.device}")
+    if t.dtype not in dtypes:
+        expected = " or ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{name} must be {expected} for {what}, got {str(t.dtype).replace('torch.', '')}")
+    if device_type is not None and t.device.type != device_type:
+        raise ValueError(f"{name} must be on the {device_type.upper()} for {what}, got device {t.device}")
     if t.dim() != dim:
         raise ValueError(f"{name} must be {dim}-D, got shape {tuple(t.shape)}")
     return t
 
 
-def _check_stride(stride) -> int:
+def check_stride(stride) -> int:
     if isinstance(stride, bool) or not isinstance(stride, numbers.Integral):
         raise TypeError(f"stride must be the int 1 or 2, got {type(stride).__name__} {stride!r}")
     if stride not in (1, 2):
@@ -40,11 +64,16 @@ def output_memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def check_dwconv_args(x, weight, bias, stride, padding) -> Tuple[int, int, str]:
+def check_dwconv_args(x, weight, bias, stride, padding, dtypes=(torch.float32,), device_type: Optional[str] = "cpu",
+                      what: str = "the C++ CPU kernels") -> Tuple[int, int, str]:
     """Validate depthwise-conv arguments; returns (k, stride, padding)."""
-    _check_tensor(x, "x", 4)
-    _check_tensor(weight, "weight", 4)
-    _check_tensor(bias, "bias", 1)
+    check_tensor(x, "x", 4, dtypes, device_type, what)
+    check_tensor(weight, "weight", 4, dtypes, x.device.type, what)
+    check_tensor(bias, "bias", 1, dtypes, x.device.type, what)
+    if weight.device != x.device or bias.device != x.device:
+        raise ValueError(f"weight and bias must be on x's device {x.device}, got {weight.device} and {bias.device}")
+    if weight.dtype != x.dtype or bias.dtype != x.dtype:
+        raise TypeError(f"weight and bias must have x's dtype {x.dtype}, got {weight.dtype} and {bias.dtype}")
     c = x.shape[1]
     if c < 1 or x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"x must have C, H, W >= 1, got shape {tuple(x.shape)}")
@@ -52,29 +81,42 @@ def check_dwconv_args(x, weight, bias, stride, padding) -> Tuple[int, int, str]:
     if weight.shape[0] != c or weight.shape[1] != 1 or weight.shape[2] != k:
         raise ValueError(f"weight must have shape (C, 1, k, k) = ({c}, 1, k, k) for x with C={c}, "
                          f"got {tuple(weight.shape)}")
-    if k % 2 != 1:
-        raise ValueError(f"weight kernel size k must be odd, got k={k}")
+    if k % 2 != 1 or k > 7:
+        raise ValueError(f"weight kernel size k must be odd and at most 7, got k={k}")
     if bias.shape[0] != c:
         raise ValueError(f"bias must have shape ({c},) for x with C={c}, got {tuple(bias.shape)}")
-    return k, _check_stride(stride), check_padding(padding)
+    return k, check_stride(stride), check_padding(padding)
 
 
-def dwconv_bias_swish_scalar(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
-                             padding: str = "symmetric", pool: bool = False):
-    """y = silu(depthwise_conv2d(x, weight) + bias) by the scalar C++ reference micro-kernel.
-
-    Returns y, or (y, pooled) with pooled the (N, C) mean of y over H×W when ``pool`` is true.
-    """
-    C = require_cpp("dwconv_bias_swish_scalar")
-    k, stride, padding = check_dwconv_args(x, weight, bias, stride, padding)
-    n, c, h, w = x.shape
+def output_size(h: int, w: int, k: int, stride: int, padding: str) -> Tuple[int, int, int, int]:
+    """(pad_top, pad_left, out_h, out_w)."""
     top, _, out_h = pad_amounts(h, k, stride, padding)
     left, _, out_w = pad_amounts(w, k, stride, padding)
+    return top, left, out_h, out_w
+
+
+def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
+                      padding: str = "symmetric", pool: bool = False, isa: Optional[str] = None,
+                      validate: bool = True):
+    """y = silu(depthwise_conv2d(x, weight) + bias) by the C++ kernels; (y, pooled) when ``pool``.
+
+    pooled is the fp32 (N, C) mean of y over H×W, computed in the same pass.
+    """
+    C = _C if _C is not None else require_cpp("the C++ depthwise kernel")
+    if validate:
+        k, stride, padding = check_dwconv_args(x, weight, bias, stride, padding)
+    else:
+        k = weight.shape[-1]
+    n, c, h, w = x.shape
+    top, left, out_h, out_w = output_size(h, w, k, stride, padding)
     y = torch.empty((n, c, out_h, out_w), dtype=torch.float32, memory_format=output_memory_format(x))
     pooled = torch.empty((n, c), dtype=torch.float32) if pool else None
-    weight = weight.contiguous()
-    bias = bias.contiguous()
-    C.dwconv_bias_swish_scalar(
-        x.data_ptr(), list(x.shape), list(x.stride()), weight.data_ptr(), bias.data_ptr(), k, stride, top, left,
-        y.data_ptr(), out_h, out_w, list(y.stride()), pooled.data_ptr() if pool else 0)
+    if not weight.is_contiguous():
+        weight = weight.contiguous()
+    if not bias.is_contiguous():
+        bias = bias.contiguous()
+    C.dwconv_bias_swish(
+        x.data_ptr(), x.shape, x.stride(), weight.data_ptr(), bias.data_ptr(), k, stride, top, left,
+        y.data_ptr(), out_h, out_w, y.stride(), pooled.data_ptr() if pool else 0, torch.get_num_threads(),
+        isa if isa is not None else _forced_isa)
     return (y, pooled) if pool else y

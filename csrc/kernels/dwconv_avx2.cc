@@ -20,18 +20,24 @@ inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
 inline vf vload_n(const float* p, int n) { return _mm256_maskload_ps(p, lane_mask(n)); }  // no fault past n
 inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
 inline void vstore_n(float* p, vf v, int n) { _mm256_maskstore_ps(p, lane_mask(n), v); }
+inline vf vkeep_n(vf v, int n) { return _mm256_and_ps(v, _mm256_castsi256_ps(lane_mask(n))); }
 inline vf vset1(float a) { return _mm256_set1_ps(a); }
 inline vf vzero() { return _mm256_setzero_ps(); }
 inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 
-// swish(z) = z / (1 + exp(-z)), as eager PyTorch computes it (see dwconv_avx512.cc for the saturation).
+// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses. exp(-z) is clamped to exp(88) (so
+// z < -88 gives ~-0 as eager's z / inf does, -inf gives -inf * 0 = NaN as eager does, NaN stays NaN),
+// 2^n is built with the magic-number trick (XNNPACK-style) and 1 / (1 + e) by rcp + one Newton step
+// (vdivps costs ~4x more here).
 inline vf vswish(vf z) {
-  const vf t = _mm256_sub_ps(_mm256_setzero_ps(), z);
-  const vf tc = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-  const vf n = _mm256_round_ps(_mm256_mul_ps(tc, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  vf r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), tc);
+  const vf t = _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), z), _mm256_set1_ps(-87.0f)),
+                             _mm256_set1_ps(88.0f));
+  const vf magic = _mm256_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127: low mantissa bits hold n + 127
+  const vf j = _mm256_fmadd_ps(t, _mm256_set1_ps(1.44269504088896341f), magic);
+  const vf n = _mm256_sub_ps(j, magic);
+  const vf pow2n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(j), 23));
+  vf r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), t);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
   vf poly = _mm256_set1_ps(1.9875691500e-4f);
   poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.3981999507e-3f));
@@ -40,10 +46,10 @@ inline vf vswish(vf z) {
   poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
   poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
   poly = _mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  vf e = _mm256_mul_ps(poly, _mm256_castsi256_ps(bits));
-  e = _mm256_blendv_ps(e, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(t, _mm256_set1_ps(88.0f), _CMP_GT_OQ));
-  return _mm256_div_ps(z, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+  const vf d = _mm256_fmadd_ps(poly, pow2n, _mm256_set1_ps(1.0f));  // 1 + exp(t), finite
+  vf inv = _mm256_rcp_ps(d);                                         // ~12 bits; 0 for d > 2^126
+  inv = _mm256_fmadd_ps(inv, _mm256_fnmadd_ps(d, inv, _mm256_set1_ps(1.0f)), inv);
+  return _mm256_mul_ps(z, inv);
 }
 
 inline void deinterleave(const float* src, float* even, float* odd, int64_t pairs) {

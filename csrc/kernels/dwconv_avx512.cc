@@ -18,20 +18,22 @@ inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
 inline vf vload_n(const float* p, int n) { return _mm512_maskz_loadu_ps(lane_mask(n), p); }  // no fault past n
 inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
 inline void vstore_n(float* p, vf v, int n) { _mm512_mask_storeu_ps(p, lane_mask(n), v); }
+inline vf vkeep_n(vf v, int n) { return _mm512_maskz_mov_ps(lane_mask(n), v); }
 inline vf vset1(float a) { return _mm512_set1_ps(a); }
 inline vf vzero() { return _mm512_setzero_ps(); }
 inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 
-// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses, so saturation and NaN/inf match:
-// exp(-z) for -z > 88 is +inf (z / inf = -0; -inf / inf = NaN), a NaN z stays NaN through the division.
+// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (clamped
+// exp(-z), magic-number 2^n), with rcp14 + one Newton step for the reciprocal.
 inline vf vswish(vf z) {
-  const vf t = _mm512_sub_ps(_mm512_setzero_ps(), z);
-  const vf tc = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-  // exp(tc) = 2^n * exp(r), n = round(tc / ln 2), |r| <= ln2 / 2 (Cephes expf polynomial, ~1 ulp).
-  const vf n = _mm512_roundscale_ps(_mm512_mul_ps(tc, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  vf r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), tc);
+  const vf t = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), _mm512_set1_ps(-87.0f)),
+                             _mm512_set1_ps(88.0f));
+  const vf magic = _mm512_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
+  const vf j = _mm512_fmadd_ps(t, _mm512_set1_ps(1.44269504088896341f), magic);
+  const vf n = _mm512_sub_ps(j, magic);
+  const vf pow2n = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(j), 23));
+  vf r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), t);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
   vf poly = _mm512_set1_ps(1.9875691500e-4f);
   poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.3981999507e-3f));
@@ -40,11 +42,10 @@ inline vf vswish(vf z) {
   poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.6666665459e-1f));
   poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(5.0000001201e-1f));
   poly = _mm512_fmadd_ps(poly, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  vf e = _mm512_mul_ps(poly, _mm512_castsi512_ps(bits));
-  e = _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(t, _mm512_set1_ps(88.0f), _CMP_GT_OQ),
-                         _mm512_set1_ps(__builtin_inff()));
-  return _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  const vf d = _mm512_fmadd_ps(poly, pow2n, _mm512_set1_ps(1.0f));
+  vf inv = _mm512_rcp14_ps(d);  // 14 bits; 0 for d > 2^126
+  inv = _mm512_fmadd_ps(inv, _mm512_fnmadd_ps(d, inv, _mm512_set1_ps(1.0f)), inv);
+  return _mm512_mul_ps(z, inv);
 }
 
 // even[i] = src[2i], odd[i] = src[2i + 1] for i < pairs.

@@ -24,17 +24,24 @@ inline void vstore_n(float* p, vf v, int n) {
   vst1q_f32(tmp, v);
   for (int i = 0; i < n; ++i) p[i] = tmp[i];
 }
+inline vf vkeep_n(vf v, int n) {
+  const int32_t idx[kLanes] = {0, 1, 2, 3};
+  return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(v), vcltq_s32(vld1q_s32(idx), vdupq_n_s32(n))));
+}
 inline vf vset1(float a) { return vdupq_n_f32(a); }
 inline vf vzero() { return vdupq_n_f32(0.0f); }
 inline vf vfma(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
 inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
 
-// swish(z) = z / (1 + exp(-z)), as eager PyTorch computes it (see dwconv_avx512.cc for the saturation).
+// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (clamped
+// exp(-z), magic-number 2^n), with vrecpe + two Newton steps (vrecps) for the reciprocal.
 inline vf vswish(vf z) {
-  const vf t = vnegq_f32(z);
-  const vf tc = vminq_f32(vmaxq_f32(t, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
-  const vf n = vrndnq_f32(vmulq_f32(tc, vdupq_n_f32(1.44269504088896341f)));
-  vf r = vfmsq_f32(tc, n, vdupq_n_f32(0.693359375f));
+  const vf t = vminq_f32(vmaxq_f32(vnegq_f32(z), vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+  const vf magic = vdupq_n_f32(12583039.0f);  // 1.5 * 2^23 + 127
+  const vf j = vfmaq_f32(magic, t, vdupq_n_f32(1.44269504088896341f));
+  const vf n = vsubq_f32(j, magic);
+  const vf pow2n = vreinterpretq_f32_s32(vshlq_n_s32(vreinterpretq_s32_f32(j), 23));
+  vf r = vfmsq_f32(t, n, vdupq_n_f32(0.693359375f));
   r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
   vf poly = vdupq_n_f32(1.9875691500e-4f);
   poly = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), poly, r);
@@ -43,10 +50,11 @@ inline vf vswish(vf z) {
   poly = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), poly, r);
   poly = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), poly, r);
   poly = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), poly, vmulq_f32(r, r));
-  const int32x4_t bits = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
-  vf e = vmulq_f32(poly, vreinterpretq_f32_s32(bits));
-  e = vbslq_f32(vcgtq_f32(t, vdupq_n_f32(88.0f)), vdupq_n_f32(__builtin_inff()), e);
-  return vdivq_f32(z, vaddq_f32(vdupq_n_f32(1.0f), e));
+  const vf d = vfmaq_f32(vdupq_n_f32(1.0f), poly, pow2n);
+  vf inv = vrecpeq_f32(d);  // ~8 bits; 0 for d > 2^126
+  inv = vmulq_f32(inv, vrecpsq_f32(d, inv));
+  inv = vmulq_f32(inv, vrecpsq_f32(d, inv));
+  return vmulq_f32(z, inv);
 }
 
 inline void deinterleave(const float* src, float* even, float* odd, int64_t pairs) {

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace effnet {
 
@@ -74,7 +75,8 @@ enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
 const char* isa_name(Isa isa);
 bool isa_supported(Isa isa);         // can this CPU/build run it?
-Isa best_isa();                      // the fastest supported path
+Isa best_isa();                      // the fastest supported path that passes its self-test
+const std::string& isa_note();       // why a supported path was passed over ("" when none was)
 Isa parse_isa(const char* name);     // throws std::invalid_argument for unknown/unsupported names
 Isa default_isa();                   // EFFNET_ISA if set (validated), else best_isa(); read once
 

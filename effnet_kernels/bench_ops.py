@@ -1,0 +1,171 @@
+"""Op microbenchmarks: the fused depthwise conv + BN + Swish at every depthwise layer shape of B0–B7.
+
+    python -m effnet_kernels.bench_ops [--phis 0 4] [--batches 1 8] [--formats nchw channels_last] [--out DIR]
+
+Per layer, in one run under ``torch.inference_mode()`` at the default thread count: eager
+``Conv2d(groups=C)`` + ``BatchNorm2d`` (eval) + ``SiLU`` in the same memory format, the fused op through
+its public entry point (:func:`effnet_kernels.ops.dwconv_bias_swish`, BN folded once beforehand), and two
+floors: a copy of the same bytes (``dst.copy_(src)``, reading and writing as many bytes as the layer's
+input + output) and the layer's multiply-adds at the rate ``torch.mm`` reaches on an in-cache 512³
+problem. Medians of repeated runs after warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+
+from . import ops
+from .bench import FORMATS, machine_info, summarize, time_fn
+from .reference import fold_bn
+from .scaling import DepthwiseShape, depthwise_shapes
+
+
+def dw_layer_shapes(phis) -> List[DepthwiseShape]:
+    """Distinct depthwise layer shapes over the given φ, in order of first appearance."""
+    out: List[DepthwiseShape] = []
+    for phi in phis:
+        for s in depthwise_shapes(phi, distinct=True):
+            if s not in out:
+                out.append(s)
+    return out
+
+
+class DwSetup:
+    """One layer's tensors and callables: eager modules, folded weights, copy buffers."""
+
+    def __init__(self, shape: DepthwiseShape, batch: int, fmt: str, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        c, h, w, k, s = shape
+        mf = FORMATS[fmt]
+        self.shape, self.batch, self.fmt = shape, batch, fmt
+        self.x = torch.randn(batch, c, h, w, generator=g).contiguous(memory_format=mf)
+        self.conv = nn.Conv2d(c, c, k, s, padding=k // 2, groups=c, bias=False)
+        self.bn = nn.BatchNorm2d(c).eval()
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(c, 1, k, k, generator=g) / k)
+            self.bn.weight.copy_(torch.rand(c, generator=g) + 0.5)
+            self.bn.bias.copy_(torch.randn(c, generator=g) * 0.1)
+            self.bn.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            self.bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+        self.eager = nn.Sequential(self.conv, self.bn, nn.SiLU()).eval().to(memory_format=mf)
+        wf, bf = fold_bn(self.conv.weight.detach().double(), self.bn.weight.double(), self.bn.bias.double(),
+                         self.bn.running_mean.double(), self.bn.running_var.double(), self.bn.eps)
+        self.w, self.b = wf.float(), bf.float()
+        out_h, out_w = -(-h // s), -(-w // s)
+        self.in_bytes = self.x.numel() * 4
+        self.out_bytes = batch * c * out_h * out_w * 4
+        self.macs = batch * c * out_h * out_w * k * k
+        half = (self.in_bytes + self.out_bytes) // 8  # floats: read + write = input + output bytes
+        self.src, self.dst = torch.randn(half), torch.empty(half)
+
+    def run_eager(self):
+        return self.eager(self.x)
+
+    def run_fused(self, backend=None):
+        return ops.dwconv_bias_swish(self.x, self.w, self.b, self.shape.stride, "symmetric", backend=backend)
+
+    def run_copy(self):
+        return self.dst.copy_(self.src)
+
+
+def mm_rate(seconds: float = 0.3) -> float:
+    """Multiply-adds per second torch.mm reaches on an in-cache 512³ fp32 problem (the compute floor)."""
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    samples = time_fn(lambda: torch.mm(a, b), warmup=3, repeats=10, min_seconds=seconds)
+    return 512 ** 3 / sorted(samples)[len(samples) // 2]
+
+
+def bench_dwconv(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), min_seconds: float = 0.05,
+                 progress=None) -> dict:
+    rate = mm_rate()
+    rows = []
+    shapes = dw_layer_shapes(phis)
+    with torch.inference_mode():
+        for batch in batches:
+            for fmt in formats:
+                for shape in shapes:
+                    st = DwSetup(shape, batch, fmt)
+                    t = {name: summarize(time_fn(fn, warmup=2, repeats=5, min_seconds=min_seconds))["median_ms"]
+                         for name, fn in (("eager", st.run_eager), ("fused", st.run_fused), ("copy", st.run_copy))}
+                    mac_floor = st.macs / rate * 1e3
+                    row = dict(shape=list(shape), batch=batch, format=fmt, eager_ms=t["eager"], fused_ms=t["fused"],
+                               copy_ms=t["copy"], mac_floor_ms=mac_floor, bytes=st.in_bytes + st.out_bytes,
+                               macs=st.macs)
+                    rows.append(row)
+                    if progress:
+                        progress(f"b{batch} {fmt} {tuple(shape)}: eager {t['eager']:.3f} fused {t['fused']:.3f} "
+                                 f"copy {t['copy']:.3f} ms")
+    return {"machine": machine_info(), "mm_rate_gmacs": rate / 1e9, "rows": rows}
+
+
+def layer_sums(result: dict, phi, batch: int, fmt: str) -> dict:
+    """Eager and fused time summed over every depthwise layer of efficientnet(phi) (repeats counted)."""
+    by_shape = {(tuple(r["shape"]), r["batch"], r["format"]): r for r in result["rows"]}
+    eager = fused = 0.0
+    for s in depthwise_shapes(phi):
+        r = by_shape[(tuple(s), batch, fmt)]
+        eager += r["eager_ms"]
+        fused += r["fused_ms"]
+    return {"eager_ms": eager, "fused_ms": fused, "speedup": eager / fused}
+
+
+def markdown(result: dict, phis) -> str:
+    m = result["machine"]
+    lines = [f"Depthwise conv + BN + Swish, fp32, {m['threads']} threads, {m.get('cpu', m['processor'])}, "
+             f"torch {m['torch']}, ISA {m.get('isa', '?')}, {m['date']}. torch.mm 512³ rate "
+             f"{result['mm_rate_gmacs']:.1f} GMAC/s. Times in µs (median).", ""]
+    batches = sorted({r["batch"] for r in result["rows"]})
+    formats = list(dict.fromkeys(r["format"] for r in result["rows"]))
+    lines += ["### Summed over every depthwise layer of the model", "",
+              "| model | batch | format | eager ms | fused ms | speed-up |", "|---|---|---|---|---|---|"]
+    for phi in phis:
+        for b in batches:
+            for f in formats:
+                s = layer_sums(result, phi, b, f)
+                lines.append(f"| B{phi} | {b} | {f} | {s['eager_ms']:.2f} | {s['fused_ms']:.2f} | {s['speedup']:.1f}× |")
+    lines += ["", "### Per layer", "",
+              "| C | H×W | k | s | batch | format | eager | fused | copy floor | MAC floor | eager/fused | "
+              "fused/max(floor) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        c, h, w, k, s = r["shape"]
+        floor = max(r["copy_ms"], r["mac_floor_ms"])
+        lines.append(f"| {c} | {h}×{w} | {k} | {s} | {r['batch']} | {r['format']} | {r['eager_ms'] * 1e3:.1f} | "
+                     f"{r['fused_ms'] * 1e3:.1f} | {r['copy_ms'] * 1e3:.1f} | {r['mac_floor_ms'] * 1e3:.1f} | "
+                     f"{r['eager_ms'] / r['fused_ms']:.1f}× | {r['fused_ms'] / floor:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m effnet_kernels.bench_ops", description=__doc__.split("\n\n")[0])
+    p.add_argument("--phis", type=int, nargs="+", default=list(range(8)), choices=range(8), metavar="PHI")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    p.add_argument("--min-seconds", type=float, default=0.05, help="minimum timed seconds per measurement")
+    p.add_argument("--out", type=Path, default=None, help="folder for dwconv.json and dwconv.md")
+    args = p.parse_args(argv)
+    if any(b < 1 for b in args.batches):
+        p.error(f"--batches must be >= 1, got {args.batches}")
+    result = bench_dwconv(args.phis, args.batches, args.formats, args.min_seconds,
+                          progress=lambda s: print("  " + s, file=sys.stderr, flush=True))
+    try:
+        from ._cpu import isa_info
+        result["machine"]["isa"] = isa_info()["default"]
+    except RuntimeError:
+        result["machine"]["isa"] = "none (reference fallback)"
+    text = markdown(result, args.phis)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "dwconv.json").write_text(json.dumps(result, indent=1))
+        (args.out / "dwconv.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
