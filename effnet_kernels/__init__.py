@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform as _platform
 
 from ._ext import has_cpp
-from . import padding, reference, scaling, models, testing
+from . import padding, reference, scaling, models, testing, ops
 from .models import EfficientNet, efficientnet, from_timm, from_torchvision
 from .scaling import compound, model_cost, round_filters, round_repeats
 
@@ -24,7 +24,8 @@ __all__ = [
 
 
 def info() -> dict:
-    """What this install can run: versions, the compiled module, the CPU architecture."""
+    """What this install can run: versions, the compiled module, the CPU kernel path (ISA), the backends
+    per device and the thread count the kernels will use (torch's)."""
     import torch
 
     from ._ext import IMPORT_ERROR, _C
@@ -34,6 +35,11 @@ def info() -> dict:
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
+    try:
+        from ._cpu import isa_info
+        isa = isa_info()
+    except RuntimeError:
+        isa = None
     return {
         "effnet_kernels": __version__,
         "torch": torch.__version__,
@@ -43,6 +49,11 @@ def info() -> dict:
         "cpp_module": _C is not None,
         "cpp_module_error": None if IMPORT_ERROR is None else str(IMPORT_ERROR),
         "cpp_arch": getattr(_C, "arch", None),
+        "isa": None if isa is None else isa["default"],  # the CPU kernel path in use
+        "isa_supported": None if isa is None else isa["supported"],
+        "isa_note": None if isa is None else isa["note"],  # why a supported path was passed over
+        "backends": {"cpu": ops.available_backends("cpu"),
+                     **({"cuda": ops.available_backends("cuda")} if torch.cuda.is_available() else {})},
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
     }

@@ -20,7 +20,7 @@ def test_import_without_compiled_module_warns_once_and_falls_back():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             import effnet_kernels as ek
-            import effnet_kernels.models, effnet_kernels._cpu
+            import effnet_kernels.models, effnet_kernels._cpu, effnet_kernels.ops as ops
         msgs = [str(w.message) for w in caught if "effnet_kernels._C" in str(w.message)]
         assert len(msgs) == 1, msgs
         assert "pip install ." in msgs[0], msgs[0]
@@ -31,12 +31,18 @@ def test_import_without_compiled_module_warns_once_and_falls_back():
         with torch.no_grad():
             assert m(torch.randn(1, 3, 64, 64)).shape == (1, 3)
         try:
-            effnet_kernels._cpu.dwconv_bias_swish_scalar(torch.randn(1, 2, 3, 3), torch.randn(2, 1, 3, 3),
-                                                         torch.randn(2))
+            effnet_kernels._cpu.dwconv_bias_swish(torch.randn(1, 2, 3, 3), torch.randn(2, 1, 3, 3),
+                                                  torch.randn(2))
         except RuntimeError as e:
             assert "pip install ." in str(e)
         else:
             raise AssertionError("expected a RuntimeError naming the build command")
+        # The registered op and the public wrapper fall back to the eager reference.
+        x, w, b = torch.randn(1, 3, 6, 6), torch.randn(3, 1, 3, 3), torch.randn(3)
+        ref = effnet_kernels.reference.dwconv_bias_swish(x, w, b, 1, "symmetric")
+        assert torch.allclose(ops.dwconv_bias_swish(x, w, b), ref)
+        assert torch.allclose(torch.ops.effnet_kernels.dwconv_bias_swish(x, w, b, 1, "symmetric"), ref)
+        assert ops.available_backends("cpu") == ("torch",)
         print("ok")
     """)
     assert proc.returncode == 0, proc.stderr
@@ -46,7 +52,10 @@ def test_import_without_compiled_module_warns_once_and_falls_back():
 def test_info_reports_versions():
     d = ek.info()
     assert d["effnet_kernels"] == ek.__version__
-    assert {"torch", "triton", "cpp_module", "threads", "machine"} <= set(d)
+    assert {"torch", "triton", "cpp_module", "threads", "machine", "isa", "backends"} <= set(d)
+    assert "torch" in d["backends"]["cpu"]
+    if d["cpp_module"]:
+        assert d["isa"] in d["isa_supported"] and "cpp" in d["backends"]["cpu"]
 
 
 def test_bench_cli_runs_and_writes_results(tmp_path, capsys):
