@@ -31,8 +31,8 @@ inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 // 2^n is built with the magic-number trick (XNNPACK-style) and 1 / (1 + e) by rcp + one Newton step
 // (vdivps costs ~4x more here).
 inline vf vswish(vf z) {
-  const vf t = _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), z), _mm256_set1_ps(-87.0f)),
-                             _mm256_set1_ps(88.0f));
+  const vf neg = _mm256_sub_ps(_mm256_setzero_ps(), z);
+  const vf t = _mm256_min_ps(_mm256_max_ps(neg, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
   const vf magic = _mm256_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127: low mantissa bits hold n + 127
   const vf j = _mm256_fmadd_ps(t, _mm256_set1_ps(1.44269504088896341f), magic);
   const vf n = _mm256_sub_ps(j, magic);
@@ -49,6 +49,8 @@ inline vf vswish(vf z) {
   const vf d = _mm256_fmadd_ps(poly, pow2n, _mm256_set1_ps(1.0f));  // 1 + exp(t), finite
   vf inv = _mm256_rcp_ps(d);                                         // ~12 bits; 0 for d > 2^126
   inv = _mm256_fmadd_ps(inv, _mm256_fnmadd_ps(d, inv, _mm256_set1_ps(1.0f)), inv);
+  // z < -88: 1 / (1 + exp(-z)) is exactly 0 as in eager (z * 0 = -0, -inf * 0 = NaN), not a denormal estimate.
+  inv = _mm256_andnot_ps(_mm256_cmp_ps(neg, _mm256_set1_ps(88.0f), _CMP_GT_OQ), inv);
   return _mm256_mul_ps(z, inv);
 }
 

@@ -27,8 +27,8 @@ inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 // swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (clamped
 // exp(-z), magic-number 2^n), with rcp14 + one Newton step for the reciprocal.
 inline vf vswish(vf z) {
-  const vf t = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), _mm512_set1_ps(-87.0f)),
-                             _mm512_set1_ps(88.0f));
+  const vf neg = _mm512_sub_ps(_mm512_setzero_ps(), z);
+  const vf t = _mm512_min_ps(_mm512_max_ps(neg, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
   const vf magic = _mm512_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
   const vf j = _mm512_fmadd_ps(t, _mm512_set1_ps(1.44269504088896341f), magic);
   const vf n = _mm512_sub_ps(j, magic);
@@ -45,6 +45,8 @@ inline vf vswish(vf z) {
   const vf d = _mm512_fmadd_ps(poly, pow2n, _mm512_set1_ps(1.0f));
   vf inv = _mm512_rcp14_ps(d);  // 14 bits; 0 for d > 2^126
   inv = _mm512_fmadd_ps(inv, _mm512_fnmadd_ps(d, inv, _mm512_set1_ps(1.0f)), inv);
+  // z < -88: exactly 0 as in eager (rcp14 would give a denormal estimate).
+  inv = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(neg, _mm512_set1_ps(88.0f), _CMP_LE_OQ), inv);
   return _mm512_mul_ps(z, inv);
 }
 

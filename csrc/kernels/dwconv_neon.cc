@@ -36,7 +36,8 @@ inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
 // swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (clamped
 // exp(-z), magic-number 2^n), with vrecpe + two Newton steps (vrecps) for the reciprocal.
 inline vf vswish(vf z) {
-  const vf t = vminq_f32(vmaxq_f32(vnegq_f32(z), vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+  const vf neg = vnegq_f32(z);
+  const vf t = vminq_f32(vmaxq_f32(neg, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
   const vf magic = vdupq_n_f32(12583039.0f);  // 1.5 * 2^23 + 127
   const vf j = vfmaq_f32(magic, t, vdupq_n_f32(1.44269504088896341f));
   const vf n = vsubq_f32(j, magic);
@@ -54,6 +55,8 @@ inline vf vswish(vf z) {
   vf inv = vrecpeq_f32(d);  // ~8 bits; 0 for d > 2^126
   inv = vmulq_f32(inv, vrecpsq_f32(d, inv));
   inv = vmulq_f32(inv, vrecpsq_f32(d, inv));
+  // z < -88: exactly 0 as in eager (vrecpe gives a denormal estimate there).
+  inv = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(inv), vcgtq_f32(neg, vdupq_n_f32(88.0f))));
   return vmulq_f32(z, inv);
 }
 
