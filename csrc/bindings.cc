@@ -61,6 +61,14 @@ void dwconv_bias_swish(std::uintptr_t x, const std::vector<int64_t>& x_shape, co
   effnet::dwconv_bias_swish(p, xp, wp, bp, yp, pp, num_threads, chosen);
 }
 
+void swish_inplace(std::uintptr_t data, int64_t count, const std::string& isa) {
+  if (count < 0) throw std::invalid_argument("count must be >= 0, got " + std::to_string(count));
+  float* p = as_ptr<float>(data, "data", count == 0);
+  const effnet::Isa chosen = resolve_isa(isa);
+  py::gil_scoped_release release;
+  effnet::swish_inplace(p, count, chosen);
+}
+
 py::dict isa_info() {
   py::dict d;
   py::list supported;
@@ -85,6 +93,8 @@ PYBIND11_MODULE(_C, m) {
         "y = swish(depthwise_conv(x, weight) + bias). Pointers are data addresses of fp32 buffers, strides "
         "in elements, weight (C, k, k) contiguous; pooled (optional) receives the (N, C) mean of y. "
         "isa: '' (default path), 'scalar', 'avx2', 'avx512' or 'neon'. Releases the GIL.");
+  m.def("swish_inplace", &swish_inplace, py::arg("data"), py::arg("count"), py::arg("isa") = "",
+        "In-place Swish over `count` contiguous fp32 values at address `data` (single thread).");
   m.def("isa_info", &isa_info, "ISA paths: default, best, supported, note (why a path was passed over).");
 #ifdef __aarch64__
   m.attr("arch") = "aarch64";

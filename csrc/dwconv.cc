@@ -181,6 +181,20 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
+void swish_inplace(float* data, int64_t count, Isa isa) {
+  switch (isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::kAvx512: return avx512::swish_inplace(data, count);
+    case Isa::kAvx2: return avx2::swish_inplace(data, count);
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon: return neon::swish_inplace(data, count);
+#endif
+    default:
+      for (int64_t i = 0; i < count; ++i) data[i] = swish_ref(data[i]);
+  }
+}
+
 void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weight, const float* bias, float* y,
                        float* pooled, int num_threads, Isa isa) {
   check_params(p);

@@ -7,7 +7,9 @@ Per layer, in one run under ``torch.inference_mode()`` at the default thread cou
 its public entry point (:func:`effnet_kernels.ops.dwconv_bias_swish`, BN folded once beforehand), and two
 floors: a copy of the same bytes (``dst.copy_(src)``, reading and writing as many bytes as the layer's
 input + output) and the layer's multiply-adds at the rate ``torch.mm`` reaches on an in-cache 512³
-problem. Medians of repeated runs after warm-up.
+problem. A third floor, the Swish compute: the package's vectorised Swish alone over the layer's output
+(one thread, divided by the thread count) — work the fused kernel cannot skip that neither the copy nor
+the multiply-add floor counts. Medians of repeated runs after warm-up.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from . import ops
+from ._ext import has_cpp
 from .bench import FORMATS, machine_info, summarize, time_fn
 from .reference import fold_bn
 from .scaling import DepthwiseShape, depthwise_shapes
@@ -63,6 +66,8 @@ class DwSetup:
         self.macs = batch * c * out_h * out_w * k * k
         half = (self.in_bytes + self.out_bytes) // 8  # floats: read + write = input + output bytes
         self.src, self.dst = torch.randn(half), torch.empty(half)
+        # Swish values that stay put under repeated in-place Swish (swish(30) = 30): no denormals creep in.
+        self.act = torch.full((self.out_bytes // 4,), 30.0)
 
     def run_eager(self):
         return self.eager(self.x)
@@ -72,6 +77,12 @@ class DwSetup:
 
     def run_copy(self):
         return self.dst.copy_(self.src)
+
+    def run_swish(self):
+        """The vectorised Swish alone over the output, single-threaded, divided by the thread count below:
+        work every fused kernel must do besides the multiply-adds (the third floor)."""
+        from ._ext import _C
+        _C.swish_inplace(self.act.data_ptr(), self.act.numel())
 
 
 def mm_rate(seconds: float = 0.3) -> float:
@@ -91,11 +102,16 @@ def bench_dwconv(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"
             for fmt in formats:
                 for shape in shapes:
                     st = DwSetup(shape, batch, fmt)
+                    providers = [("eager", st.run_eager), ("fused", st.run_fused), ("copy", st.run_copy)]
+                    if has_cpp():
+                        providers.append(("swish", st.run_swish))
                     t = {name: summarize(time_fn(fn, warmup=2, repeats=5, min_seconds=min_seconds))["median_ms"]
-                         for name, fn in (("eager", st.run_eager), ("fused", st.run_fused), ("copy", st.run_copy))}
+                         for name, fn in providers}
                     mac_floor = st.macs / rate * 1e3
+                    swish_floor = t.get("swish", 0.0) / torch.get_num_threads()
                     row = dict(shape=list(shape), batch=batch, format=fmt, eager_ms=t["eager"], fused_ms=t["fused"],
-                               copy_ms=t["copy"], mac_floor_ms=mac_floor, bytes=st.in_bytes + st.out_bytes,
+                               copy_ms=t["copy"], mac_floor_ms=mac_floor, swish_floor_ms=swish_floor,
+                               bytes=st.in_bytes + st.out_bytes,
                                macs=st.macs)
                     rows.append(row)
                     if progress:
@@ -130,14 +146,17 @@ def markdown(result: dict, phis) -> str:
                 s = layer_sums(result, phi, b, f)
                 lines.append(f"| B{phi} | {b} | {f} | {s['eager_ms']:.2f} | {s['fused_ms']:.2f} | {s['speedup']:.1f}× |")
     lines += ["", "### Per layer", "",
-              "| C | H×W | k | s | batch | format | eager | fused | copy floor | MAC floor | eager/fused | "
-              "fused/max(floor) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| C | H×W | k | s | batch | format | eager | fused | copy floor | MAC floor | Swish floor | "
+              "eager/fused | fused/max(copy, MAC) | fused/(MAC + Swish) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         c, h, w, k, s = r["shape"]
         floor = max(r["copy_ms"], r["mac_floor_ms"])
+        compute = r["mac_floor_ms"] + r["swish_floor_ms"]
         lines.append(f"| {c} | {h}×{w} | {k} | {s} | {r['batch']} | {r['format']} | {r['eager_ms'] * 1e3:.1f} | "
                      f"{r['fused_ms'] * 1e3:.1f} | {r['copy_ms'] * 1e3:.1f} | {r['mac_floor_ms'] * 1e3:.1f} | "
-                     f"{r['eager_ms'] / r['fused_ms']:.1f}× | {r['fused_ms'] / floor:.2f} |")
+                     f"{r['swish_floor_ms'] * 1e3:.1f} | {r['eager_ms'] / r['fused_ms']:.1f}× | "
+                     f"{r['fused_ms'] / floor:.2f} | {r['fused_ms'] / compute:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -86,6 +86,10 @@ Isa default_isa();                   // EFFNET_ISA if set (validated), else best
 void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weight, const float* bias,
                        float* y, float* pooled, int num_threads, Isa isa);
 
+// In-place vectorised Swish over a contiguous buffer (the activation epilogue of the fused kernels, also
+// used for the 1x1 convolutions' epilogue and as the benchmarks' Swish compute floor).
+void swish_inplace(float* data, int64_t count, Isa isa);
+
 // Swish (x * sigmoid(x)) with the same saturation as PyTorch's eager SiLU: x / (1 + exp(-x)).
 float swish_ref(float x);
 
