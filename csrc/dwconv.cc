@@ -130,7 +130,12 @@ Isa parse_isa(const char* name) {
 Isa default_isa() {
   static const Isa isa = [] {
     const char* env = std::getenv("EFFNET_ISA");
-    return (env != nullptr && *env != '\0') ? parse_isa(env) : best_isa();
+    if (env == nullptr || *env == '\0') return best_isa();
+    try {
+      return parse_isa(env);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("environment variable EFFNET_ISA: ") + e.what());
+    }
   }();
   return isa;
 }

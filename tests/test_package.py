@@ -73,3 +73,25 @@ def test_bench_cli_rejects_bad_arguments(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "effnet_kernels.bench", *args], capture_output=True, text=True,
                               cwd=tmp_path)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_effnet_isa_environment_variable_forces_a_path():
+    if not ek.has_cpp():
+        return  # covered by the C++ module's own tests; nothing to force without it
+    code = """
+        import effnet_kernels as ek, torch
+        from effnet_kernels import ops
+        print(ek.info()["isa"])
+        x, w, b = torch.randn(1, 3, 6, 6), torch.randn(3, 1, 3, 3), torch.randn(3)
+        assert torch.allclose(ops.dwconv_bias_swish(x, w, b), ops.dwconv_bias_swish(x, w, b, backend="torch"),
+                              atol=1e-6)
+    """
+    import os
+    env = dict(os.environ, EFFNET_ISA="scalar")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          cwd=tempfile.gettempdir(), env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "scalar", proc.stderr
+    env["EFFNET_ISA"] = "sse9"
+    proc = subprocess.run([sys.executable, "-c", "import effnet_kernels as ek; ek.info()"], capture_output=True,
+                          text=True, cwd=tempfile.gettempdir(), env=env, timeout=300)
+    assert proc.returncode != 0 and "EFFNET_ISA: isa must be one of" in proc.stderr
