@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform as _platform
 
 from ._ext import has_cpp
-from . import padding, reference, scaling, models, testing, ops
+from . import padding, reference, scaling, models, testing, ops  # noqa: F401  (submodules as attributes)
 from .models import EfficientNet, efficientnet, from_timm, from_torchvision
 from .scaling import compound, model_cost, round_filters, round_repeats
 

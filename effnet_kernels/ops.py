@@ -122,7 +122,7 @@ def _dispatch(x, weight, bias, stride, padding, backend, pool: bool):
         if x.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
             # Eager fast path: the same C++ call the registered op makes, without the dispatcher.
             return _cpu.dwconv_bias_swish(x, weight, bias, stride, padding, pool=pool, validate=False)
-        if x.device.type not in ("cpu",) and _triton_kernels(x.device.type) is None:
+        if x.device.type != "cpu" and _triton_kernels(x.device.type) is None:
             raise ValueError(f"x is on {x.device}, where no kernel is registered for the fused ops in this install "
                              f"(backends here: {available_backends(x.device.type)}); pass backend='torch'")
         op = _dwconv_bias_swish_pool_op if pool else _dwconv_bias_swish_op

@@ -117,20 +117,27 @@ void run_case(const Case& cs, std::mt19937& rng) {
          cs.layout == Layout::kNHWC ? "nhwc" : "nchw", rel, max_err, max_ref, pool_err);
 }
 
-void test_awkward_shapes() {
-  std::mt19937 rng(1234);
-  const int64_t channels[] = {1, 3, 7, 8, 16, 17, 31, 33};
-  const int64_t sizes[][2] = {{1, 1}, {2, 3}, {5, 5}, {7, 4}, {13, 11}, {14, 14}};
+// Calls fn(k, stride, padding, layout, c, h, w) for every combination; returns how many.
+template <size_t NC, size_t NS, typename F>
+int for_each_case(const int64_t (&channels)[NC], const int64_t (&sizes)[NS][2], F fn) {
   int cases = 0;
   for (int64_t k : {1, 3, 5, 7})
     for (int64_t stride : {1, 2})
       for (Padding pad : {Padding::kSymmetric, Padding::kSame})
         for (Layout layout : {Layout::kNCHW, Layout::kNHWC})
           for (int64_t c : channels)
-            for (const auto& hw : sizes) {
-              run_case({(c % 2) + 1, c, hw[0], hw[1], k, stride, pad, layout}, rng);
-              ++cases;
-            }
+            for (const auto& hw : sizes) fn(k, stride, pad, layout, c, hw[0], hw[1], cases++);
+  return cases;
+}
+
+void test_awkward_shapes() {
+  std::mt19937 rng(1234);
+  const int64_t channels[] = {1, 3, 7, 8, 16, 17, 31, 33};
+  const int64_t sizes[][2] = {{1, 1}, {2, 3}, {5, 5}, {7, 4}, {13, 11}, {14, 14}};
+  const int cases = for_each_case(channels, sizes, [&](int64_t k, int64_t stride, Padding pad, Layout layout,
+                                                       int64_t c, int64_t h, int64_t w, int) {
+    run_case({(c % 2) + 1, c, h, w, k, stride, pad, layout}, rng);
+  });
   std::printf("awkward shapes: %d cases\n", cases);
 }
 
@@ -243,16 +250,11 @@ void test_isa_paths() {
       std::printf("isa %s: not supported on this host, skipped\n", effnet::isa_name(isa));
       continue;
     }
-    for (int64_t k : {1, 3, 5, 7})
-      for (int64_t stride : {1, 2})
-        for (Padding pad : {Padding::kSymmetric, Padding::kSame})
-          for (Layout layout : {Layout::kNCHW, Layout::kNHWC})
-            for (int64_t c : channels)
-              for (const auto& hw : sizes) {
-                const int threads = 1 + (cases % 3);
-                run_isa_case(isa, {(c % 3) + 1, c, hw[0], hw[1], k, stride, pad, layout}, threads, rng, c % 4 == 1);
-                ++cases;
-              }
+    cases += for_each_case(channels, sizes, [&](int64_t k, int64_t stride, Padding pad, Layout layout, int64_t c,
+                                                int64_t h, int64_t w, int i) {
+      const int threads = 1 + ((cases + i) % 3);
+      run_isa_case(isa, {(c % 3) + 1, c, h, w, k, stride, pad, layout}, threads, rng, c % 4 == 1);
+    });
     std::printf("isa %s: checked\n", effnet::isa_name(isa));
   }
   std::printf("isa paths: %d cases (best isa: %s)\n", cases, effnet::isa_name(effnet::best_isa()));
