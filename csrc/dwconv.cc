@@ -229,7 +229,7 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
   // group stay in cache); NCHW takes one channel plane per group. Rows are split only when there are
   // too few (sample, group) pairs to keep every thread busy. The split depends on the shape and the
   // thread count only, so results are deterministic.
-  const int64_t group = nhwc ? std::max<int64_t>(kern.lanes, 64 / kern.lanes * kern.lanes) : 1;
+  const int64_t group = nhwc ? kNhwcGroupChannels : 1;
   const int64_t groups = ceil_div(p.c, group);
   const int64_t pairs = p.n * groups;
   int64_t row_blocks = 1;

@@ -43,6 +43,10 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
 
 }  // namespace scalar
 
+// Channels per NHWC work item: the dispatcher never hands a micro-kernel more (a multiple of every ISA's
+// vector width).
+constexpr int64_t kNhwcGroupChannels = 64;
+
 // A per-thread float buffer of at least `count` elements (grown on demand, 64-byte aligned), for the
 // micro-kernels' scratch; valid until the same thread asks again.
 float* thread_scratch(size_t count);
