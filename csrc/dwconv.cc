@@ -166,17 +166,16 @@ using MicroKernel = void (*)(const DwConvParams&, const float*, const float*, co
 
 struct Kernels {
   MicroKernel nhwc = nullptr, nchw = nullptr;
-  int lanes = 1;
 };
 
 Kernels kernels_for(Isa isa) {
   switch (isa) {
 #if defined(__x86_64__) || defined(_M_X64)
-    case Isa::kAvx512: return {avx512::dwconv_nhwc, avx512::dwconv_nchw, avx512::lanes()};
-    case Isa::kAvx2: return {avx2::dwconv_nhwc, avx2::dwconv_nchw, avx2::lanes()};
+    case Isa::kAvx512: return {avx512::dwconv_nhwc, avx512::dwconv_nchw};
+    case Isa::kAvx2: return {avx2::dwconv_nhwc, avx2::dwconv_nchw};
 #endif
 #if defined(__aarch64__)
-    case Isa::kNeon: return {neon::dwconv_nhwc, neon::dwconv_nchw, neon::lanes()};
+    case Isa::kNeon: return {neon::dwconv_nhwc, neon::dwconv_nchw};
 #endif
     default: return {};
   }

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from . import ops
+from ._cpu import output_size
 from ._ext import has_cpp
 from .bench import FORMATS, machine_info, summarize, time_fn
 from .reference import fold_bn
@@ -60,7 +61,7 @@ class DwSetup:
         wf, bf = fold_bn(self.conv.weight.detach().double(), self.bn.weight.double(), self.bn.bias.double(),
                          self.bn.running_mean.double(), self.bn.running_var.double(), self.bn.eps)
         self.w, self.b = wf.float(), bf.float()
-        out_h, out_w = -(-h // s), -(-w // s)
+        _, _, out_h, out_w = output_size(h, w, k, s, "symmetric")
         self.in_bytes = self.x.numel() * 4
         self.out_bytes = batch * c * out_h * out_w * 4
         self.macs = batch * c * out_h * out_w * k * k

@@ -3,6 +3,9 @@ import os
 import pytest
 import torch
 
+# Parameter counts of torchvision's efficientnet_b0…b7 (the model and model_cost must match them).
+TORCHVISION_PARAMS = [5288548, 7794184, 9109994, 12233232, 19341616, 30389784, 43040704, 66347960]
+
 REQUIRE_ALL = os.environ.get("EFFNET_REQUIRE_ALL", "") not in ("", "0")
 
 

@@ -6,10 +6,7 @@ import effnet_kernels as ek
 from effnet_kernels.models import ConvBNAct, MBConv, SqueezeExcite, stochastic_depth
 from effnet_kernels.testing import randomize_bn_, rel_error
 
-from conftest import import_or_skip
-
-TORCHVISION_PARAMS = [5288548, 7794184, 9109994, 12233232, 19341616, 30389784, 43040704, 66347960]
-
+from conftest import TORCHVISION_PARAMS, import_or_skip
 
 @pytest.mark.parametrize("phi", range(8))
 def test_param_counts_equal_torchvision(phi):

@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 
 from effnet_kernels import efficientnet
+
+from conftest import TORCHVISION_PARAMS
 from effnet_kernels.scaling import (ALPHA, BETA, GAMMA, Scaling, arch_spec, compound, depthwise_shapes, model_cost,
                                     round_filters, round_repeats)
 
@@ -87,9 +89,6 @@ def test_arch_spec_names_and_errors():
         arch_spec(float("nan"))
     with pytest.raises(ValueError, match="arch"):
         arch_spec(-1)
-
-
-TORCHVISION_PARAMS = [5288548, 7794184, 9109994, 12233232, 19341616, 30389784, 43040704, 66347960]
 
 
 @pytest.mark.parametrize("phi", range(8))

@@ -63,7 +63,6 @@ float* thread_scratch(size_t count);
                    float* y, int64_t n, int64_t c0, int64_t c1, int64_t oh0, int64_t oh1,            \
                    double* pool_sum);                                                                \
   void swish_inplace(float* data, int64_t count);                                                    \
-  int lanes();                                                                                       \
   }
 #if defined(__x86_64__) || defined(_M_X64)
 EFFNET_DECLARE_MICROKERNELS(avx2)
