@@ -34,32 +34,45 @@ effnet::Isa resolve_isa(const std::string& isa) {
   return isa.empty() ? effnet::default_isa() : effnet::parse_isa(isa.c_str());
 }
 
-// y = swish(depthwise_conv(x) + bias) (+ the (N, C) mean of y into `pooled` when it is non-zero).
-void dwconv_bias_swish(std::uintptr_t x, const std::vector<int64_t>& x_shape, const std::vector<int64_t>& x_strides,
-                       std::uintptr_t weight, std::uintptr_t bias, int64_t k, int64_t stride, int64_t pad_top,
-                       int64_t pad_left, std::uintptr_t y, int64_t out_h, int64_t out_w,
-                       const std::vector<int64_t>& y_strides, std::uintptr_t pooled, int num_threads,
-                       const std::string& isa) {
-  if (x_shape.size() != 4)
-    throw std::invalid_argument("x_shape must be (n, c, h, w), got " + std::to_string(x_shape.size()) + " dims");
-  effnet::DwConvParams p;
-  p.n = x_shape[0]; p.c = x_shape[1]; p.h = x_shape[2]; p.w = x_shape[3];
-  p.k = k; p.stride = stride; p.pad_top = pad_top; p.pad_left = pad_left;
-  p.out_h = out_h; p.out_w = out_w;
-  const auto xs = as_strides(x_strides, "x_strides");
-  const auto ys = as_strides(y_strides, "y_strides");
-  for (int i = 0; i < 4; ++i) { p.x_stride[i] = xs[i]; p.y_stride[i] = ys[i]; }
-  effnet::check_params(p);
-  const effnet::Isa chosen = resolve_isa(isa);
-  const bool empty = p.n == 0;
-  const float* xp = as_ptr<const float>(x, "x", empty);
-  const float* wp = as_ptr<const float>(weight, "weight");
-  const float* bp = as_ptr<const float>(bias, "bias");
-  float* yp = as_ptr<float>(y, "y", empty);
-  float* pp = as_ptr<float>(pooled, "pooled", true);
-  py::gil_scoped_release release;
-  effnet::dwconv_bias_swish(p, xp, wp, bp, yp, pp, num_threads, chosen);
-}
+// One depthwise call's geometry, validated once: Python caches a plan per (shape, strides, k, stride,
+// padding, isa) so a repeated call only passes six integers (pybind11 converting sixteen arguments,
+// three of them sequences, cost several microseconds per call).
+class DwPlan {
+ public:
+  DwPlan(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& x_strides, int64_t k, int64_t stride,
+         int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w, const std::vector<int64_t>& y_strides,
+         const std::string& isa) {
+    if (x_shape.size() != 4)
+      throw std::invalid_argument("x_shape must be (n, c, h, w), got " + std::to_string(x_shape.size()) + " dims");
+    p_.n = x_shape[0]; p_.c = x_shape[1]; p_.h = x_shape[2]; p_.w = x_shape[3];
+    p_.k = k; p_.stride = stride; p_.pad_top = pad_top; p_.pad_left = pad_left;
+    p_.out_h = out_h; p_.out_w = out_w;
+    const auto xs = as_strides(x_strides, "x_strides");
+    const auto ys = as_strides(y_strides, "y_strides");
+    for (int i = 0; i < 4; ++i) { p_.x_stride[i] = xs[i]; p_.y_stride[i] = ys[i]; }
+    effnet::check_params(p_);
+    isa_ = resolve_isa(isa);
+  }
+
+  // y = swish(depthwise_conv(x) + bias) (+ the (N, C) mean of y into `pooled` when it is non-zero).
+  void run(std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t pooled,
+           int num_threads) const {
+    const bool empty = p_.n == 0;
+    const float* xp = as_ptr<const float>(x, "x", empty);
+    const float* wp = as_ptr<const float>(weight, "weight");
+    const float* bp = as_ptr<const float>(bias, "bias");
+    float* yp = as_ptr<float>(y, "y", empty);
+    float* pp = as_ptr<float>(pooled, "pooled", true);
+    py::gil_scoped_release release;
+    effnet::dwconv_bias_swish(p_, xp, wp, bp, yp, pp, num_threads, isa_);
+  }
+
+  std::string isa() const { return effnet::isa_name(isa_); }
+
+ private:
+  effnet::DwConvParams p_;
+  effnet::Isa isa_ = effnet::Isa::kScalar;
+};
 
 void swish_inplace(std::uintptr_t data, int64_t count, const std::string& isa) {
   if (count < 0) throw std::invalid_argument("count must be >= 0, got " + std::to_string(count));
@@ -86,13 +99,18 @@ py::dict isa_info() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "effnet_kernels C++ core (torch-free): fused depthwise conv + bias + Swish kernels";
-  m.def("dwconv_bias_swish", &dwconv_bias_swish, py::arg("x"), py::arg("x_shape"), py::arg("x_strides"),
-        py::arg("weight"), py::arg("bias"), py::arg("k"), py::arg("stride"), py::arg("pad_top"),
-        py::arg("pad_left"), py::arg("y"), py::arg("out_h"), py::arg("out_w"), py::arg("y_strides"),
-        py::arg("pooled") = 0, py::arg("num_threads") = 1, py::arg("isa") = "",
-        "y = swish(depthwise_conv(x, weight) + bias). Pointers are data addresses of fp32 buffers, strides "
-        "in elements, weight (C, k, k) contiguous; pooled (optional) receives the (N, C) mean of y. "
-        "isa: '' (default path), 'scalar', 'avx2', 'avx512' or 'neon'. Releases the GIL.");
+  py::class_<DwPlan>(m, "DwPlan",
+                     "A validated depthwise call geometry: y = swish(depthwise_conv(x, weight) + bias). Shapes "
+                     "and strides in elements; isa '' (default path), 'scalar', 'avx2', 'avx512' or 'neon'.")
+      .def(py::init<const std::vector<int64_t>&, const std::vector<int64_t>&, int64_t, int64_t, int64_t, int64_t,
+                    int64_t, int64_t, const std::vector<int64_t>&, const std::string&>(),
+           py::arg("x_shape"), py::arg("x_strides"), py::arg("k"), py::arg("stride"), py::arg("pad_top"),
+           py::arg("pad_left"), py::arg("out_h"), py::arg("out_w"), py::arg("y_strides"), py::arg("isa") = "")
+      .def("run", &DwPlan::run, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("y"),
+           py::arg("pooled") = 0, py::arg("num_threads") = 1,
+           "Run on fp32 buffers at these data addresses (weight (C, k, k) contiguous; pooled, when non-zero, "
+           "receives the (N, C) mean of y). Releases the GIL.")
+      .def_property_readonly("isa", &DwPlan::isa);
   m.def("swish_inplace", &swish_inplace, py::arg("data"), py::arg("count"), py::arg("isa") = "",
         "In-place Swish over `count` contiguous fp32 values at address `data` (single thread).");
   m.def("isa_info", &isa_info, "ISA paths: default, best, supported, note (why a path was passed over).");

@@ -225,10 +225,12 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
   }
 
   // Tasks: (sample, channel group, row block). NHWC groups 64 channels (a few vectors: rows of the
-  // group stay in cache); NCHW takes one channel plane per group. Rows are split only when there are
-  // too few (sample, group) pairs to keep every thread busy. The split depends on the shape and the
-  // thread count only, so results are deterministic.
-  const int64_t group = nhwc ? kNhwcGroupChannels : 1;
+  // group stay in cache); NCHW groups up to 16 planes (each task zeroes its padded scratch once) while
+  // leaving about four tasks per thread. Rows are split only when there are too few (sample, group)
+  // pairs to keep every thread busy. The split depends on the shape and the thread count only, so
+  // results are deterministic.
+  const int64_t group =
+      nhwc ? kNhwcGroupChannels : std::max<int64_t>(1, std::min<int64_t>(16, p.n * p.c / (4 * num_threads)));
   const int64_t groups = ceil_div(p.c, group);
   const int64_t pairs = p.n * groups;
   int64_t row_blocks = 1;

@@ -95,28 +95,75 @@ def output_size(h: int, w: int, k: int, stride: int, padding: str) -> Tuple[int,
     return top, left, out_h, out_w
 
 
+# (x.shape, x.stride(), weight.shape, bias.shape, stride, padding, isa) -> (DwPlan, y shape, y memory format).
+# An entry exists only for arguments that passed check_dwconv_args (validity depends on nothing else
+# but dtype and device, which try_fast checks on every call).
+_plans: dict = {}
+_MAX_PLANS = 4096
+_F32 = torch.float32
+
+
+def _plan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: str, isa: str):
+    key = (x.shape, x.stride(), weight.shape, bias.shape, stride, padding, isa)
+    entry = _plans.get(key)
+    if entry is None:
+        C = _C if _C is not None else require_cpp("the C++ depthwise kernel")
+        n, c, h, w = x.shape
+        k = weight.shape[-1]
+        top, left, out_h, out_w = output_size(h, w, k, stride, padding)
+        fmt = output_memory_format(x)
+        shape = (n, c, out_h, out_w)
+        y_strides = torch.empty(shape, dtype=torch.float32, memory_format=fmt, device="meta").stride()
+        entry = (C.DwPlan(x.shape, x.stride(), k, stride, top, left, out_h, out_w, y_strides, isa), shape, fmt)
+        if len(_plans) >= _MAX_PLANS:
+            _plans.clear()
+        _plans[key] = entry
+    return entry
+
+
+def _run(x, weight, bias, pool, entry):
+    plan, shape, fmt = entry
+    y = torch.empty(shape, dtype=torch.float32, memory_format=fmt)
+    if not weight.is_contiguous():
+        weight = weight.contiguous()
+    if not bias.is_contiguous():
+        bias = bias.contiguous()
+    if pool:
+        pooled = torch.empty(shape[:2], dtype=torch.float32)
+        plan.run(x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(), pooled.data_ptr(),
+                 torch.get_num_threads())
+        return y, pooled
+    plan.run(x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(), 0, torch.get_num_threads())
+    return y
+
+
+def try_fast(x, weight, bias, stride, padding, pool: bool):
+    """The eager CPU call for arguments already seen valid (same shapes, stride, padding) and fp32 CPU
+    tensors; None when anything differs, so the caller validates in full (and its errors) instead."""
+    if type(stride) is not int or type(padding) is not str or _C is None:
+        return None
+    if not (isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)):
+        return None
+    if not (x.dtype is _F32 and weight.dtype is _F32 and bias.dtype is _F32 and x.is_cpu and weight.is_cpu
+            and bias.is_cpu):
+        return None
+    entry = _plans.get((x.shape, x.stride(), weight.shape, bias.shape, stride, padding, _forced_isa))
+    if entry is None:
+        return None
+    return _run(x, weight, bias, pool, entry)
+
+
 def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
                       padding: str = "symmetric", pool: bool = False, isa: Optional[str] = None,
                       validate: bool = True):
     """y = silu(depthwise_conv2d(x, weight) + bias) by the C++ kernels; (y, pooled) when ``pool``.
 
-    pooled is the fp32 (N, C) mean of y over H×W, computed in the same pass.
+    pooled is the fp32 (N, C) mean of y over H×W, computed in the same pass. ``validate=False`` is for
+    callers that ran :func:`check_dwconv_args` themselves.
     """
-    C = _C if _C is not None else require_cpp("the C++ depthwise kernel")
+    if _C is None:
+        require_cpp("the C++ depthwise kernel")
     if validate:
-        k, stride, padding = check_dwconv_args(x, weight, bias, stride, padding)
-    else:
-        k = weight.shape[-1]
-    n, c, h, w = x.shape
-    top, left, out_h, out_w = output_size(h, w, k, stride, padding)
-    y = torch.empty((n, c, out_h, out_w), dtype=torch.float32, memory_format=output_memory_format(x))
-    pooled = torch.empty((n, c), dtype=torch.float32) if pool else None
-    if not weight.is_contiguous():
-        weight = weight.contiguous()
-    if not bias.is_contiguous():
-        bias = bias.contiguous()
-    C.dwconv_bias_swish(
-        x.data_ptr(), x.shape, x.stride(), weight.data_ptr(), bias.data_ptr(), k, stride, top, left,
-        y.data_ptr(), out_h, out_w, y.stride(), pooled.data_ptr() if pool else 0, torch.get_num_threads(),
-        isa if isa is not None else _forced_isa)
-    return (y, pooled) if pool else y
+        _, stride, padding = check_dwconv_args(x, weight, bias, stride, padding)
+    entry = _plan(x, weight, bias, stride, padding, isa if isa is not None else _forced_isa)
+    return _run(x, weight, bias, pool, entry)

@@ -297,6 +297,9 @@ def _good():
     (dict(bias=torch.randn(5)), ValueError, r"bias must have shape \(4,\)"),
     (dict(stride=3), ValueError, "stride must be 1 or 2"),
     (dict(stride=1.0), TypeError, "stride"),
+    (dict(stride=True), TypeError, "stride"),
+    (dict(weight=torch.randn(4, 1, 3, 3).double()), TypeError, "weight"),
+    (dict(bias=torch.randn(4).half()), TypeError, "bias"),
     (dict(padding="valid"), ValueError, "padding must be one of"),
     (dict(x=[1.0]), TypeError, "x must be a torch.Tensor"),
     (dict(x=torch.randn(1, 4, 0, 5)), ValueError, "C, H, W >= 1"),
@@ -304,6 +307,9 @@ def _good():
 def test_bad_input(backend, args, exc, match):
     if backend == "cpp" and not ISAS:
         skip_or_fail("effnet_kernels._C is not built")
+    if backend != "torch" and ISAS:
+        ops.dwconv_bias_swish(**_good(), backend=backend)  # a valid call of the same shapes goes first:
+        # the eager fast path (plans cached per shape) must still send every bad call to full validation
     kw = _good()
     kw.update(args)
     if backend == "torch" and match == "x must be float32":
@@ -335,11 +341,13 @@ def test_cpp_core_checks_its_own_arguments(cpp):
     w, b = torch.randn(2, 3, 3), torch.randn(2)
 
     def call(**over):
-        kw = dict(x=x.data_ptr(), x_shape=[1, 2, 5, 5], x_strides=list(x.stride()), weight=w.data_ptr(),
-                  bias=b.data_ptr(), k=3, stride=1, pad_top=1, pad_left=1, y=y.data_ptr(), out_h=5, out_w=5,
-                  y_strides=list(y.stride()), pooled=0, num_threads=1, isa="")
-        kw.update(over)
-        cpp.dwconv_bias_swish(**kw)
+        geom = dict(x_shape=[1, 2, 5, 5], x_strides=list(x.stride()), k=3, stride=1, pad_top=1, pad_left=1,
+                    out_h=5, out_w=5, y_strides=list(y.stride()), isa="")
+        ptrs = dict(x=x.data_ptr(), weight=w.data_ptr(), bias=b.data_ptr(), y=y.data_ptr(), pooled=0,
+                    num_threads=1)
+        geom.update({key: v for key, v in over.items() if key in geom})
+        ptrs.update({key: v for key, v in over.items() if key in ptrs})
+        cpp.DwPlan(**geom).run(**ptrs)
 
     call()
     for over, match in ((dict(stride=3), "stride"), (dict(x=0), "null"), (dict(out_h=9), "out_h"),

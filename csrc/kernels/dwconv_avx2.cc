@@ -2,6 +2,7 @@
 // reports both (see dwconv.cc).
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "effnet/dwconv.h"
@@ -26,32 +27,29 @@ inline vf vzero() { return _mm256_setzero_ps(); }
 inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 
-// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses. exp(-z) is clamped to exp(88) (so
-// z < -88 gives ~-0 as eager's z / inf does, -inf gives -inf * 0 = NaN as eager does, NaN stays NaN),
-// 2^n is built with the magic-number trick (XNNPACK-style) and 1 / (1 + e) by rcp + one Newton step
-// (vdivps costs ~4x more here).
+// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses, with one division (vdivps: one issue
+// slot, where rcp + Newton + multiply cost three on the FMA ports that the convolution also needs).
+// exp(t), t = -z: t is raised to -87 (exp underflows to ~0, so swish(z) = z for z > 87); the
+// magic-number trick (XNNPACK-style) builds 2^n, two-constant range reduction leaves |r| <= ln2/2, and
+// a degree-5 minimax polynomial gives exp(r) to 1e-7 relative. Where t > 88, 1 + exp(t) is replaced by
+// +inf, so the result is z / inf as in eager: -0 for finite z, NaN for z = -inf; NaN stays NaN.
 inline vf vswish(vf z) {
   const vf neg = _mm256_sub_ps(_mm256_setzero_ps(), z);
-  const vf t = _mm256_min_ps(_mm256_max_ps(neg, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const vf t = _mm256_max_ps(neg, _mm256_set1_ps(-87.0f));
   const vf magic = _mm256_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127: low mantissa bits hold n + 127
   const vf j = _mm256_fmadd_ps(t, _mm256_set1_ps(1.44269504088896341f), magic);
   const vf n = _mm256_sub_ps(j, magic);
-  const vf pow2n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(j), 23));
+  const vf s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(j), 23));  // 2^n
   vf r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), t);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  vf poly = _mm256_set1_ps(1.9875691500e-4f);
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.3981999507e-3f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.3334519073e-3f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.1665795894e-2f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
-  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
-  poly = _mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const vf d = _mm256_fmadd_ps(poly, pow2n, _mm256_set1_ps(1.0f));  // 1 + exp(t), finite
-  vf inv = _mm256_rcp_ps(d);                                         // ~12 bits; 0 for d > 2^126
-  inv = _mm256_fmadd_ps(inv, _mm256_fnmadd_ps(d, inv, _mm256_set1_ps(1.0f)), inv);
-  // z < -88: 1 / (1 + exp(-z)) is exactly 0 as in eager (z * 0 = -0, -inf * 0 = NaN), not a denormal estimate.
-  inv = _mm256_andnot_ps(_mm256_cmp_ps(neg, _mm256_set1_ps(88.0f), _CMP_GT_OQ), inv);
-  return _mm256_mul_ps(z, inv);
+  vf q = _mm256_fmadd_ps(_mm256_set1_ps(kExpC5), r, _mm256_set1_ps(kExpC4));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(kExpC3));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(kExpC2));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(kExpC1));
+  // 1 + exp(t) = (1 + 2^n) + (r 2^n) q(r)
+  vf d = _mm256_fmadd_ps(_mm256_mul_ps(r, s), q, _mm256_add_ps(s, _mm256_set1_ps(1.0f)));
+  d = _mm256_blendv_ps(d, _mm256_set1_ps(HUGE_VALF), _mm256_cmp_ps(neg, _mm256_set1_ps(88.0f), _CMP_GT_OQ));
+  return _mm256_div_ps(z, d);
 }
 
 inline void deinterleave(const float* src, float* even, float* odd, int64_t pairs) {

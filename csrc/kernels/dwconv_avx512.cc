@@ -2,6 +2,7 @@
 // CPU reports AVX-512F (see dwconv.cc).
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "effnet/dwconv.h"
@@ -24,30 +25,24 @@ inline vf vzero() { return _mm512_setzero_ps(); }
 inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 
-// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (clamped
-// exp(-z), magic-number 2^n), with rcp14 + one Newton step for the reciprocal.
+// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (exp(-z)
+// from the magic-number 2^n and a degree-5 polynomial, one division, 1 + exp(-z) = +inf past 88).
 inline vf vswish(vf z) {
   const vf neg = _mm512_sub_ps(_mm512_setzero_ps(), z);
-  const vf t = _mm512_min_ps(_mm512_max_ps(neg, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  const vf t = _mm512_max_ps(neg, _mm512_set1_ps(-87.0f));
   const vf magic = _mm512_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
   const vf j = _mm512_fmadd_ps(t, _mm512_set1_ps(1.44269504088896341f), magic);
   const vf n = _mm512_sub_ps(j, magic);
-  const vf pow2n = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(j), 23));
+  const vf s = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(j), 23));
   vf r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), t);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  vf poly = _mm512_set1_ps(1.9875691500e-4f);
-  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.3981999507e-3f));
-  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(8.3334519073e-3f));
-  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(4.1665795894e-2f));
-  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.6666665459e-1f));
-  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(5.0000001201e-1f));
-  poly = _mm512_fmadd_ps(poly, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const vf d = _mm512_fmadd_ps(poly, pow2n, _mm512_set1_ps(1.0f));
-  vf inv = _mm512_rcp14_ps(d);  // 14 bits; 0 for d > 2^126
-  inv = _mm512_fmadd_ps(inv, _mm512_fnmadd_ps(d, inv, _mm512_set1_ps(1.0f)), inv);
-  // z < -88: exactly 0 as in eager (rcp14 would give a denormal estimate).
-  inv = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(neg, _mm512_set1_ps(88.0f), _CMP_LE_OQ), inv);
-  return _mm512_mul_ps(z, inv);
+  vf q = _mm512_fmadd_ps(_mm512_set1_ps(kExpC5), r, _mm512_set1_ps(kExpC4));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(kExpC3));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(kExpC2));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(kExpC1));
+  vf d = _mm512_fmadd_ps(_mm512_mul_ps(r, s), q, _mm512_add_ps(s, _mm512_set1_ps(1.0f)));
+  d = _mm512_mask_mov_ps(d, _mm512_cmp_ps_mask(neg, _mm512_set1_ps(88.0f), _CMP_GT_OQ), _mm512_set1_ps(HUGE_VALF));
+  return _mm512_div_ps(z, d);
 }
 
 // even[i] = src[2i], odd[i] = src[2i + 1] for i < pairs.

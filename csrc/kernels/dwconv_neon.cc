@@ -1,6 +1,7 @@
 // NEON micro-kernels for aarch64 (4 fp32 lanes; NEON is part of the base aarch64 ISA).
 #include <arm_neon.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "effnet/dwconv.h"
@@ -33,31 +34,24 @@ inline vf vzero() { return vdupq_n_f32(0.0f); }
 inline vf vfma(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
 inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
 
-// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (clamped
-// exp(-z), magic-number 2^n), with vrecpe + two Newton steps (vrecps) for the reciprocal.
+// swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (exp(-z)
+// from the magic-number 2^n and a degree-5 polynomial, one division, 1 + exp(-z) = +inf past 88).
 inline vf vswish(vf z) {
   const vf neg = vnegq_f32(z);
-  const vf t = vminq_f32(vmaxq_f32(neg, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+  const vf t = vmaxq_f32(neg, vdupq_n_f32(-87.0f));  // NaN stays NaN here (vmaxq propagates it)
   const vf magic = vdupq_n_f32(12583039.0f);  // 1.5 * 2^23 + 127
   const vf j = vfmaq_f32(magic, t, vdupq_n_f32(1.44269504088896341f));
   const vf n = vsubq_f32(j, magic);
-  const vf pow2n = vreinterpretq_f32_s32(vshlq_n_s32(vreinterpretq_s32_f32(j), 23));
+  const vf s = vreinterpretq_f32_s32(vshlq_n_s32(vreinterpretq_s32_f32(j), 23));
   vf r = vfmsq_f32(t, n, vdupq_n_f32(0.693359375f));
   r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
-  vf poly = vdupq_n_f32(1.9875691500e-4f);
-  poly = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), poly, r);
-  poly = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), poly, r);
-  poly = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), poly, r);
-  poly = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), poly, r);
-  poly = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), poly, r);
-  poly = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), poly, vmulq_f32(r, r));
-  const vf d = vfmaq_f32(vdupq_n_f32(1.0f), poly, pow2n);
-  vf inv = vrecpeq_f32(d);  // ~8 bits; 0 for d > 2^126
-  inv = vmulq_f32(inv, vrecpsq_f32(d, inv));
-  inv = vmulq_f32(inv, vrecpsq_f32(d, inv));
-  // z < -88: exactly 0 as in eager (vrecpe gives a denormal estimate there).
-  inv = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(inv), vcgtq_f32(neg, vdupq_n_f32(88.0f))));
-  return vmulq_f32(z, inv);
+  vf q = vfmaq_f32(vdupq_n_f32(kExpC4), vdupq_n_f32(kExpC5), r);
+  q = vfmaq_f32(vdupq_n_f32(kExpC3), q, r);
+  q = vfmaq_f32(vdupq_n_f32(kExpC2), q, r);
+  q = vfmaq_f32(vdupq_n_f32(kExpC1), q, r);
+  vf d = vfmaq_f32(vaddq_f32(s, vdupq_n_f32(1.0f)), vmulq_f32(r, s), q);
+  d = vbslq_f32(vcgtq_f32(neg, vdupq_n_f32(88.0f)), vdupq_n_f32(HUGE_VALF), d);
+  return vdivq_f32(z, d);
 }
 
 inline void deinterleave(const float* src, float* even, float* odd, int64_t pairs) {

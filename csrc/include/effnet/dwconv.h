@@ -51,6 +51,14 @@ constexpr int64_t kNhwcGroupChannels = 64;
 // micro-kernels' scratch; valid until the same thread asks again.
 float* thread_scratch(size_t count);
 
+// exp(r) ~ 1 + r (C1 + r (C2 + r (C3 + r (C4 + r C5)))) on |r| <= ln2 / 2, max relative error 1e-7
+// (a minimax fit made for this project; the vector Swish kernels share it).
+constexpr float kExpC1 = 0x1.fffff6p-1f;
+constexpr float kExpC2 = 0x1.fffdc6p-2f;
+constexpr float kExpC3 = 0x1.555a6ap-3f;
+constexpr float kExpC4 = 0x1.573a54p-5f;
+constexpr float kExpC5 = 0x1.0fa832p-7f;
+
 // Per-ISA micro-kernels (each in its own translation unit and namespace, compiled with its own flags).
 // A call computes output rows [oh0, oh1) of sample n, channels [c0, c1). If pool_sum is non-null it
 // receives, per channel c in [c0, c1), the sum of those outputs (pool_sum[c - c0]).
