@@ -224,18 +224,29 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
     return;
   }
 
-  // Tasks: (sample, channel group, row block). NHWC groups 64 channels (a few vectors: rows of the
-  // group stay in cache); NCHW groups up to 16 planes (each task zeroes its padded scratch once) while
-  // leaving about four tasks per thread. Rows are split only when there are too few (sample, group)
-  // pairs to keep every thread busy. The split depends on the shape and the thread count only, so
-  // results are deterministic.
-  const int64_t group =
-      nhwc ? kNhwcGroupChannels : std::max<int64_t>(1, std::min<int64_t>(16, p.n * p.c / (4 * num_threads)));
-  const int64_t groups = ceil_div(p.c, group);
+  // Tasks: (sample, channel group, row block), all of about the same cost. NHWC spreads the channel
+  // vectors evenly over the fewest groups of at most kNhwcGroupChannels (the rows of a group stay in
+  // cache); NCHW groups up to 16 planes (each task zeroes its padded scratch once). Rows are split until
+  // there are about eight tasks per thread (threads take tasks as they free up). The split depends on
+  // the shape and the thread count only, and each task's result on nothing else, so results are
+  // deterministic.
+  const int64_t lanes = isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 4;
+  const int64_t vectors = ceil_div(p.c, lanes);
+  const int64_t groups = nhwc ? ceil_div(vectors * lanes, kNhwcGroupChannels)
+                              : ceil_div(p.c, std::max<int64_t>(1, std::min<int64_t>(16, p.n * p.c / (8 * num_threads))));
+  auto group_range = [&](int64_t g, int64_t* c0, int64_t* c1) {
+    if (nhwc) {
+      *c0 = std::min(p.c, vectors * g / groups * lanes);
+      *c1 = std::min(p.c, vectors * (g + 1) / groups * lanes);
+    } else {
+      *c0 = p.c * g / groups;
+      *c1 = p.c * (g + 1) / groups;
+    }
+  };
   const int64_t pairs = p.n * groups;
   int64_t row_blocks = 1;
-  if (num_threads > 1 && pairs < 4 * num_threads)
-    row_blocks = std::min<int64_t>(p.out_h, ceil_div(4 * num_threads, pairs));
+  if (num_threads > 1 && pairs < 8 * num_threads)
+    row_blocks = std::min<int64_t>(p.out_h, ceil_div(8 * num_threads, pairs));
   const int64_t rows_per_block = ceil_div(p.out_h, row_blocks);
   row_blocks = ceil_div(p.out_h, rows_per_block);
 
@@ -246,7 +257,9 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
   parallel_for(pairs * row_blocks, num_threads, [&](int64_t task) {
     const int64_t rb = task % row_blocks, pair = task / row_blocks;
     const int64_t n = pair / groups, g = pair % groups;
-    const int64_t c0 = g * group, c1 = std::min(p.c, c0 + group);
+    int64_t c0, c1;
+    group_range(g, &c0, &c1);
+    if (c0 >= c1) return;
     const int64_t oh0 = rb * rows_per_block, oh1 = std::min(p.out_h, oh0 + rows_per_block);
     double* pool = pooled ? pool_acc.data() + (n * row_blocks + rb) * p.c + c0 : nullptr;
     mk(p, x, weight, bias, y, n, c0, c1, oh0, oh1, pool);

@@ -27,6 +27,7 @@ class Pool {
     std::lock_guard<std::mutex> serial(run_mu_);  // one job at a time; callers queue here
     ensure_threads(num_threads - 1);
     Job job{&fn, num_tasks, num_threads};
+    next_.store(0, std::memory_order_relaxed);
     pending_.store(num_threads - 1, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -59,10 +60,14 @@ class Pool {
     int threads = 1;
   };
 
-  void run_share(const Job& job, int t) {
-    const int64_t begin = job.num_tasks * t / job.threads, end = job.num_tasks * (t + 1) / job.threads;
+  // Threads take tasks one at a time from a shared counter: a thread slowed by a busy neighbour (these
+  // are shared machines) takes fewer. Which thread runs a task never changes what the task computes, so
+  // results stay deterministic.
+  void run_share(const Job& job, int /*t*/) {
     try {
-      for (int64_t i = begin; i < end; ++i) (*job.fn)(i);
+      for (int64_t i = next_.fetch_add(1, std::memory_order_relaxed); i < job.num_tasks;
+           i = next_.fetch_add(1, std::memory_order_relaxed))
+        (*job.fn)(i);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mu_);
       if (!error_) error_ = std::current_exception();
@@ -112,6 +117,7 @@ class Pool {
   bool stop_ = false;
   Job job_;
   std::atomic<int> pending_{0};
+  std::atomic<int64_t> next_{0};  // the next task to take
   std::exception_ptr error_;
 };
 

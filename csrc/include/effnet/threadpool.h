@@ -1,7 +1,9 @@
 // A small thread pool of our own (no OpenMP: torch ships its own runtime and two in one process
-// fight). The calling thread takes part as worker 0. Work is split statically: for T threads, thread
-// t runs tasks [t*n/T, (t+1)*n/T), so which thread computes what depends only on (n, T), never on
-// timing. Concurrent callers are serialised. Workers spin briefly after a job, then sleep.
+// fight). The calling thread takes part as worker 0. Threads take tasks from a shared counter, so a
+// thread slowed by a busy neighbour takes fewer; callers must make each task's result independent of
+// the thread that runs it (every kernel here does: tasks write disjoint outputs and per-task partial
+// sums reduced in a fixed order), which keeps results deterministic for a given split. Concurrent
+// callers are serialised. Workers spin briefly after a job, then sleep.
 #pragma once
 
 #include <cstdint>
