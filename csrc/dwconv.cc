@@ -224,45 +224,64 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
     return;
   }
 
-  // Tasks: (sample, channel group, row block), all of about the same cost. NHWC spreads the channel
-  // vectors evenly over the fewest groups of at most kNhwcGroupChannels (the rows of a group stay in
-  // cache); NCHW groups up to 16 planes (each task zeroes its padded scratch once). Rows are split until
-  // there are about eight tasks per thread (threads take tasks as they free up). The split depends on
-  // the shape and the thread count only, and each task's result on nothing else, so results are
-  // deterministic.
+  // Tasks: (sample, channel chunk, row block), all of about the same cost; threads take them as they
+  // free up. The split depends on the shape and the thread count only, and each task's result on nothing
+  // else, so results are deterministic.
+  // NHWC: rows first (a task does every channel of its rows, row by row, while the rows' input lines are
+  // in cache), channels split only when the rows alone give too few tasks; weights and biases are packed
+  // per vector of channels once per call. NCHW: chunks of up to 16 planes (each task zeroes its padded
+  // scratch once), rows split when there are too few chunks.
   const int64_t lanes = isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 4;
   const int64_t vectors = ceil_div(p.c, lanes);
-  const int64_t groups = nhwc ? ceil_div(vectors * lanes, kNhwcGroupChannels)
-                              : ceil_div(p.c, std::max<int64_t>(1, std::min<int64_t>(16, p.n * p.c / (8 * num_threads))));
-  auto group_range = [&](int64_t g, int64_t* c0, int64_t* c1) {
-    if (nhwc) {
-      *c0 = std::min(p.c, vectors * g / groups * lanes);
-      *c1 = std::min(p.c, vectors * (g + 1) / groups * lanes);
-    } else {
-      *c0 = p.c * g / groups;
-      *c1 = p.c * (g + 1) / groups;
-    }
-  };
-  const int64_t pairs = p.n * groups;
-  int64_t row_blocks = 1;
-  if (num_threads > 1 && pairs < 8 * num_threads)
-    row_blocks = std::min<int64_t>(p.out_h, ceil_div(8 * num_threads, pairs));
+  const int64_t want = num_threads > 1 ? 8 * num_threads : 1;
+  int64_t chunks = 1, row_blocks = 1;
+  if (nhwc) {
+    row_blocks = std::min<int64_t>(p.out_h, ceil_div(want, p.n));
+    chunks = std::min<int64_t>(vectors, ceil_div(want, p.n * row_blocks));
+  } else {
+    chunks = ceil_div(p.c, std::max<int64_t>(1, std::min<int64_t>(16, p.n * p.c / want)));
+    row_blocks = std::min<int64_t>(p.out_h, ceil_div(want, p.n * chunks));
+  }
   const int64_t rows_per_block = ceil_div(p.out_h, row_blocks);
   row_blocks = ceil_div(p.out_h, rows_per_block);
+  auto chunk_range = [&](int64_t i, int64_t* c0, int64_t* c1) {
+    if (nhwc) {  // whole vectors: c0 is a multiple of the vector width
+      *c0 = std::min(p.c, vectors * i / chunks * lanes);
+      *c1 = std::min(p.c, vectors * (i + 1) / chunks * lanes);
+    } else {
+      *c0 = p.c * i / chunks;
+      *c1 = p.c * (i + 1) / chunks;
+    }
+  };
+  std::vector<float> packed;
+  const float* wk = weight;
+  const float* bk = bias;
+  if (nhwc) {
+    // [vector][tap][lane] then [vector][lane] for the biases; zero past C (those lanes compute swish(0) = 0).
+    const int64_t taps = p.k * p.k;
+    packed.assign(static_cast<size_t>(vectors * (taps + 1) * lanes), 0.0f);
+    for (int64_t c = 0; c < p.c; ++c) {
+      const int64_t v = c / lanes, l = c % lanes;
+      for (int64_t t = 0; t < taps; ++t) packed[(v * taps + t) * lanes + l] = weight[c * taps + t];
+      packed[vectors * taps * lanes + c] = bias[c];
+    }
+    wk = packed.data();
+    bk = packed.data() + vectors * taps * lanes;
+  }
 
   // Pool partial sums per (n, row block, c), reduced in a fixed order afterwards.
   std::vector<double> pool_acc;
   if (pooled != nullptr) pool_acc.assign(static_cast<size_t>(p.n * row_blocks * p.c), 0.0);
   const MicroKernel mk = nhwc ? kern.nhwc : kern.nchw;
-  parallel_for(pairs * row_blocks, num_threads, [&](int64_t task) {
-    const int64_t rb = task % row_blocks, pair = task / row_blocks;
-    const int64_t n = pair / groups, g = pair % groups;
+  parallel_for(p.n * chunks * row_blocks, num_threads, [&](int64_t task) {
+    const int64_t rb = task % row_blocks, rest = task / row_blocks;
+    const int64_t n = rest / chunks, chunk = rest % chunks;
     int64_t c0, c1;
-    group_range(g, &c0, &c1);
+    chunk_range(chunk, &c0, &c1);
     if (c0 >= c1) return;
     const int64_t oh0 = rb * rows_per_block, oh1 = std::min(p.out_h, oh0 + rows_per_block);
     double* pool = pooled ? pool_acc.data() + (n * row_blocks + rb) * p.c + c0 : nullptr;
-    mk(p, x, weight, bias, y, n, c0, c1, oh0, oh1, pool);
+    mk(p, x, wk, bk, y, n, c0, c1, oh0, oh1, pool);
   });
   if (pooled != nullptr) {
     const double inv_area = 1.0 / static_cast<double>(p.out_h * p.out_w);

@@ -61,7 +61,10 @@ constexpr float kExpC5 = 0x1.0fa832p-7f;
 
 // Per-ISA micro-kernels (each in its own translation unit and namespace, compiled with its own flags).
 // A call computes output rows [oh0, oh1) of sample n, channels [c0, c1). If pool_sum is non-null it
-// receives, per channel c in [c0, c1), the sum of those outputs (pool_sum[c - c0]).
+// receives, per channel c in [c0, c1), the sum of those outputs (pool_sum[c - c0]). dwconv_nchw takes
+// weight (C, k, k) and bias (C,) as given; dwconv_nhwc takes them packed by the dispatcher per vector
+// of L channels (L = the ISA's lanes): weight [C/L][k*k][L], bias [C/L][L], zero past C, and c0 a
+// multiple of L.
 #define EFFNET_DECLARE_MICROKERNELS(ns)                                                              \
   namespace ns {                                                                                     \
   void dwconv_nhwc(const DwConvParams& p, const float* x, const float* weight, const float* bias,    \
