@@ -101,6 +101,26 @@ def _(x, weight, bias, stride, padding):
     return _fake_dw_out(x, weight, stride, padding), x.new_empty((x.shape[0], x.shape[1]), dtype=torch.float32)
 
 
+def _cuda_dw(x, weight, bias, stride, padding, pool):
+    kernels = _triton_kernels(x.device.type)
+    if kernels is None:
+        raise RuntimeError(f"effnet_kernels: the CUDA kernels of the fused ops need Triton, which is not importable "
+                           f"here (x on {x.device})")
+    return kernels.dwconv_bias_swish(x, weight, bias, stride, padding, pool=pool)
+
+
+# CUDA: the Triton launchers, as the CUDA kernels of the same custom ops (opaque to torch.compile, which
+# traces through the fake implementations above; see effnet_kernels.triton).
+@_dwconv_bias_swish_op.register_kernel("cuda")
+def _(x, weight, bias, stride, padding):
+    return _cuda_dw(x, weight, bias, stride, padding, pool=False)
+
+
+@_dwconv_bias_swish_pool_op.register_kernel("cuda")
+def _(x, weight, bias, stride, padding):
+    return _cuda_dw(x, weight, bias, stride, padding, pool=True)
+
+
 # ------------------------------------------------------------------------------------------------
 # Public wrappers
 

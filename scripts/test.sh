@@ -30,6 +30,15 @@ t0=$(date +%s)
 "$VENV/bin/pytest" tests "$@" || status=1
 echo "[effnet] pytest took $(( $(date +%s) - t0 )) s"
 
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  # No GPU: the Triton kernels on CPU tensors through Triton's interpreter, in their own process (the
+  # variable is read when the kernels are decorated). With a GPU the run above covered tests/triton.
+  echo "[effnet] pytest tests/triton under TRITON_INTERPRET=1"
+  t0=$(date +%s)
+  TRITON_INTERPRET=1 "$VENV/bin/pytest" tests/triton "$@" || status=1
+  echo "[effnet] interpreter tests took $(( $(date +%s) - t0 )) s"
+fi
+
 cmake_bin="$VENV/bin/cmake"; ninja_bin="$VENV/bin/ninja"
 echo "[effnet] C++ tests (native)"
 t0=$(date +%s)

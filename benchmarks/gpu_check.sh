@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU check: one command for one lent-GPU call (bare machine: torch 2.11, triton 3.6, timm; no network).
+#   bash benchmarks/gpu_check.sh            # from the repository root; results under $OUT (or ./gpu_out)
+# Installs the package (no build isolation, no downloads), runs the CUDA tests (tests/triton on the GPU
+# and the registered op's opcheck / torch.compile there), measures the copy bandwidth and benchmarks the
+# fused depthwise op against eager and torch.compile (benchmarks/gpu_check.py). Each step has its own
+# time limit so the whole check ends in under 5 minutes; the short table is printed last.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${OUT:-$ROOT/gpu_out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+start=$(date +%s)
+log() { echo "[gpu_check $(( $(date +%s) - start ))s] $*"; }
+
+log "machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+log "install (pip install --no-build-isolation --no-deps .)"
+cd "$ROOT"
+if ! timeout 120 "$PY" -m pip install --no-build-isolation --no-deps . >"$OUT/install.log" 2>&1; then
+  tail -40 "$OUT/install.log"
+  log "install FAILED"
+  exit 1
+fi
+"$PY" -c "import effnet_kernels, json; print(json.dumps(effnet_kernels.info()))" | tee "$OUT/info.json"
+
+# Tests from a folder outside the source tree, so the installed package is the one imported.
+log "CUDA tests (tests/triton on the GPU)"
+cd "$ROOT/benchmarks"
+timeout 100 "$PY" -m pytest -q -x -p no:cacheprovider "$ROOT/tests/triton" >"$OUT/tests.log" 2>&1
+tests_rc=$?
+tail -5 "$OUT/tests.log"
+log "tests exit code $tests_rc"
+
+log "benchmark (measuring stops after 100 s)"
+timeout 140 "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" --budget-s 100 >"$OUT/bench.log" 2>&1
+bench_rc=$?
+tail -25 "$OUT/bench.log"
+log "done: tests rc $tests_rc, bench rc $bench_rc; full table in $OUT/gpu_dwconv.md"
+exit $(( tests_rc != 0 || bench_rc != 0 ))

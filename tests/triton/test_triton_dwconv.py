@@ -1,0 +1,171 @@
+"""The Triton depthwise kernel (backend="triton"), against a float64 reference and eager PyTorch.
+
+On a machine with CUDA these run on the GPU (real B0–B7 layer shapes included). Without one they run
+on CPU tensors through Triton's interpreter, on small shapes, in their own pytest process started with
+TRITON_INTERPRET=1 (Triton reads the variable when it decorates the kernels: scripts/test.sh does this).
+"""
+import pytest
+import torch
+
+from effnet_kernels import ops, reference
+from effnet_kernels import triton as tk
+from effnet_kernels.bench_ops import dw_layer_shapes
+from effnet_kernels.testing import rel_error
+
+from conftest import skip_or_fail
+from test_dwconv_ops import assert_close, expected_format, make_inputs, reference64
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _needs_triton():
+    if not tk.available(DEVICE):
+        skip_or_fail(f"the Triton kernels cannot run on {DEVICE} here (Triton installed: {tk.HAS_TRITON}; "
+                     f"without CUDA run this folder with TRITON_INTERPRET=1)")
+
+
+def folded(weight, bn, eps=1e-5, dtype=torch.float32):
+    wf, bf = reference.fold_bn(weight.double(), *[bn[k].double() for k in ("bn_weight", "bn_bias", "bn_mean",
+                                                                             "bn_var")], eps)
+    return wf.to(dtype), bf.to(dtype)
+
+
+def check(n, c, h, w, k, s, padding, channels_last, view=None, index64=None):
+    x, weight, bn = make_inputs(n, c, h, w, k, channels_last)
+    if view is not None:
+        x = view(x)
+    ref = reference64(x, weight, bn, 1e-5, s, padding)
+    wf, bf = folded(weight, bn)
+    xd = x.to(DEVICE)
+    what = f"{tuple(x.shape)} k={k} s={s} {padding} cl={channels_last} i64={index64}"
+    y, pooled = tk.dwconv_bias_swish(xd, wf.to(DEVICE), bf.to(DEVICE), s, padding, pool=True, index64=index64)
+    assert y.device == xd.device and y.dtype == torch.float32 and y.shape == ref.shape, what
+    assert y.is_contiguous(memory_format=expected_format(x)), f"{what}: wrong output memory format"
+    assert_close(y.cpu(), ref, what)
+    if ref.numel():
+        assert pooled.dtype == torch.float32 and rel_error(pooled.cpu(), ref.mean((2, 3))) <= 1e-5, what
+    # The public entry point (the variant without the pool) reaches the same kernel.
+    if index64 is None:
+        y2 = ops.dwconv_bias_swish(xd, wf.to(DEVICE), bf.to(DEVICE), s, padding, backend="triton")
+        assert torch.equal(y2, y), f"{what}: the variant without the pool differs"
+    return y
+
+
+# The real B0–B7 depthwise layer shapes on CUDA. Under the interpreter (each 16×16 program costs tens of
+# ms on the CPU) every ninth of them, cut to at most 20 channels and 7×6 pixels: the same kernel sizes,
+# strides and border cases, few programs.
+SHAPES = dw_layer_shapes(range(8))
+if not CUDA:
+    SHAPES = [s._replace(channels=min(s.channels, 20), height=min(s.height, 7), width=min(s.width, 6))
+              for i, s in enumerate(SHAPES) if i % 9 == 0]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("index", range(len(SHAPES)), ids=lambda i: "c{}_{}x{}_k{}_s{}".format(*SHAPES[i]))
+def test_b0_b7_layer_shapes(index, channels_last):
+    if CUDA and not channels_last and index % 2:
+        pytest.skip("NCHW on every other real shape: the GPU check's time limit (each new shape is autotuned)")
+    c, h, w, k, s = SHAPES[index]
+    check(1, c, h, w, k, s, "symmetric", channels_last)
+
+
+@pytest.mark.parametrize("n,c,h,w,k,s,padding", [
+    (1, 1, 1, 1, 3, 1, "symmetric"),
+    (3, 17, 5, 7, 3, 2, "same"),
+    (2, 13, 8, 6, 5, 2, "same"),
+    (1, 3, 2, 9, 5, 1, "symmetric"),
+    (1, 5, 7, 7, 7, 1, "same"),
+    (1, 19, 4, 3, 1, 2, "symmetric"),
+    (1, 23, 6, 6, 3, 2, "symmetric"),
+])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_awkward_shapes(n, c, h, w, k, s, padding, channels_last):
+    check(n, c, h, w, k, s, padding, channels_last)
+
+
+@pytest.mark.parametrize("view", [
+    lambda x: torch.stack([x, x], dim=2).flatten(1, 2)[:, ::2],      # every other channel of a 2C tensor
+    lambda x: x[..., 1:],                                             # cropped width: rows not contiguous
+    lambda x: x.permute(0, 1, 3, 2),                                  # transposed plane
+    lambda x: torch.cat([x, x], 1).contiguous(memory_format=torch.channels_last)[:, 12:],  # cl, offset
+], ids=["channel-step", "crop", "transpose", "cl-offset"])
+def test_non_contiguous_inputs(view):
+    check(2, 12, 7, 8, 3, 1, "symmetric", False, view=view)
+
+
+def test_int64_offsets_path():
+    # The kernel specialised to int64 offsets (used past 2^31 elements) computes the same values.
+    y64 = check(2, 11, 6, 5, 3, 2, "same", True, index64=True)
+    y32 = check(2, 11, 6, 5, 3, 2, "same", True, index64=False)
+    assert torch.equal(y64, y32)
+
+
+def test_empty_batch():
+    x = torch.randn(0, 4, 5, 5, device=DEVICE)
+    y, pooled = tk.dwconv_bias_swish(x, torch.randn(4, 1, 3, 3, device=DEVICE), torch.randn(4, device=DEVICE),
+                                     pool=True)
+    assert y.shape == (0, 4, 5, 5) and pooled.shape == (0, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_half_precision_within_twice_eager_error(dtype, channels_last):
+    # fp32 accumulation: the error against float64 is at most twice eager's in the same dtype.
+    x, weight, bn = make_inputs(2, 16, 9, 8, 5, channels_last, seed=3)
+    ref = reference64(x, weight, bn, 1e-5, 2, "same")
+    wf, bf = folded(weight, bn, dtype=dtype)
+    xh = x.to(device=DEVICE, dtype=dtype)
+    y, pooled = tk.dwconv_bias_swish(xh, wf.to(DEVICE), bf.to(DEVICE), 2, "same", pool=True)
+    assert y.dtype == dtype and pooled.dtype == torch.float32
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        eager = reference.dwconv_bias_swish(xh, wf.to(DEVICE), bf.to(DEVICE), 2, "same")
+    err, eager_err = rel_error(y.cpu(), ref), rel_error(eager.cpu(), ref)
+    assert err <= 2 * eager_err, f"{dtype}: error {err:.3g} vs eager's {eager_err:.3g}"
+    assert rel_error(pooled.cpu(), ref.mean((2, 3))) <= 2 * max(eager_err, 1e-3)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy: exp overflow, inf * 0
+def test_special_values_propagate_like_eager():
+    x = torch.randn(1, 6, 5, 6)
+    x[0, 0, 2, 2] = float("nan")
+    x[0, 1, 0, 0] = float("inf")
+    x[0, 2, 3, 3] = float("-inf")
+    x[0, 3] = 1e30
+    x[0, 4] = -1e30
+    w = torch.rand(6, 1, 3, 3) + 0.1
+    b = torch.zeros(6)
+    y = tk.dwconv_bias_swish(x.to(DEVICE), w.to(DEVICE), b.to(DEVICE)).cpu()
+    ref = torch.nn.functional.silu(torch.nn.functional.conv2d(x, w, b, padding=1, groups=6))
+    assert torch.equal(torch.isnan(y), torch.isnan(ref))
+    assert torch.equal(torch.isinf(y), torch.isinf(ref)) and torch.equal(y[torch.isinf(y)], ref[torch.isinf(ref)])
+    finite = torch.isfinite(ref)
+    assert torch.allclose(y[finite], ref[finite], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input():
+    x = torch.randn(1, 4, 5, 5, device=DEVICE)
+    w, b = torch.randn(4, 1, 3, 3, device=DEVICE), torch.randn(4, device=DEVICE)
+    with pytest.raises(TypeError, match="x must be float32 or float16 or bfloat16 for backend='triton'"):
+        tk.dwconv_bias_swish(x.double(), w.double(), b.double())
+    with pytest.raises(ValueError, match="k must be odd"):
+        tk.dwconv_bias_swish(x, torch.randn(4, 1, 4, 4, device=DEVICE), b)
+    with pytest.raises(TypeError, match="weight and bias must have x's dtype"):
+        tk.dwconv_bias_swish(x, w.half(), b.half())
+
+
+@pytest.mark.skipif(not CUDA, reason="the registered CUDA kernel, opcheck and torch.compile need a GPU "
+                                     "(fake tensors have no data for the interpreter)")
+def test_registered_op_opcheck_and_compile_on_cuda():
+    x, weight, bn = make_inputs(2, 24, 9, 10, 3, True)
+    wf, bf = folded(weight, bn)
+    x, wf, bf = x.cuda(), wf.cuda(), bf.cuda()
+    for op in (torch.ops.effnet_kernels.dwconv_bias_swish.default, torch.ops.effnet_kernels.dwconv_bias_swish_pool.default):
+        torch.library.opcheck(op, (x, wf, bf, 1, "symmetric"))
+    eager = ops.dwconv_bias_swish(x, wf, bf)
+    compiled = torch.compile(lambda t: ops.dwconv_bias_swish(t, wf, bf), fullgraph=True)
+    assert torch.equal(compiled(x), eager)
+    if torch.cuda.device_count() > 1:
+        y1 = ops.dwconv_bias_swish(x.to("cuda:1"), wf.to("cuda:1"), bf.to("cuda:1"))
+        assert y1.device == torch.device("cuda:1") and torch.equal(y1.cpu(), eager.cpu())
