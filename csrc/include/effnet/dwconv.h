@@ -43,8 +43,8 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
 
 }  // namespace scalar
 
-// Channels per NHWC work item: the dispatcher never hands a micro-kernel more (a multiple of every ISA's
-// vector width).
+// The NHWC micro-kernels do each output row in channel groups of at most this many channels (a multiple
+// of every ISA's vector width): a group's accumulators and packed weights stay in registers / L1.
 constexpr int64_t kNhwcGroupChannels = 64;
 
 // A per-thread float buffer of at least `count` elements (grown on demand, 64-byte aligned), for the
