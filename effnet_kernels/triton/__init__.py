@@ -81,7 +81,7 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         return (y, torch.empty((0, c), dtype=torch.float32, device=x.device)) if pool else y
     w_flat = weight.reshape(c, k * k).contiguous()
     b_flat = bias.contiguous()
-    min_block_p = 16  # the smallest BLOCK_P of any config: an upper bound on the pixel tiles
+    min_block_p = min(cfg.kwargs["BLOCK_P"] for cfg in dwconv_bias_swish_kernel.configs)  # bounds the tiles
     max_tiles = triton.cdiv(out_h * out_w, min_block_p)
     # Partial sums per (n, pixel tile, c); rows past the chosen config's tile count stay zero.
     part = torch.zeros((n, max_tiles, c), dtype=torch.float32, device=x.device) if pool else y

@@ -23,11 +23,15 @@ import triton.language as tl
 import triton.testing
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+# EFFNET_TRITON_AUTOTUNE=0 keeps one config (no tuning): for test runs over many shapes, where every new
+# shape would otherwise compile and time every config.
+AUTOTUNE = os.environ.get("EFFNET_TRITON_AUTOTUNE", "1") not in ("", "0")
 
-if INTERPRET:
+if INTERPRET or not AUTOTUNE:
     # The interpreter would time every config: one, small (it runs each program as numpy calls whose
     # cost grows with the tile: 16×16 with 9 taps ~40 ms, 32×32 with 25 taps ~450 ms here).
-    _CONFIGS = [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16}, num_warps=4)]
+    _CONFIGS = [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16}, num_warps=4)] if INTERPRET else \
+        [triton.Config({"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4)]
 else:
     _CONFIGS = [
         triton.Config({"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4),
@@ -47,7 +51,10 @@ def _quick_bench(kernel_call, quantiles):
 # each trial: a config with fewer pixel tiles must not leave another config's rows behind.
 @triton.autotune(configs=_CONFIGS, key=["C", "OH", "OW", "K", "S", "CHANNELS_LAST"], reset_to_zero=["part_ptr"],
                  do_bench=_quick_bench)
-@triton.jit
+# Sizes and the outer strides are not specialised (each distinct divisibility would compile anew: many
+# layer shapes, several configs each); the inner strides are, so a contiguous axis (stride 1) is known.
+@triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW", "num_ptiles", "sxn", "sxh", "syn", "syh", "pad_top",
+                               "pad_left"])
 def dwconv_bias_swish_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, part_ptr,
     C, H, W, OH, OW, num_ptiles,
