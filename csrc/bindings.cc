@@ -56,15 +56,27 @@ class DwPlan {
 
   // y = swish(depthwise_conv(x) + bias) (+ the (N, C) mean of y into `pooled` when it is non-zero).
   void run(std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t pooled,
-           int num_threads) const {
+           int num_threads, std::uintptr_t packed) const {
     const bool empty = p_.n == 0;
     const float* xp = as_ptr<const float>(x, "x", empty);
     const float* wp = as_ptr<const float>(weight, "weight");
     const float* bp = as_ptr<const float>(bias, "bias");
     float* yp = as_ptr<float>(y, "y", empty);
     float* pp = as_ptr<float>(pooled, "pooled", true);
+    const float* kp = as_ptr<const float>(packed, "packed", true);
     py::gil_scoped_release release;
-    effnet::dwconv_bias_swish(p_, xp, wp, bp, yp, pp, num_threads, isa_);
+    effnet::dwconv_bias_swish(p_, xp, wp, bp, yp, pp, num_threads, isa_, kp);
+  }
+
+  // Floats pack() writes; 0 when this geometry's kernel reads the weights as given.
+  size_t packed_size() const { return effnet::nhwc_packed_size(p_, isa_); }
+
+  void pack(std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t packed) const {
+    if (packed_size() == 0) return;
+    const float* wp = as_ptr<const float>(weight, "weight");
+    const float* bp = as_ptr<const float>(bias, "bias");
+    float* kp = as_ptr<float>(packed, "packed");
+    effnet::pack_nhwc(p_, isa_, wp, bp, kp);
   }
 
   std::string isa() const { return effnet::isa_name(isa_); }
@@ -107,9 +119,14 @@ PYBIND11_MODULE(_C, m) {
            py::arg("x_shape"), py::arg("x_strides"), py::arg("k"), py::arg("stride"), py::arg("pad_top"),
            py::arg("pad_left"), py::arg("out_h"), py::arg("out_w"), py::arg("y_strides"), py::arg("isa") = "")
       .def("run", &DwPlan::run, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("y"),
-           py::arg("pooled") = 0, py::arg("num_threads") = 1,
+           py::arg("pooled") = 0, py::arg("num_threads") = 1, py::arg("packed") = 0,
            "Run on fp32 buffers at these data addresses (weight (C, k, k) contiguous; pooled, when non-zero, "
-           "receives the (N, C) mean of y). Releases the GIL.")
+           "receives the (N, C) mean of y; packed, when non-zero, what pack() wrote for these weight and "
+           "bias). Releases the GIL.")
+      .def_property_readonly("packed_size", &DwPlan::packed_size)
+      .def("pack", &DwPlan::pack, py::arg("weight"), py::arg("bias"), py::arg("packed"),
+           "Write the weights and biases in the layout this geometry's kernel reads (packed_size floats), "
+           "so repeated calls with the same weights skip packing.")
       .def_property_readonly("isa", &DwPlan::isa);
   m.def("swish_inplace", &swish_inplace, py::arg("data"), py::arg("count"), py::arg("isa") = "",
         "In-place Swish over `count` contiguous fp32 values at address `data` (single thread).");

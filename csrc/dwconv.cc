@@ -199,17 +199,52 @@ void swish_inplace(float* data, int64_t count, Isa isa) {
   }
 }
 
+namespace {
+
+// The path a call takes: the ISA actually used and the layout kernel (or the scalar reference).
+enum class Path { kScalar, kNhwc, kNchw };
+
+Path path_for(const DwConvParams& p, Isa* isa) {
+  if (p.k > 7) *isa = Isa::kScalar;  // SIMD kernels hold at most 7x7 taps
+  if (*isa == Isa::kScalar) return Path::kScalar;
+  if (p.x_stride[1] == 1 && p.y_stride[1] == 1) return Path::kNhwc;
+  if (p.x_stride[3] == 1 && p.y_stride[3] == 1) return Path::kNchw;
+  return Path::kScalar;  // the reference handles any strides
+}
+
+int64_t lanes_of(Isa isa) { return isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 4; }
+
+}  // namespace
+
+size_t nhwc_packed_size(const DwConvParams& p, Isa isa) {
+  if (path_for(p, &isa) != Path::kNhwc) return 0;
+  const int64_t lanes = lanes_of(isa);
+  return static_cast<size_t>(ceil_div(p.c, lanes) * (p.k * p.k + 1) * lanes);
+}
+
+void pack_nhwc(const DwConvParams& p, Isa isa, const float* weight, const float* bias, float* packed) {
+  const size_t size = nhwc_packed_size(p, isa);
+  if (size == 0) return;
+  path_for(p, &isa);
+  const int64_t lanes = lanes_of(isa), taps = p.k * p.k, vectors = ceil_div(p.c, lanes);
+  std::fill(packed, packed + size, 0.0f);  // lanes past C compute swish(0) = 0
+  for (int64_t c = 0; c < p.c; ++c) {
+    const int64_t v = c / lanes, l = c % lanes;
+    for (int64_t t = 0; t < taps; ++t) packed[(v * taps + t) * lanes + l] = weight[c * taps + t];
+    packed[vectors * taps * lanes + c] = bias[c];
+  }
+}
+
 void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weight, const float* bias, float* y,
-                       float* pooled, int num_threads, Isa isa) {
+                       float* pooled, int num_threads, Isa isa, const float* packed) {
   check_params(p);
   if (!isa_supported(isa)) throw std::invalid_argument(std::string("isa ") + isa_name(isa) + " is not supported here");
   if (p.n == 0) return;
-  if (p.k > 7 && isa != Isa::kScalar) isa = Isa::kScalar;  // SIMD kernels hold at most 7x7 taps
   num_threads = std::max(1, num_threads);
+  const Path path = path_for(p, &isa);
   const Kernels kern = kernels_for(isa);
-  const bool nhwc = p.x_stride[1] == 1 && p.y_stride[1] == 1;
-  const bool nchw = p.x_stride[3] == 1 && p.y_stride[3] == 1;
-  if (isa == Isa::kScalar || (!nhwc && !nchw)) {
+  const bool nhwc = path == Path::kNhwc;
+  if (path == Path::kScalar) {
     // The reference handles any strides; split over samples only (it is the slow path anyway).
     if (p.n > 1 && num_threads > 1) {
       parallel_for(p.n, num_threads, [&](int64_t n) {
@@ -231,7 +266,7 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
   // in cache), channels split only when the rows alone give too few tasks; weights and biases are packed
   // per vector of channels once per call. NCHW: chunks of up to 16 planes (each task zeroes its padded
   // scratch once), rows split when there are too few chunks.
-  const int64_t lanes = isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 4;
+  const int64_t lanes = lanes_of(isa);
   const int64_t vectors = ceil_div(p.c, lanes);
   const int64_t want = num_threads > 1 ? 8 * num_threads : 1;
   int64_t chunks = 1, row_blocks = 1;
@@ -253,20 +288,17 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
       *c1 = p.c * (i + 1) / chunks;
     }
   };
-  std::vector<float> packed;
+  std::vector<float> own_pack;
   const float* wk = weight;
   const float* bk = bias;
   if (nhwc) {
-    // [vector][tap][lane] then [vector][lane] for the biases; zero past C (those lanes compute swish(0) = 0).
-    const int64_t taps = p.k * p.k;
-    packed.assign(static_cast<size_t>(vectors * (taps + 1) * lanes), 0.0f);
-    for (int64_t c = 0; c < p.c; ++c) {
-      const int64_t v = c / lanes, l = c % lanes;
-      for (int64_t t = 0; t < taps; ++t) packed[(v * taps + t) * lanes + l] = weight[c * taps + t];
-      packed[vectors * taps * lanes + c] = bias[c];
+    if (packed == nullptr) {
+      own_pack.resize(nhwc_packed_size(p, isa));
+      pack_nhwc(p, isa, weight, bias, own_pack.data());
+      packed = own_pack.data();
     }
-    wk = packed.data();
-    bk = packed.data() + vectors * taps * lanes;
+    wk = packed;
+    bk = packed + vectors * p.k * p.k * lanes;
   }
 
   // Pool partial sums per (n, row block, c), reduced in a fixed order afterwards.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import weakref
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -95,7 +96,8 @@ def output_size(h: int, w: int, k: int, stride: int, padding: str) -> Tuple[int,
     return top, left, out_h, out_w
 
 
-# (x.shape, x.stride(), weight.shape, bias.shape, stride, padding, isa) -> (DwPlan, y shape, y memory format).
+# (x.shape, x.stride(), weight.shape, bias.shape, stride, padding, isa)
+#   -> (DwPlan, y shape, y memory format, packed weight size (0: not packed), isa).
 # An entry exists only for arguments that passed check_dwconv_args (validity depends on nothing else
 # but dtype and device, which try_fast checks on every call).
 _plans: dict = {}
@@ -114,27 +116,62 @@ def _plan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int
         fmt = output_memory_format(x)
         shape = (n, c, out_h, out_w)
         y_strides = torch.empty(shape, dtype=torch.float32, memory_format=fmt, device="meta").stride()
-        entry = (C.DwPlan(x.shape, x.stride(), k, stride, top, left, out_h, out_w, y_strides, isa), shape, fmt)
+        plan = C.DwPlan(x.shape, x.stride(), k, stride, top, left, out_h, out_w, y_strides, isa)
+        entry = (plan, shape, fmt, plan.packed_size, isa)
         if len(_plans) >= _MAX_PLANS:
             _plans.clear()
         _plans[key] = entry
     return entry
 
 
+# Weights packed for the NHWC kernels, per weight tensor, so a model calling the op with the same
+# weights packs them once (packing costs 10-90 µs per call on B0-B7's large layers):
+# id(weight) -> (weakref(weight), weight._version, weakref(bias), bias._version, isa, packed). A hit needs
+# the same two tensors, unchanged since (version counters) and the same ISA. Inference tensors keep no
+# version counter: their weights are packed on every call.
+_packs: dict = {}
+_MAX_PACKS = 1024
+
+
+def _version(t: torch.Tensor) -> Optional[int]:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor
+        return None
+
+
+def _packed_weights(plan, size: int, isa: str, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    e = _packs.get(id(weight))
+    if (e is not None and e[0]() is weight and e[2]() is bias and e[4] == isa and e[1] == weight._version
+            and e[3] == bias._version and e[5].numel() == size):
+        return e[5]
+    w, b = weight.contiguous(), bias.contiguous()
+    packed = torch.empty(size, dtype=torch.float32)
+    plan.pack(w.data_ptr(), b.data_ptr(), packed.data_ptr())
+    wv, bv = _version(weight), _version(bias)
+    if wv is not None and bv is not None:
+        if len(_packs) >= _MAX_PACKS:
+            _packs.clear()
+        _packs[id(weight)] = (weakref.ref(weight), wv, weakref.ref(bias), bv, isa, packed)
+    return packed
+
+
 def _run(x, weight, bias, pool, entry):
-    plan, shape, fmt = entry
+    plan, shape, fmt, pack_size, isa = entry
     y = torch.empty(shape, dtype=torch.float32, memory_format=fmt)
-    if not weight.is_contiguous():
-        weight = weight.contiguous()
-    if not bias.is_contiguous():
-        bias = bias.contiguous()
-    if pool:
-        pooled = torch.empty(shape[:2], dtype=torch.float32)
-        plan.run(x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(), pooled.data_ptr(),
-                 torch.get_num_threads())
-        return y, pooled
-    plan.run(x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(), 0, torch.get_num_threads())
-    return y
+    packed = None  # held until the call returns
+    if pack_size:
+        packed = _packed_weights(plan, pack_size, isa, weight, bias)
+    else:
+        if not weight.is_contiguous():
+            weight = weight.contiguous()
+        if not bias.is_contiguous():
+            bias = bias.contiguous()
+    pooled = torch.empty(shape[:2], dtype=torch.float32) if pool else None
+    # With packed weights the kernel reads only those; weight/bias are passed for the other paths.
+    plan.run(x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(), pooled.data_ptr() if pool else 0,
+             torch.get_num_threads(), 0 if packed is None else packed.data_ptr())
+    return (y, pooled) if pool else y
 
 
 def try_fast(x, weight, bias, stride, padding, pool: bool):

@@ -218,6 +218,31 @@ def test_eager_fast_path_matches_registered_op(cpp):
                        torch.ops.effnet_kernels.dwconv_bias_swish(x, wf, bf, 1, "symmetric"))
 
 
+def test_packed_weights_follow_in_place_changes(cpp):
+    # The NHWC kernels' packed weights are cached per weight tensor: an in-place change to the weight or
+    # the bias, a new tensor, or an inference tensor (no version counter) must never reuse a stale pack.
+    x, weight, bn = make_inputs(1, 20, 6, 7, 3, channels_last=True)
+    wf, bf = reference.fold_bn(weight, **bn, eps=1e-5)
+
+    def expect(w, b):
+        got = ops.dwconv_bias_swish(x, w, b)
+        assert_close(got, reference.dwconv_bias_swish(x.double(), w.double(), b.double()), "packed weights")
+
+    expect(wf, bf)
+    expect(wf, bf)  # the cached pack
+    with torch.no_grad():
+        wf.mul_(-0.5)
+    expect(wf, bf)
+    bf.add_(1.0)
+    expect(wf, bf)
+    expect(wf.clone(), bf)
+    with torch.inference_mode():
+        wi, bi = wf.clone(), bf.clone()
+        expect(wi, bi)
+        wi.mul_(2.0)
+        expect(wi, bi)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_opcheck(cpp, channels_last):
     x, weight, bn = make_inputs(2, 16, 7, 9, 3, channels_last)
@@ -258,28 +283,38 @@ def test_empty_batch(cpp):
     assert y.shape == (0, 5, 3, 3) and pooled.shape == (0, 5)
 
 
-@pytest.mark.parametrize("isa", ISAS or ["none"])
-def test_special_values_propagate_like_eager(isa):
-    if isa == "none":
-        skip_or_fail("effnet_kernels._C is not built")
-    x = torch.randn(1, 20, 6, 7)
+def special_values_case(c: int):
+    """(x, weight, bias): an input with NaN, ±inf, ±1e30 and a denormal in it (c >= 6), positive weights, zero bias."""
+    x = torch.randn(1, c, 6, 7)
     x[0, 0, 2, 2] = float("nan")
     x[0, 1, 0, 0] = float("inf")
     x[0, 2, 3, 3] = float("-inf")
     x[0, 3] = 1e30
     x[0, 4] = -1e30
     x[0, 5, 1, 1] = 1e-40  # denormal
-    w = torch.rand(20, 1, 3, 3) + 0.1
-    b = torch.zeros(20)
+    w = torch.rand(c, 1, 3, 3) + 0.1
+    b = torch.zeros(c)
+    return x, w, b
+
+
+def assert_special_like_eager(y, x, w, b):
+    ref = torch.nn.functional.silu(torch.nn.functional.conv2d(x, w, b, padding=1, groups=x.shape[1]))
+    assert torch.equal(torch.isnan(y), torch.isnan(ref))
+    assert torch.equal(torch.isinf(y), torch.isinf(ref)) and torch.equal(y[torch.isinf(y)], ref[torch.isinf(ref)])
+    finite = torch.isfinite(ref)
+    assert torch.allclose(y[finite], ref[finite], rtol=1e-5, atol=1e-6)
+    assert (y[0, 4] == 0).all() and (y[0, 3] >= 1e30).all()
+
+
+@pytest.mark.parametrize("isa", ISAS or ["none"])
+def test_special_values_propagate_like_eager(isa):
+    if isa == "none":
+        skip_or_fail("effnet_kernels._C is not built")
+    x, w, b = special_values_case(20)
     for xx in (x, x.contiguous(memory_format=torch.channels_last)):
         with _cpu.use_isa(isa):
             y = ops.dwconv_bias_swish(xx, w, b, 1, "symmetric")
-        ref = torch.nn.functional.silu(torch.nn.functional.conv2d(xx, w, b, padding=1, groups=20))
-        assert torch.equal(torch.isnan(y), torch.isnan(ref)), isa
-        assert torch.equal(torch.isinf(y), torch.isinf(ref)) and torch.equal(y[torch.isinf(y)], ref[torch.isinf(ref)])
-        finite = torch.isfinite(ref)
-        assert torch.allclose(y[finite], ref[finite], rtol=1e-5, atol=1e-6), isa
-        assert (y[0, 4] == 0).all() and (y[0, 3] >= 1e30).all()
+        assert_special_like_eager(y, xx, w, b)
 
 
 def _good():

@@ -1,6 +1,7 @@
 // C++ tests of the depthwise kernels (run by ctest, natively and under qemu-aarch64).
 // The scalar micro-kernel is checked against a float64 direct convolution written independently
 // here (explicit padded input), on awkward sizes, both paddings, both strides and strided layouts.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -231,6 +232,14 @@ void run_isa_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rn
     pool_err = std::max(pool_err, std::fabs(static_cast<double>(pool[i + 1]) - pool_ref[i]));
   const double rel = ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
   const bool guards = y[0] == guard && y[y_numel + 1] == guard && pool[0] == guard && pool[p.n * p.c + 1] == guard;
+  // Weights packed once by the caller (pack_nhwc) give the same bits as packing inside the call.
+  if (const size_t pack_size = effnet::nhwc_packed_size(p, isa)) {
+    std::vector<float> packed(pack_size), y2(y_numel), pool2(p.n * p.c);
+    effnet::pack_nhwc(p, isa, wt.data(), b.data(), packed.data());
+    effnet::dwconv_bias_swish(p, x, wt.data(), b.data(), y2.data(), pool2.data(), threads, isa, packed.data());
+    EXPECT(std::equal(y2.begin(), y2.end(), y.begin() + 1) && std::equal(pool2.begin(), pool2.end(), pool.begin() + 1),
+           "%s: pre-packed weights differ from packing in the call", effnet::isa_name(isa));
+  }
   EXPECT(rel <= 1e-5 && max_err <= 1e-4 * std::max(max_ref, 1e-30) && pool_err <= 1e-5 * std::max(max_ref, 1.0) &&
              guards,
          "%s threads=%d n=%lld c=%lld h=%lld w=%lld k=%lld s=%lld %s %s%s: rel=%.3g max_err=%.3g pool_err=%.3g guards=%d",

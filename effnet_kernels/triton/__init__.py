@@ -76,7 +76,6 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     top, left, out_h, out_w = output_size(h, w, k, stride, padding)
     fmt = output_memory_format(x)
     y = torch.empty((n, c, out_h, out_w), dtype=x.dtype, device=x.device, memory_format=fmt)
-    pooled: Optional[torch.Tensor] = None
     if n == 0:
         return (y, torch.empty((0, c), dtype=torch.float32, device=x.device)) if pool else y
     w_flat = weight.reshape(c, k * k).contiguous()
@@ -101,5 +100,4 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         )
     if not pool:
         return y
-    pooled = part.sum(dim=1).div_(out_h * out_w)  # a fixed-order reduction: deterministic
-    return y, pooled
+    return y, part.sum(dim=1).div_(out_h * out_w)  # a fixed-order reduction: deterministic

@@ -13,7 +13,8 @@ from effnet_kernels.bench_ops import dw_layer_shapes
 from effnet_kernels.testing import rel_error
 
 from conftest import skip_or_fail
-from test_dwconv_ops import assert_close, expected_format, make_inputs, reference64
+from test_dwconv_ops import (assert_close, assert_special_like_eager, expected_format, make_inputs, reference64,
+                             special_values_case)
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -63,11 +64,9 @@ if not CUDA:
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("index", range(len(SHAPES)), ids=lambda i: "c{}_{}x{}_k{}_s{}".format(*SHAPES[i]))
-def test_b0_b7_layer_shapes(index, channels_last):
-    if CUDA and not channels_last and index % 2:
-        pytest.skip("NCHW on every other real shape: the GPU check's time limit (each new shape is autotuned)")
-    c, h, w, k, s = SHAPES[index]
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "c{}_{}x{}_k{}_s{}".format(*s))
+def test_b0_b7_layer_shapes(shape, channels_last):
+    c, h, w, k, s = shape
     check(1, c, h, w, k, s, "symmetric", channels_last)
 
 
@@ -128,20 +127,10 @@ def test_half_precision_within_twice_eager_error(dtype, channels_last):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy: exp overflow, inf * 0
 def test_special_values_propagate_like_eager():
-    x = torch.randn(1, 6, 5, 6)
-    x[0, 0, 2, 2] = float("nan")
-    x[0, 1, 0, 0] = float("inf")
-    x[0, 2, 3, 3] = float("-inf")
-    x[0, 3] = 1e30
-    x[0, 4] = -1e30
-    w = torch.rand(6, 1, 3, 3) + 0.1
-    b = torch.zeros(6)
-    y = tk.dwconv_bias_swish(x.to(DEVICE), w.to(DEVICE), b.to(DEVICE)).cpu()
-    ref = torch.nn.functional.silu(torch.nn.functional.conv2d(x, w, b, padding=1, groups=6))
-    assert torch.equal(torch.isnan(y), torch.isnan(ref))
-    assert torch.equal(torch.isinf(y), torch.isinf(ref)) and torch.equal(y[torch.isinf(y)], ref[torch.isinf(ref)])
-    finite = torch.isfinite(ref)
-    assert torch.allclose(y[finite], ref[finite], rtol=1e-5, atol=1e-6)
+    x, w, b = special_values_case(6)
+    for xx in (x, x.contiguous(memory_format=torch.channels_last)):
+        y = tk.dwconv_bias_swish(xx.to(DEVICE), w.to(DEVICE), b.to(DEVICE)).cpu()
+        assert_special_like_eager(y, xx, w, b)
 
 
 def test_bad_input():

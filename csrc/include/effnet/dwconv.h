@@ -94,11 +94,20 @@ const std::string& isa_note();       // why a supported path was passed over (""
 Isa parse_isa(const char* name);     // throws std::invalid_argument for unknown/unsupported names
 Isa default_isa();                   // EFFNET_ISA if set (validated), else best_isa(); read once
 
+// The NHWC SIMD micro-kernels read weights and biases packed per vector of L channels (L = the ISA's
+// lanes): weight [ceil(C/L)][k*k][L] then bias [ceil(C/L)][L], zero past C. nhwc_packed_size() is the
+// float count a call with (p, isa) needs, 0 when that call does not use the packed NHWC kernels (NCHW,
+// other strides, the scalar path); pack_nhwc() writes it. Callers that run the same weights many times
+// pack once and pass the result to dwconv_bias_swish (packing costs ~10-90 us on B0-B7's large layers).
+size_t nhwc_packed_size(const DwConvParams& p, Isa isa);
+void pack_nhwc(const DwConvParams& p, Isa isa, const float* weight, const float* bias, float* packed);
+
 // Fused depthwise conv + bias + Swish (+ optional pool) over any strides: picks the micro-kernel for
 // the layout (channels-contiguous NHWC, width-contiguous NCHW, else the scalar reference), splits the
 // work over `num_threads` threads of our pool. Deterministic for a given shape, ISA and thread count.
+// `packed`: pack_nhwc(p, isa, weight, bias) of these weights, or null (then packed here when needed).
 void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weight, const float* bias,
-                       float* y, float* pooled, int num_threads, Isa isa);
+                       float* y, float* pooled, int num_threads, Isa isa, const float* packed = nullptr);
 
 // In-place vectorised Swish over a contiguous buffer (the activation epilogue of the fused kernels, also
 // used for the 1x1 convolutions' epilogue and as the benchmarks' Swish compute floor).
