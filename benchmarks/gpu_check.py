@@ -113,7 +113,7 @@ def main() -> int:
     if smoke:
         plan = [(phi, dtype, 2) for phi, dtype, _ in plan[:3]]
     for phi, dtype, batch in plan:
-        for shape in layer_shapes(phi, smoke):
+        for layer_index, shape in enumerate(layer_shapes(phi, smoke)):
             c, h, w, k, s = shape
             row = dict(phi=phi, dtype=str(dtype).replace("torch.", ""), batch=batch, shape=list(shape))
             rows.append(row)
@@ -153,7 +153,9 @@ def main() -> int:
             row["fused_ms"] = bench(fused, smoke)
             row["eager_cl_ms"] = bench(lambda: eager_bn(x_cl), smoke)
             row["eager_nchw_ms"] = bench(lambda: eager_bn(x), smoke)
-            if not smoke and elapsed() < args.budget_s:
+            # torch.compile recompiles for every channel count (conv2d's groups is a specialised int):
+            # measured on every third layer of each model, so the check fits its call.
+            if not smoke and elapsed() < args.budget_s and layer_index % 3 == 0:
                 key = (k, s)
                 if key not in compiled:
                     compiled[key] = torch.compile(eager_fn, dynamic=True)

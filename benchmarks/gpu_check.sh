@@ -21,11 +21,11 @@ if ! timeout 120 "$PY" -m pip install --no-build-isolation --no-deps . >"$OUT/in
   log "install FAILED"
   exit 1
 fi
+# From a folder outside the source tree, so the installed package (with its compiled module) is imported.
+cd "$ROOT/benchmarks"
 "$PY" -c "import effnet_kernels, json; print(json.dumps(effnet_kernels.info()))" | tee "$OUT/info.json"
 
-# Tests from a folder outside the source tree, so the installed package is the one imported.
 log "CUDA tests (tests/triton on the GPU)"
-cd "$ROOT/benchmarks"
 # One kernel config in the tests (EFFNET_TRITON_AUTOTUNE=0): correctness does not depend on the tile, and
 # tuning every test shape would spend the call compiling. The benchmark below tunes.
 EFFNET_TRITON_AUTOTUNE=0 timeout 100 "$PY" -m pytest -q -x -p no:cacheprovider "$ROOT/tests/triton" \
@@ -38,5 +38,10 @@ log "benchmark (measuring stops after 100 s)"
 timeout 140 "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" --budget-s 100 >"$OUT/bench.log" 2>&1
 bench_rc=$?
 tail -25 "$OUT/bench.log"
+if [ "${EFFNET_GPU_PROBE:-0}" != 0 ]; then
+  log "probe: launch overhead vs kernel time (benchmarks/gpu_probe.py)"
+  timeout 150 "$PY" "$ROOT/benchmarks/gpu_probe.py" --out "$OUT" >"$OUT/probe.log" 2>&1
+  tail -12 "$OUT/probe.log"
+fi
 log "done: tests rc $tests_rc, bench rc $bench_rc; full table in $OUT/gpu_dwconv.md"
 exit $(( tests_rc != 0 || bench_rc != 0 ))
