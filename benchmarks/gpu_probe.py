@@ -23,9 +23,12 @@ import torch.nn.functional as F
 
 from effnet_kernels import ops, reference
 from effnet_kernels.scaling import depthwise_shapes
-from effnet_kernels.triton.dwconv import dwconv_bias_swish_kernel
+from effnet_kernels import triton as tk
+from effnet_kernels.triton.dwconv import _CL_CONFIGS, dwconv_bias_swish_kernel
 
-TILES = [(32, 64, 4), (64, 64, 4), (16, 128, 4), (128, 32, 8), (64, 32, 4), (32, 32, 2), (16, 64, 2)]
+# Every channels_last config of the autotuner, launched as a fixed tile through the launcher.
+TILES = [dict(BLOCK_W=c.kwargs["BLOCK_W"], BLOCK_C=c.kwargs["BLOCK_C"], TH=c.kwargs["TH"], num_warps=c.num_warps)
+         for c in _CL_CONFIGS]
 
 
 def graph_ms(fn) -> float:
@@ -76,17 +79,9 @@ def main() -> int:
         torch.cuda.synchronize()
         best = dwconv_bias_swish_kernel.best_config
         row["tuned"] = str(best.kwargs) + f" warps={best.num_warps}"
-        out_h, out_w = y.shape[2], y.shape[3]
-        w_flat, yy = wt.reshape(c, k * k).contiguous(), torch.empty_like(y)
-        i64 = max(x.numel(), y.numel()) >= 2 ** 31  # the launcher's rule (B7 at batch 128 needs it)
-        for bp, bc, warps in TILES:
-            grid = (triton.cdiv(out_h * out_w, bp), triton.cdiv(c, bc), batch)
-
-            def launch():
-                dwconv_bias_swish_kernel.fn[grid](
-                    x, w_flat, b, yy, yy, c, h, w, out_h, out_w, 1, *x.stride(), *yy.stride(), k // 2, k // 2,
-                    K=k, S=s, CHANNELS_LAST=True, POOL=False, I64=i64, BLOCK_P=bp, BLOCK_C=bc, num_warps=warps)
-            row[f"kernel_{bp}x{bc}w{warps}_ms"] = graph_ms(launch)
+        for tile in TILES:
+            row["kernel_{BLOCK_W}x{BLOCK_C}x{TH}w{num_warps}_ms".format(**tile)] = graph_ms(
+                lambda: tk.dwconv_bias_swish(x, wt, b, s, validate=False, tile=tile))
         rows.append(row)
         kern = min(v for key, v in row.items() if key.startswith("kernel_"))
         print(f"B{phi} {row['dtype']} b{batch} {tuple(shape)}: floor {floor:.4f} | public {row['public_ms']:.4f} "

@@ -53,13 +53,15 @@ def _span(t: torch.Tensor) -> int:
 
 def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
                       padding: str = "symmetric", pool: bool = False, validate: bool = True,
-                      index64: Optional[bool] = None) -> torch.Tensor | Tuple[torch.Tensor, torch.Tensor]:
+                      index64: Optional[bool] = None,
+                      tile: Optional[dict] = None) -> torch.Tensor | Tuple[torch.Tensor, torch.Tensor]:
     """``silu(depthwise_conv2d(x, weight) + bias)`` by the Triton kernel; ``(y, pooled)`` when ``pool``.
 
     x: (N, C, H, W) fp32/fp16/bf16 on CUDA (or CPU under TRITON_INTERPRET=1), any strides; weight
     (C, 1, k, k) and bias (C,) in x's dtype. Accumulation and Swish in fp32; y in x's dtype, channels_last
     when x is; pooled: the fp32 (N, C) mean of y over H×W. ``index64``: None computes offsets in int64
     only when a tensor spans 2³¹ elements or more; True forces it (tests reach that path on small shapes).
+    ``tile``: ``{"BLOCK_W", "BLOCK_C", "TH", "num_warps"}`` to bypass autotuning (tests, the GPU probe).
     """
     from .._cpu import check_dwconv_args, output_memory_format, output_size
 
@@ -69,7 +71,7 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     if not available(x.device.type):
         raise ValueError(f"backend='triton' cannot run on {x.device} here (Triton installed: {HAS_TRITON}; "
                          f"CPU tensors need TRITON_INTERPRET=1 set before import)")
-    from .dwconv import dwconv_bias_swish_kernel
+    from .dwconv import dwconv_bias_swish_kernel, max_tiles as dw_max_tiles
 
     n, c, h, w = x.shape
     k = weight.shape[-1]
@@ -80,23 +82,27 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         return (y, torch.empty((0, c), dtype=torch.float32, device=x.device)) if pool else y
     w_flat = weight.reshape(c, k * k).contiguous()
     b_flat = bias.contiguous()
-    min_block_p = min(cfg.kwargs["BLOCK_P"] for cfg in dwconv_bias_swish_kernel.configs)  # bounds the tiles
-    max_tiles = triton.cdiv(out_h * out_w, min_block_p)
+    tiles = dw_max_tiles(out_h, out_w) if tile is None else \
+        triton.cdiv(out_h, tile["TH"]) * triton.cdiv(out_w, tile["BLOCK_W"])
     # Partial sums per (n, pixel tile, c); rows past the chosen config's tile count stay zero.
-    part = torch.zeros((n, max_tiles, c), dtype=torch.float32, device=x.device) if pool else y
-    i64 = max(_span(x), _span(y), n * max_tiles * c if pool else 0) >= _I32_LIMIT if index64 is None else index64
+    part = torch.zeros((n, tiles, c), dtype=torch.float32, device=x.device) if pool else y
+    i64 = max(_span(x), _span(y), n * tiles * c if pool else 0) >= _I32_LIMIT if index64 is None else index64
     channels_last = fmt == torch.channels_last
 
     def grid(meta):
-        return (triton.cdiv(out_h * out_w, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]), n)
+        return (triton.cdiv(out_h, meta["TH"]) * triton.cdiv(out_w, meta["BLOCK_W"]), triton.cdiv(c, meta["BLOCK_C"]),
+                n)
 
+    # tile: a fixed config (tests and the GPU probe reach every TH and mask path with it), else autotuned.
+    kernel = dwconv_bias_swish_kernel if tile is None else dwconv_bias_swish_kernel.fn
+    extra = {} if tile is None else {"CL_TILE": channels_last, **tile}
     with _device_guard(x):
-        dwconv_bias_swish_kernel[grid](
+        kernel[grid](
             x, w_flat, b_flat, y, part,
-            c, h, w, out_h, out_w, max_tiles,
+            c, h, w, out_h, out_w, tiles,
             *x.stride(), *y.stride(),
             top, left,
-            K=k, S=stride, CHANNELS_LAST=channels_last, POOL=pool, I64=i64,
+            K=k, S=stride, CHANNELS_LAST=channels_last, POOL=pool, I64=i64, **extra,
         )
     if not pool:
         return y

@@ -1,16 +1,25 @@
 """Triton kernel: fused depthwise conv + bias (folded BN) + Swish, with the SE pool in the same pass.
 
-One program computes a tile of BLOCK_P output pixels × BLOCK_C channels of one sample: for each of the
-k×k taps it loads the shifted input tile (masked at the borders: zero padding), multiplies by the tap's
-per-channel weight and accumulates in fp32 — an elementwise multiply-and-sum, not ``tl.dot`` (a
-depthwise conv has no reduction over channels), so no TF32 enters anywhere. The epilogue adds the bias,
-applies Swish in fp32 and stores in the input's dtype. Addressing is by element strides, so one kernel
-serves channels_last (the fast path: channels are contiguous, loads vectorise along C) and NCHW or any
-strided view; Triton specialises stride arguments equal to 1, so the contiguous axis is known at compile
-time.
+Tiling. One program computes TH output rows × BLOCK_W consecutive output columns × BLOCK_C channels of
+one sample, as TH accumulators of shape [BLOCK_W, BLOCK_C] (fp32). It walks the (TH-1)·S + K input rows
+the band needs once; each loaded [BLOCK_W, BLOCK_C] input tile (one per input row and column shift kw)
+feeds every output row it belongs to (kh = r - j·S), so a k×k conv loads ((TH-1)·S + K)·K tiles for
+TH·K·K multiply-adds instead of K·K per row — the vertical sliding window kept in registers. The column
+shifts are served by L1. It is an elementwise multiply-and-sum, not ``tl.dot`` (a depthwise conv has no
+reduction over channels), so no TF32 enters anywhere. The epilogue adds the bias, applies Swish in fp32
+and stores in the input's dtype.
 
-The pooled sibling writes each tile's per-channel sum of the (fp32) outputs into a partial buffer
-(N, pixel tiles, C); the launcher reduces it over the tiles in a fixed order — deterministic, no atomics.
+Addressing is by element strides, so one kernel serves channels_last (the fast path: channels are
+contiguous) and NCHW or any strided view. C and the strides are left to Triton's specialisation
+(divisible by 16 or not, equal to 1 or not): that is what lets it prove a channels_last pixel 16-element
+aligned and the channel mask constant over 16 channels, so loads and stores vectorise (``EVEN_C`` — C a
+multiple of BLOCK_C — drops the mask). Checked in the PTX for sm_90 without a GPU
+(``benchmarks/triton_ptx.py``): the earlier kernel, which did not specialise C or the outer strides, issued
+only scalar loads (154 per thread for a 32×64 fp16 tile of a k=3 conv, 208 registers); this one issues
+55 loads, the input tiles as vectors (80 registers for 4 rows × 8 × 64).
+
+The pooled sibling writes each program's per-channel sum of its (fp32) outputs into a partial buffer
+(N, tiles, C); the launcher reduces it over the tiles in a fixed order — deterministic, no atomics.
 
 Offsets are int32 unless a tensor has 2³¹ elements or more, where the kernel is specialised to int64.
 """
@@ -23,23 +32,52 @@ import triton.language as tl
 import triton.testing
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
-# EFFNET_TRITON_AUTOTUNE=0 keeps one config (no tuning): for test runs over many shapes, where every new
-# shape would otherwise compile and time every config.
+# EFFNET_TRITON_AUTOTUNE=0 keeps one config per layout (no tuning): for test runs over many shapes, where
+# every new shape would otherwise compile and time every config.
 AUTOTUNE = os.environ.get("EFFNET_TRITON_AUTOTUNE", "1") not in ("", "0")
 
-if INTERPRET or not AUTOTUNE:
-    # The interpreter would time every config: one, small (it runs each program as numpy calls whose
-    # cost grows with the tile: 16×16 with 9 taps ~40 ms, 32×32 with 25 taps ~450 ms here).
-    _CONFIGS = [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16}, num_warps=4)] if INTERPRET else \
-        [triton.Config({"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4)]
+
+def _cfg(block_w, block_c, th, warps, channels_last):
+    return triton.Config({"BLOCK_W": block_w, "BLOCK_C": block_c, "TH": th, "CL_TILE": channels_last},
+                         num_warps=warps)
+
+
+# CL_TILE marks the layout a config is meant for; the pruner keeps those of the call's layout.
+# channels_last: wide channel blocks (64 fp32 = 256 B, 128 fp16 = 256 B per pixel: whole cache lines),
+# a few columns, rows of the band in registers. NCHW: long runs of one channel's columns.
+_CL_CONFIGS = [_cfg(8, 64, 4, 4, True), _cfg(4, 128, 4, 4, True),    # 16 outputs per thread (k=3)
+               _cfg(8, 64, 2, 4, True), _cfg(4, 128, 2, 4, True), _cfg(16, 64, 2, 8, True)]  # 8 per thread
+_NCHW_CONFIGS = [_cfg(64, 4, 2, 4, False), _cfg(128, 2, 2, 4, False), _cfg(32, 8, 4, 4, False)]
+
+if INTERPRET:
+    # The interpreter would time every config: one, small (it runs each program as numpy calls whose cost
+    # grows with the tile). It has both layouts' flag values to prune to, so CL_TILE is not checked here.
+    _CONFIGS = [_cfg(8, 16, 2, 1, True)]
+elif not AUTOTUNE:
+    _CONFIGS = [_CL_CONFIGS[0], _NCHW_CONFIGS[0]]
 else:
-    _CONFIGS = [
-        triton.Config({"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4),
-        triton.Config({"BLOCK_P": 64, "BLOCK_C": 64}, num_warps=4),
-        triton.Config({"BLOCK_P": 16, "BLOCK_C": 128}, num_warps=4),
-        triton.Config({"BLOCK_P": 128, "BLOCK_C": 32}, num_warps=8),
-        triton.Config({"BLOCK_P": 256, "BLOCK_C": 8}, num_warps=4),  # NCHW: long runs of one channel's pixels
-    ]
+    _CONFIGS = _CL_CONFIGS + _NCHW_CONFIGS
+
+
+def _outputs_per_thread(config) -> int:
+    kw = config.kwargs
+    return kw["BLOCK_W"] * kw["BLOCK_C"] * kw["TH"] // (32 * config.num_warps)
+
+
+def _prune(configs, named_args, **kwargs):
+    # The call's layout; for k ≥ 5 at most 8 outputs per thread (16 need 168–255 registers and spill:
+    # benchmarks/triton_ptx.py).
+    if len(configs) == 1:
+        return configs
+    def arg(name):
+        return kwargs.get(name, named_args.get(name))
+    kept = [c for c in configs if c.kwargs["CL_TILE"] == arg("CHANNELS_LAST")] or configs
+    return [c for c in kept if arg("K") < 5 or _outputs_per_thread(c) <= 8] or kept
+
+
+def max_tiles(out_h: int, out_w: int) -> int:
+    """The most pixel tiles any config gives an out_h × out_w output (rows of the pool's partial buffer)."""
+    return max(triton.cdiv(out_h, c.kwargs["TH"]) * triton.cdiv(out_w, c.kwargs["BLOCK_W"]) for c in _CONFIGS)
 
 
 def _quick_bench(kernel_call, quantiles):
@@ -47,55 +85,99 @@ def _quick_bench(kernel_call, quantiles):
     return triton.testing.do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
 
 
+@triton.jit
+def _tap(acc, xv, w_ptr, w_off, mask_c, KH: tl.constexpr, KW: tl.constexpr, K: tl.constexpr):
+    # acc += x · w[:, KH, KW] when (KH, KW) is a tap of this output row (resolved at compile time).
+    if KH >= 0:
+        if KH < K:
+            wv = tl.load(w_ptr + w_off + (KH * K + KW), mask=mask_c, other=0.0).to(tl.float32)
+            acc += xv * wv[None, :]
+    return acc
+
+
+@triton.jit
+def _epilogue(acc, bias, row, OH, y_cols, syh, mask_w, mask_c, psum, POOL: tl.constexpr):
+    # Bias, then Swish as eager computes it in fp32: z * sigmoid(z) (-> -0 for z << 0, NaN for -inf, NaN
+    # stays NaN); store the row; add its valid outputs to the pool's running sum.
+    z = acc + bias[None, :]
+    out = z * tl.sigmoid(z)
+    m = (mask_w & (row < OH))[:, None] & mask_c[None, :]
+    tl.store(y_cols + row * syh, out.to(y_cols.dtype.element_ty), mask=m)
+    if POOL:
+        psum += tl.sum(tl.where(m, out, 0.0), axis=0)
+    return psum
+
+
 # Tuned per layer shape and layout (and, implicitly, dtype). The pool's partial buffer is zeroed before
 # each trial: a config with fewer pixel tiles must not leave another config's rows behind.
 @triton.autotune(configs=_CONFIGS, key=["C", "OH", "OW", "K", "S", "CHANNELS_LAST"], reset_to_zero=["part_ptr"],
-                 do_bench=_quick_bench)
-# Sizes and the outer strides are not specialised (each distinct divisibility would compile anew: many
-# layer shapes, several configs each); the inner strides are, so a contiguous axis (stride 1) is known.
-@triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW", "num_ptiles", "sxn", "sxh", "syn", "syh", "pad_top",
-                               "pad_left"])
+                 prune_configs_by={"early_config_prune": _prune}, do_bench=_quick_bench)
+# EVEN_C: C is a multiple of the config's BLOCK_C (no channel mask).
+@triton.heuristics({"EVEN_C": lambda args: args["C"] % args["BLOCK_C"] == 0})
+# Spatial sizes are not specialised (each distinct divisibility would compile anew: many layer shapes,
+# several configs each). C and the strides are (see the module docstring).
+@triton.jit(do_not_specialize=["H", "W", "OH", "OW", "num_ptiles", "pad_top", "pad_left"])
 def dwconv_bias_swish_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, part_ptr,
     C, H, W, OH, OW, num_ptiles,
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     pad_top, pad_left,
     K: tl.constexpr, S: tl.constexpr, CHANNELS_LAST: tl.constexpr, POOL: tl.constexpr, I64: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    EVEN_C: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, TH: tl.constexpr,
+    CL_TILE: tl.constexpr,
 ):
-    pid_p = tl.program_id(0)
+    tl.static_assert(TH == 1 or TH == 2 or TH == 4, "TH (output rows per program) must be 1, 2 or 4")
+    pid_t = tl.program_id(0)  # pixel tile: (row band, column block)
     pid_c = tl.program_id(1)
     n = tl.program_id(2)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    w_tiles = tl.cdiv(OW, BLOCK_W)
+    band = pid_t // w_tiles
+    ow = (pid_t % w_tiles) * BLOCK_W + tl.arange(0, BLOCK_W)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_p = offs_p < OH * OW
-    mask_c = offs_c < C
-    oh = offs_p // OW
-    ow = offs_p % OW
+    mask_w = ow < OW
+    if EVEN_C:
+        mask_c = tl.full([BLOCK_C], 1, tl.int1)  # constant along C: loads and stores vectorise
+    else:
+        mask_c = offs_c < C
     if I64:
         n = n.to(tl.int64)
-        oh = oh.to(tl.int64)
+        band = band.to(tl.int64)
         ow = ow.to(tl.int64)
         offs_c = offs_c.to(tl.int64)
-    x_base = x_ptr + n * sxn
-    x_chan = (offs_c * sxc)[None, :]
-    acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
-    for kh in tl.static_range(K):
-        ih = oh * S - pad_top + kh
-        row_ok = mask_p & (ih >= 0) & (ih < H)
+    oh0 = band * TH
+    ih0 = oh0 * S - pad_top
+    iw0 = ow * S - pad_left
+    x_base = x_ptr + n * sxn + (offs_c * sxc)[None, :]
+    w_off = offs_c * (K * K)
+
+    acc0 = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
+    acc3 = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
+    for r in tl.static_range((TH - 1) * S + K):
+        ih = ih0 + r
+        row_ok = (ih >= 0) & (ih < H)
+        x_row = x_base + ih * sxh
         for kw in tl.static_range(K):
-            iw = ow * S - pad_left + kw
-            ok = row_ok & (iw >= 0) & (iw < W)
-            xv = tl.load(x_base + (ih * sxh + iw * sxw)[:, None] + x_chan, mask=ok[:, None] & mask_c[None, :],
-                         other=0.0)
-            wv = tl.load(w_ptr + offs_c * (K * K) + (kh * K + kw), mask=mask_c, other=0.0)
-            acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+            iw = iw0 + kw
+            ok = mask_w & row_ok & (iw >= 0) & (iw < W)
+            xv = tl.load(x_row + (iw * sxw)[:, None], mask=ok[:, None] & mask_c[None, :], other=0.0)
+            xv = xv.to(tl.float32)
+            acc0 = _tap(acc0, xv, w_ptr, w_off, mask_c, r, kw, K)
+            if TH > 1:
+                acc1 = _tap(acc1, xv, w_ptr, w_off, mask_c, r - S, kw, K)
+            if TH > 2:
+                acc2 = _tap(acc2, xv, w_ptr, w_off, mask_c, r - 2 * S, kw, K)
+                acc3 = _tap(acc3, xv, w_ptr, w_off, mask_c, r - 3 * S, kw, K)
+
     bias = tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-    acc += bias[None, :]
-    # Swish as eager computes it in fp32: z * sigmoid(z) (-> -0 for z << 0, NaN for -inf, NaN stays NaN).
-    out = acc * tl.sigmoid(acc)
-    y_off = n * syn + (oh * syh + ow * syw)[:, None] + (offs_c * syc)[None, :]
-    tl.store(y_ptr + y_off, out.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
+    y_cols = y_ptr + n * syn + (ow * syw)[:, None] + (offs_c * syc)[None, :]
+    psum = tl.zeros([BLOCK_C], dtype=tl.float32)
+    psum = _epilogue(acc0, bias, oh0, OH, y_cols, syh, mask_w, mask_c, psum, POOL)
+    if TH > 1:
+        psum = _epilogue(acc1, bias, oh0 + 1, OH, y_cols, syh, mask_w, mask_c, psum, POOL)
+    if TH > 2:
+        psum = _epilogue(acc2, bias, oh0 + 2, OH, y_cols, syh, mask_w, mask_c, psum, POOL)
+        psum = _epilogue(acc3, bias, oh0 + 3, OH, y_cols, syh, mask_w, mask_c, psum, POOL)
     if POOL:
-        tile_sum = tl.sum(tl.where(mask_p[:, None], out, 0.0), axis=0)
-        tl.store(part_ptr + (n * num_ptiles + pid_p) * C + offs_c, tile_sum, mask=mask_c)
+        tl.store(part_ptr + (n * num_ptiles + pid_t) * C + offs_c, psum, mask=mask_c)

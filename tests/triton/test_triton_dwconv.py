@@ -33,7 +33,7 @@ def folded(weight, bn, eps=1e-5, dtype=torch.float32):
     return wf.to(dtype), bf.to(dtype)
 
 
-def check(n, c, h, w, k, s, padding, channels_last, view=None, index64=None):
+def check(n, c, h, w, k, s, padding, channels_last, view=None, index64=None, tile=None):
     x, weight, bn = make_inputs(n, c, h, w, k, channels_last)
     if view is not None:
         x = view(x)
@@ -41,15 +41,16 @@ def check(n, c, h, w, k, s, padding, channels_last, view=None, index64=None):
     # The float64 reference on the same device (CUDA convolves in float64 too; far quicker than the CPU).
     ref = reference64(xd, weight.to(DEVICE), {key: v.to(DEVICE) for key, v in bn.items()}, 1e-5, s, padding)
     wf, bf = folded(weight, bn)
-    what = f"{tuple(x.shape)} k={k} s={s} {padding} cl={channels_last} i64={index64}"
-    y, pooled = tk.dwconv_bias_swish(xd, wf.to(DEVICE), bf.to(DEVICE), s, padding, pool=True, index64=index64)
+    what = f"{tuple(x.shape)} k={k} s={s} {padding} cl={channels_last} i64={index64} tile={tile}"
+    y, pooled = tk.dwconv_bias_swish(xd, wf.to(DEVICE), bf.to(DEVICE), s, padding, pool=True, index64=index64,
+                                     tile=tile)
     assert y.device == xd.device and y.dtype == torch.float32 and y.shape == ref.shape, what
     assert y.is_contiguous(memory_format=expected_format(x)), f"{what}: wrong output memory format"
     assert_close(y, ref, what)
     if ref.numel():
         assert pooled.dtype == torch.float32 and rel_error(pooled, ref.mean((2, 3))) <= 1e-5, what
     # The public entry point (the variant without the pool) reaches the same kernel.
-    if index64 is None:
+    if index64 is None and tile is None:
         y2 = ops.dwconv_bias_swish(xd, wf.to(DEVICE), bf.to(DEVICE), s, padding, backend="triton")
         assert torch.equal(y2, y), f"{what}: the variant without the pool differs"
     return y
@@ -83,6 +84,24 @@ def test_b0_b7_layer_shapes(shape, channels_last):
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_awkward_shapes(n, c, h, w, k, s, padding, channels_last):
     check(n, c, h, w, k, s, padding, channels_last)
+
+
+# Fixed tiles reach every code path of the kernel whatever the autotuner picks: 1, 2 and 4 output rows
+# per program (bands past the last row), channel blocks that divide C (unmasked, vectorised) or not,
+# column blocks wider than the output.
+TILES = [dict(BLOCK_W=4, BLOCK_C=8, TH=1, num_warps=1), dict(BLOCK_W=8, BLOCK_C=16, TH=4, num_warps=2),
+         dict(BLOCK_W=2, BLOCK_C=4, TH=2, num_warps=1)]
+
+
+@pytest.mark.parametrize("tile", TILES, ids=lambda t: "w{BLOCK_W}c{BLOCK_C}th{TH}".format(**t))
+@pytest.mark.parametrize("n,c,h,w,k,s,padding", [
+    (2, 16, 9, 7, 3, 1, "same"),
+    (1, 24, 6, 5, 5, 2, "symmetric"),
+    (1, 8, 5, 11, 7, 2, "same"),
+])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_every_tile_path(n, c, h, w, k, s, padding, channels_last, tile):
+    check(n, c, h, w, k, s, padding, channels_last, tile=tile)
 
 
 @pytest.mark.parametrize("view", [
