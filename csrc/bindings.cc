@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "effnet/dwconv.h"
+#include "effnet/se.h"
 #include "effnet/threadpool.h"
 
 namespace py = pybind11;
@@ -86,6 +87,71 @@ class DwPlan {
   effnet::Isa isa_ = effnet::Isa::kScalar;
 };
 
+// One squeeze-excitation geometry (x and y shapes/strides), validated once; cached by Python like DwPlan.
+class SePlan {
+ public:
+  SePlan(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& x_strides,
+         const std::vector<int64_t>& y_strides, const std::string& isa) {
+    if (x_shape.size() != 4)
+      throw std::invalid_argument("x_shape must be (n, c, h, w), got " + std::to_string(x_shape.size()) + " dims");
+    p_.n = x_shape[0]; p_.c = x_shape[1]; p_.h = x_shape[2]; p_.w = x_shape[3];
+    const auto xs = as_strides(x_strides, "x_strides");
+    const auto ys = as_strides(y_strides, "y_strides");
+    for (int i = 0; i < 4; ++i) { p_.x_stride[i] = xs[i]; p_.y_stride[i] = ys[i]; }
+    if (p_.n < 0 || p_.c <= 0 || p_.h <= 0 || p_.w <= 0)
+      throw std::invalid_argument("x_shape must have n >= 0 and c, h, w > 0");
+    isa_ = resolve_isa(isa);
+  }
+  void pool(std::uintptr_t x, std::uintptr_t pooled, int num_threads) const {
+    const bool empty = p_.n == 0;
+    const float* xp = as_ptr<const float>(x, "x", empty);
+    float* pp = as_ptr<float>(pooled, "pooled", empty);
+    py::gil_scoped_release release;
+    effnet::se_pool(p_, xp, pp, num_threads, isa_);
+  }
+  void apply(std::uintptr_t x, std::uintptr_t gate, std::uintptr_t y, int num_threads) const {
+    const bool empty = p_.n == 0;
+    const float* xp = as_ptr<const float>(x, "x", empty);
+    const float* gp = as_ptr<const float>(gate, "gate", empty);
+    float* yp = as_ptr<float>(y, "y", empty);
+    py::gil_scoped_release release;
+    effnet::se_apply(p_, xp, gp, yp, num_threads, isa_);
+  }
+  void run(std::uintptr_t x, std::uintptr_t packed, int64_t squeeze, std::uintptr_t y, int num_threads) const {
+    const bool empty = p_.n == 0;
+    if (squeeze <= 0) throw std::invalid_argument("squeeze must be > 0, got " + std::to_string(squeeze));
+    const float* xp = as_ptr<const float>(x, "x", empty);
+    const float* kp = as_ptr<const float>(packed, "packed");
+    float* yp = as_ptr<float>(y, "y", empty);
+    py::gil_scoped_release release;
+    effnet::squeeze_excite(p_, squeeze, xp, kp, yp, num_threads, isa_);
+  }
+  std::string isa() const { return effnet::isa_name(isa_); }
+
+ private:
+  effnet::SeParams p_;
+  effnet::Isa isa_ = effnet::Isa::kScalar;
+};
+
+void se_pack(int64_t c, int64_t s, std::uintptr_t w1, const std::vector<int64_t>& w1_strides, std::uintptr_t b1,
+             std::uintptr_t w2, const std::vector<int64_t>& w2_strides, std::uintptr_t b2, std::uintptr_t packed) {
+  if (w1_strides.size() != 2 || w2_strides.size() != 2)
+    throw std::invalid_argument("w1_strides and w2_strides must have 2 entries");
+  const int64_t s1[2] = {w1_strides[0], w1_strides[1]}, s2[2] = {w2_strides[0], w2_strides[1]};
+  effnet::se_pack(c, s, as_ptr<const float>(w1, "w1"), s1, as_ptr<const float>(b1, "b1"),
+                  as_ptr<const float>(w2, "w2"), s2, as_ptr<const float>(b2, "b2"), as_ptr<float>(packed, "packed"));
+}
+
+void se_gate(int64_t n, int64_t c, int64_t s, std::uintptr_t packed, std::uintptr_t pooled, std::uintptr_t gate,
+             int num_threads, const std::string& isa) {
+  const effnet::Isa chosen = resolve_isa(isa);
+  const float* kp = as_ptr<const float>(packed, "packed");
+  const float* pp = as_ptr<const float>(pooled, "pooled", n == 0);
+  float* gp = as_ptr<float>(gate, "gate", n == 0);
+  py::gil_scoped_release release;
+  effnet::se_gate(n, c, s, kp, pp, gp, num_threads, chosen);
+}
+
 void swish_inplace(std::uintptr_t data, int64_t count, const std::string& isa) {
   if (count < 0) throw std::invalid_argument("count must be >= 0, got " + std::to_string(count));
   float* p = as_ptr<float>(data, "data", count == 0);
@@ -110,7 +176,7 @@ py::dict isa_info() {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "effnet_kernels C++ core (torch-free): fused depthwise conv + bias + Swish kernels";
+  m.doc() = "effnet_kernels C++ core (torch-free): fused depthwise conv + bias + Swish and squeeze-excitation kernels";
   py::class_<DwPlan>(m, "DwPlan",
                      "A validated depthwise call geometry: y = swish(depthwise_conv(x, weight) + bias). Shapes "
                      "and strides in elements; isa '' (default path), 'scalar', 'avx2', 'avx512' or 'neon'.")
@@ -128,6 +194,25 @@ PYBIND11_MODULE(_C, m) {
            "Write the weights and biases in the layout this geometry's kernel reads (packed_size floats), "
            "so repeated calls with the same weights skip packing.")
       .def_property_readonly("isa", &DwPlan::isa);
+  py::class_<SePlan>(m, "SePlan",
+                     "A validated squeeze-excitation geometry (x shape, x and y strides in elements).")
+      .def(py::init<const std::vector<int64_t>&, const std::vector<int64_t>&, const std::vector<int64_t>&,
+                    const std::string&>(),
+           py::arg("x_shape"), py::arg("x_strides"), py::arg("y_strides"), py::arg("isa") = "")
+      .def("pool", &SePlan::pool, py::arg("x"), py::arg("pooled"), py::arg("num_threads") = 1,
+           "pooled (N, C contiguous fp32) = mean of x over H x W. Releases the GIL.")
+      .def("apply", &SePlan::apply, py::arg("x"), py::arg("gate"), py::arg("y"), py::arg("num_threads") = 1,
+           "y = x * gate[n, c] (gate (N, C) contiguous). Releases the GIL.")
+      .def("run", &SePlan::run, py::arg("x"), py::arg("packed"), py::arg("squeeze"), py::arg("y"),
+           py::arg("num_threads") = 1, "The whole SE (pool, gate, apply) with se_pack()ed weights.")
+      .def_property_readonly("isa", &SePlan::isa);
+  m.def("se_packed_size", &effnet::se_packed_size, py::arg("channels"), py::arg("squeeze"));
+  m.def("se_pack", &se_pack, py::arg("channels"), py::arg("squeeze"), py::arg("w1"), py::arg("w1_strides"),
+        py::arg("b1"), py::arg("w2"), py::arg("w2_strides"), py::arg("b2"), py::arg("packed"),
+        "Pack reduce (S, C) and expand (C, S) weights (element strides given) with their biases.");
+  m.def("se_gate", &se_gate, py::arg("n"), py::arg("channels"), py::arg("squeeze"), py::arg("packed"),
+        py::arg("pooled"), py::arg("gate"), py::arg("num_threads") = 1, py::arg("isa") = "",
+        "gate (N, C) = sigmoid(expand(swish(reduce(pooled)))) from packed weights.");
   m.def("swish_inplace", &swish_inplace, py::arg("data"), py::arg("count"), py::arg("isa") = "",
         "In-place Swish over `count` contiguous fp32 values at address `data` (single thread).");
   m.def("isa_info", &isa_info, "ISA paths: default, best, supported, note (why a path was passed over).");

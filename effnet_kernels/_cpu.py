@@ -124,11 +124,11 @@ def _plan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int
     return entry
 
 
-# Weights packed for the NHWC kernels, per weight tensor, so a model calling the op with the same
-# weights packs them once (packing costs 10-90 µs per call on B0-B7's large layers):
-# id(weight) -> (weakref(weight), weight._version, weakref(bias), bias._version, isa, packed). A hit needs
-# the same two tensors, unchanged since (version counters) and the same ISA. Inference tensors keep no
-# version counter: their weights are packed on every call.
+# Weights packed for the kernels, per weight tensor, so a model calling an op with the same weights packs
+# them once (packing costs 10-90 µs per call on B0-B7's large depthwise layers):
+# (tag, id(first tensor)) -> ([weakref(t)...], [t._version...], isa, packed). A hit needs the same tensors,
+# unchanged since (version counters) and the same ISA. Inference tensors keep no version counter: their
+# weights are packed on every call.
 _packs: dict = {}
 _MAX_PACKS = 1024
 
@@ -140,20 +140,29 @@ def _version(t: torch.Tensor) -> Optional[int]:
         return None
 
 
-def _packed_weights(plan, size: int, isa: str, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    e = _packs.get(id(weight))
-    if (e is not None and e[0]() is weight and e[2]() is bias and e[4] == isa and e[1] == weight._version
-            and e[3] == bias._version and e[5].numel() == size):
-        return e[5]
-    w, b = weight.contiguous(), bias.contiguous()
+def _cached_pack(tag: str, tensors: Tuple[torch.Tensor, ...], isa: str, size: int, fill, extra=()) -> torch.Tensor:
+    """A packed-weights buffer of ``size`` floats, written by ``fill(out)`` once per set of ``tensors``
+    (and ``extra``: anything else the packing depends on, e.g. the geometry of views of them)."""
+    key = (tag, id(tensors[0]))
+    e = _packs.get(key)
+    if (e is not None and e[2] == (isa, extra) and e[3].numel() == size and len(e[0]) == len(tensors)
+            and all(r() is t and v == t._version for r, v, t in zip(e[0], e[1], tensors))):
+        return e[3]
     packed = torch.empty(size, dtype=torch.float32)
-    plan.pack(w.data_ptr(), b.data_ptr(), packed.data_ptr())
-    wv, bv = _version(weight), _version(bias)
-    if wv is not None and bv is not None:
+    fill(packed)
+    versions = [_version(t) for t in tensors]
+    if None not in versions:
         if len(_packs) >= _MAX_PACKS:
             _packs.clear()
-        _packs[id(weight)] = (weakref.ref(weight), wv, weakref.ref(bias), bv, isa, packed)
+        _packs[key] = ([weakref.ref(t) for t in tensors], versions, (isa, extra), packed)
     return packed
+
+
+def _packed_weights(plan, size: int, isa: str, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def fill(out):
+        w, b = weight.contiguous(), bias.contiguous()
+        plan.pack(w.data_ptr(), b.data_ptr(), out.data_ptr())
+    return _cached_pack("dw", (weight, bias), isa, size, fill)
 
 
 def _run(x, weight, bias, pool, entry):
@@ -204,3 +213,203 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         _, stride, padding = check_dwconv_args(x, weight, bias, stride, padding)
     entry = _plan(x, weight, bias, stride, padding, isa if isa is not None else _forced_isa)
     return _run(x, weight, bias, pool, entry)
+
+
+# ------------------------------------------------------------------------------------------------
+# Squeeze-excitation
+
+def _as_matrix(t: torch.Tensor, name: str, rows: Optional[int], cols: Optional[int], what: str) -> torch.Tensor:
+    """A 1×1 conv weight (O, I, 1, 1) or a flat (O, I) matrix, as its (O, I) view."""
+    if t.dim() == 4 and t.shape[2] == 1 and t.shape[3] == 1:
+        t = t.reshape(t.shape[0], t.shape[1])
+    if t.dim() != 2 or (rows is not None and t.shape[0] != rows) or (cols is not None and t.shape[1] != cols):
+        want = f"({'O' if rows is None else rows}, {'I' if cols is None else cols})"
+        raise ValueError(f"{name} must be shaped {want} or {want[:-1]}, 1, 1) for {what}, got {tuple(t.shape)}")
+    return t
+
+
+def check_se_weights(c: int, reduce_weight, reduce_bias, expand_weight, expand_bias, dtypes, device,
+                     what: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Validate SE weights for C channels; returns (W1 (S, C), b1, W2 (C, S), b2, S)."""
+    named = (("reduce_weight", reduce_weight), ("reduce_bias", reduce_bias), ("expand_weight", expand_weight),
+             ("expand_bias", expand_bias))
+    for name, t in named:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in dtypes:
+            expected = " or ".join(str(d).replace("torch.", "") for d in dtypes)
+            raise TypeError(f"{name} must be {expected} for {what}, got {str(t.dtype).replace('torch.', '')}")
+        if t.device != device:
+            raise ValueError(f"{name} must be on {device} (the input's device), got {t.device}")
+    if len({t.dtype for _, t in named}) != 1:
+        raise TypeError(f"the SE weights and biases must share one dtype, got {[str(t.dtype) for _, t in named]}")
+    w1 = _as_matrix(reduce_weight, "reduce_weight", None, c, what)
+    s = w1.shape[0]
+    if s < 1:
+        raise ValueError(f"reduce_weight must have at least one output channel, got shape {tuple(reduce_weight.shape)}")
+    w2 = _as_matrix(expand_weight, "expand_weight", c, s, what)
+    if reduce_bias.shape != (s,):
+        raise ValueError(f"reduce_bias must have shape ({s},), got {tuple(reduce_bias.shape)}")
+    if expand_bias.shape != (c,):
+        raise ValueError(f"expand_bias must have shape ({c},), got {tuple(expand_bias.shape)}")
+    return w1, reduce_bias, w2, expand_bias, s
+
+
+def check_se_input(x, name: str, dtypes, device_type: Optional[str], what: str) -> int:
+    check_tensor(x, name, 4, dtypes, device_type, what)
+    if x.shape[1] < 1 or x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"{name} must have C, H, W >= 1, got shape {tuple(x.shape)}")
+    return x.shape[1]
+
+
+def check_pooled(pooled, n: int, c: int, device) -> None:
+    if not isinstance(pooled, torch.Tensor):
+        raise TypeError(f"pooled must be a torch.Tensor, got {type(pooled).__name__}")
+    if pooled.dtype != torch.float32:
+        raise TypeError(f"pooled must be float32 (the pooled output of dwconv_bias_swish_pool), got {pooled.dtype}")
+    if pooled.device != device:
+        raise ValueError(f"pooled must be on {device}, got {pooled.device}")
+    if tuple(pooled.shape) != (n, c):
+        raise ValueError(f"pooled must have shape (N, C) = ({n}, {c}), got {tuple(pooled.shape)}")
+
+
+def _se_packed(w1, b1, w2, b2, c: int, s: int, isa: str) -> torch.Tensor:
+    C = _C if _C is not None else require_cpp("the C++ squeeze-excitation kernels")
+
+    def fill(out):
+        bb1, bb2 = b1.contiguous(), b2.contiguous()
+        C.se_pack(c, s, w1.data_ptr(), list(w1.stride()), bb1.data_ptr(), w2.data_ptr(), list(w2.stride()),
+                  bb2.data_ptr(), out.data_ptr())
+    # Keyed by the (O, I) views' bases, the caller's tensors (a view shares its base's version counter),
+    # and the views' geometry (two views of one base are different weights).
+    def base(t):
+        return t._base if t._base is not None else t
+    geometry = tuple((t.shape, t.stride(), t.storage_offset()) for t in (w1, b1, w2, b2))
+    return _cached_pack("se", (base(w1), b1, base(w2), b2), isa, C.se_packed_size(c, s), fill, geometry)
+
+
+_se_plans: dict = {}
+
+
+def _se_plan(x: torch.Tensor, isa: str):
+    key = (x.shape, x.stride(), isa)
+    entry = _se_plans.get(key)
+    if entry is None:
+        C = _C if _C is not None else require_cpp("the C++ squeeze-excitation kernels")
+        fmt = output_memory_format(x)
+        y_strides = torch.empty(x.shape, dtype=torch.float32, memory_format=fmt, device="meta").stride()
+        entry = (C.SePlan(x.shape, x.stride(), y_strides, isa), fmt)
+        if len(_se_plans) >= _MAX_PLANS:
+            _se_plans.clear()
+        _se_plans[key] = entry
+    return entry
+
+
+def squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias, isa: Optional[str] = None):
+    """x * sigmoid(expand(swish(reduce(mean_hw(x))))) by the C++ kernels (fp32 CPU); y in x's layout rule."""
+    isa = isa if isa is not None else _forced_isa
+    c = check_se_input(x, "x", (torch.float32,), "cpu", "the C++ CPU kernels")
+    w1, b1, w2, b2, s = check_se_weights(c, reduce_weight, reduce_bias, expand_weight, expand_bias,
+                                         (torch.float32,), x.device, "the C++ CPU kernels")
+    plan, fmt = _se_plan(x, isa)
+    y = torch.empty(x.shape, dtype=torch.float32, memory_format=fmt)
+    if x.shape[0] == 0:
+        return y
+    packed = _se_packed(w1, b1, w2, b2, c, s, isa)
+    plan.run(x.data_ptr(), packed.data_ptr(), s, y.data_ptr(), torch.get_num_threads())
+    return y
+
+
+def se_gate(pooled, w1, b1, w2, b2, s: int, isa: Optional[str] = None) -> torch.Tensor:
+    """gate (N, C) fp32 from pooled means (validated by the caller; weights as (O, I) views)."""
+    isa = isa if isa is not None else _forced_isa
+    n, c = pooled.shape
+    gate = torch.empty((n, c), dtype=torch.float32)
+    if n == 0:
+        return gate
+    packed = _se_packed(w1, b1, w2, b2, c, s, isa)
+    pooled = pooled.contiguous()
+    _C.se_gate(n, c, s, packed.data_ptr(), pooled.data_ptr(), gate.data_ptr(), torch.get_num_threads(), isa)
+    return gate
+
+
+def se_apply(y: torch.Tensor, gate: torch.Tensor, isa: Optional[str] = None) -> torch.Tensor:
+    """y * gate[n, c] (new tensor in y's layout rule)."""
+    plan, fmt = _se_plan(y, isa if isa is not None else _forced_isa)
+    out = torch.empty(y.shape, dtype=torch.float32, memory_format=fmt)
+    if y.shape[0]:
+        plan.apply(y.data_ptr(), gate.contiguous().data_ptr(), out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def check_projection(y, proj_weight, proj_bias, residual, dtypes, what: str) -> torch.Tensor:
+    """Validate the projection (BN folded) and the residual for y; returns the (Cout, Cin) weight view."""
+    cin = y.shape[1]
+    for name, t in (("proj_weight", proj_weight), ("proj_bias", proj_bias)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != y.dtype or t.device != y.device:
+            raise TypeError(f"{name} must have y's dtype {y.dtype} and device {y.device}, got {t.dtype} on {t.device}")
+    pw = _as_matrix(proj_weight, "proj_weight", None, cin, what)
+    cout = pw.shape[0]
+    if proj_bias.shape != (cout,):
+        raise ValueError(f"proj_bias must have shape ({cout},), got {tuple(proj_bias.shape)}")
+    if residual is not None:
+        if not isinstance(residual, torch.Tensor):
+            raise TypeError(f"residual must be None or a torch.Tensor, got {type(residual).__name__}")
+        if residual.dtype != y.dtype or residual.device != y.device:
+            raise TypeError(f"residual must have y's dtype {y.dtype} and device {y.device}, got {residual.dtype} on "
+                            f"{residual.device}")
+        want = (y.shape[0], cout, y.shape[2], y.shape[3])
+        if tuple(residual.shape) != want:
+            raise ValueError(f"residual must have shape (N, Cout, H, W) = {want}, got {tuple(residual.shape)}")
+    return pw
+
+
+def se_project(y, pooled, w1, b1, w2, b2, s: int, pw, pb, residual=None, isa: Optional[str] = None) -> torch.Tensor:
+    """conv1x1(y * gate, pw) + pb (+ residual), fp32 CPU, arguments validated by the caller.
+
+    The gate (N, Cin) comes from the C++ kernel. It is folded where it costs least: into per-sample weights
+    W·diag(gate_n) (Cout·Cin multiplies per sample, N GEMMs in one batched call) when Cout < H·W, else into
+    the activation (H·W·Cin, the SIMD scale kernel) ahead of one GEMM. The GEMM runs on y's layout as it
+    is (channels_last: (N, HW, Cin) × (Cin, Cout); NCHW: (Cout, Cin) × (N, Cin, HW)); the bias, or the
+    residual, is the GEMM's accumulate input (the bias is added afterwards when there is a residual).
+    """
+    n, cin, h, w = y.shape
+    cout, hw = pw.shape[0], h * w
+    fmt = output_memory_format(y)
+    out = torch.empty((n, cout, h, w), dtype=torch.float32, memory_format=fmt)
+    if n == 0:
+        return out
+    if not (y.is_contiguous(memory_format=fmt)):
+        y = y.contiguous(memory_format=fmt)
+    gate = se_gate(pooled, w1, b1, w2, b2, s, isa)
+    scale_weights = cout < hw
+    if fmt == torch.channels_last:
+        o = out.permute(0, 2, 3, 1).reshape(n, hw, cout)
+        acc = pb.view(1, 1, cout)
+        if residual is not None:
+            acc = residual.contiguous(memory_format=fmt).permute(0, 2, 3, 1).reshape(n, hw, cout)
+        if scale_weights:
+            wn = pw.unsqueeze(0) * gate.unsqueeze(1)  # (N, Cout, Cin)
+            torch.baddbmm(acc, y.permute(0, 2, 3, 1).reshape(n, hw, cin), wn.transpose(1, 2), out=o)
+        else:
+            ys = se_apply(y, gate, isa)
+            torch.addmm(acc.reshape(-1, cout), ys.permute(0, 2, 3, 1).reshape(n * hw, cin), pw.t(),
+                        out=o.view(n * hw, cout))
+        if residual is not None:
+            o.add_(pb)
+    else:
+        o = out.view(n, cout, hw)
+        acc = pb.view(1, cout, 1)
+        if residual is not None:
+            acc = residual.contiguous().view(n, cout, hw)
+        if scale_weights:
+            wn = pw.unsqueeze(0) * gate.unsqueeze(1)
+            torch.baddbmm(acc, wn, y.view(n, cin, hw), out=o)
+        else:
+            ys = se_apply(y, gate, isa)
+            torch.baddbmm(acc, pw.unsqueeze(0).expand(n, cout, cin), ys.view(n, cin, hw), out=o)
+        if residual is not None:
+            o.add_(pb.view(1, cout, 1))
+    return out

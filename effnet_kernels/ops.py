@@ -6,7 +6,12 @@ use them; ``backend=`` lives only in these Python wrappers.
   call with BatchNorm folded into ``weight``/``bias`` once (see :func:`effnet_kernels.reference.fold_bn`);
 * :func:`dwconv_bias_swish_pool` — the same plus ``pooled``, the fp32 (N, C) mean of y over H×W computed in
   the same pass (the squeeze-excitation input);
-* :func:`dwconv_bn_swish` — the convenience form with an unfolded eval-mode BatchNorm.
+* :func:`dwconv_bn_swish` — the convenience form with an unfolded eval-mode BatchNorm;
+* :func:`squeeze_excite` — the stand-alone squeeze-excitation ``x * sigmoid(expand(silu(reduce(mean(x)))))``
+  (torchvision's ``SqueezeExcitation(activation=SiLU)``, timm's ``SqueezeExcite``);
+* :func:`se_gate` — the SE gate from the pooled means the depthwise op emits;
+* :func:`se_project` — what an MBConv block runs after its depthwise conv: the SE gate folded into the
+  projection 1×1 conv (BN folded), plus the residual, without another pass over y for the pool or the scale.
 
 Backends: ``None`` (the registered op, which picks the kernel by device — in eager mode on CPU the C++
 kernel is called directly, skipping ~8 µs of dispatcher overhead; under ``torch.compile`` the op is
@@ -24,7 +29,8 @@ from torch import Tensor
 from . import _cpu, reference
 from ._ext import has_cpp
 
-__all__ = ["BACKENDS", "available_backends", "dwconv_bias_swish", "dwconv_bias_swish_pool", "dwconv_bn_swish"]
+__all__ = ["BACKENDS", "available_backends", "dwconv_bias_swish", "dwconv_bias_swish_pool", "dwconv_bn_swish",
+           "squeeze_excite", "se_gate", "se_project"]
 
 BACKENDS = ("cpp", "triton", "torch")
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -203,3 +209,191 @@ def dwconv_bn_swish(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tenso
     w, b = reference.fold_bn(weight.double(), bn_weight.double(), bn_bias.double(), bn_mean.double(),
                              bn_var.double(), float(eps))
     return dwconv_bias_swish(x, w.to(weight.dtype), b.to(weight.dtype), stride, padding, backend)
+
+
+# ------------------------------------------------------------------------------------------------
+# Squeeze-excitation ops
+
+_SE_WHAT = "the squeeze-excitation ops"
+
+
+def _cpu_fp32(*tensors) -> bool:
+    return has_cpp() and all(t is None or t.dtype == torch.float32 for t in tensors)
+
+
+@torch.library.custom_op("effnet_kernels::squeeze_excite", mutates_args=(), device_types="cpu")
+def _squeeze_excite_op(x: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
+                       expand_bias: Tensor) -> Tensor:
+    if _cpu_fp32(x):
+        return _cpu.squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
+    out = reference.squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
+    return out.contiguous(memory_format=_cpu.output_memory_format(x))
+
+
+@_squeeze_excite_op.register_fake
+def _(x, reduce_weight, reduce_bias, expand_weight, expand_bias):
+    return torch.empty_like(x, memory_format=_cpu.output_memory_format(x))
+
+
+@torch.library.custom_op("effnet_kernels::se_gate", mutates_args=(), device_types="cpu")
+def _se_gate_op(pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
+                expand_bias: Tensor) -> Tensor:
+    c = pooled.shape[1]
+    w1, b1, w2, b2, s = _cpu.check_se_weights(c, reduce_weight, reduce_bias, expand_weight, expand_bias, _FLOATS,
+                                              pooled.device, _SE_WHAT)
+    if _cpu_fp32(reduce_weight):
+        return _cpu.se_gate(pooled, w1, b1, w2, b2, s)
+    return reference.se_gate(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias).float()
+
+
+@_se_gate_op.register_fake
+def _(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias):
+    return pooled.new_empty(pooled.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("effnet_kernels::se_project", mutates_args=(), device_types="cpu")
+def _se_project_op(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
+                   expand_bias: Tensor, proj_weight: Tensor, proj_bias: Tensor, residual: Optional[Tensor]) -> Tensor:
+    if _cpu_fp32(y, reduce_weight):
+        w1, b1, w2, b2, s = _cpu.check_se_weights(y.shape[1], reduce_weight, reduce_bias, expand_weight, expand_bias,
+                                                  (torch.float32,), y.device, _SE_WHAT)
+        pw = _cpu.check_projection(y, proj_weight, proj_bias, residual, (torch.float32,), _SE_WHAT)
+        return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual)
+    out = reference.se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight,
+                               proj_bias, residual)
+    return out.contiguous(memory_format=_cpu.output_memory_format(y))
+
+
+def _fake_project_out(y, proj_weight):
+    shape = (y.shape[0], proj_weight.shape[0], y.shape[2], y.shape[3])
+    return torch.empty(shape, dtype=y.dtype, device=y.device, memory_format=_cpu.output_memory_format(y))
+
+
+@_se_project_op.register_fake
+def _(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight, proj_bias, residual):
+    return _fake_project_out(y, proj_weight)
+
+
+def _cuda_se():
+    kernels = _triton_kernels("cuda")
+    if kernels is None:
+        raise RuntimeError("effnet_kernels: the CUDA kernels of the squeeze-excitation ops need Triton, which is not "
+                           "importable here")
+    return kernels
+
+
+@_squeeze_excite_op.register_kernel("cuda")
+def _(x, reduce_weight, reduce_bias, expand_weight, expand_bias):
+    return _cuda_se().squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
+
+
+@_se_gate_op.register_kernel("cuda")
+def _(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias):
+    return _cuda_se().se_gate(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias)
+
+
+@_se_project_op.register_kernel("cuda")
+def _(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight, proj_bias, residual):
+    return _cuda_se().se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight,
+                                 proj_bias, residual)
+
+
+def _se_validate(x, name, weights, backend):
+    """Validate x (4-D) and the SE weights for the backend; returns (C, (W1, b1, W2, b2, S))."""
+    on_cpu = isinstance(x, Tensor) and x.device.type == "cpu"
+    cpp = backend == "cpp" or (backend is None and on_cpu and has_cpp())
+    dtypes = (torch.float32,) if cpp else _FLOATS
+    what = f"backend={backend!r}" + (" on CPU" if on_cpu else "")
+    c = _cpu.check_se_input(x, name, dtypes, "cpu" if backend == "cpp" else None, what)
+    return c, _cpu.check_se_weights(c, *weights, dtypes, x.device, what), dtypes, what
+
+
+def _se_backend(x, backend):
+    backend = _check_backend(backend)
+    if backend == "cpp" and not has_cpp():
+        raise ValueError("backend='cpp' needs the compiled module effnet_kernels._C, which is not built "
+                         "(pip install . from the source tree)")
+    if backend == "triton" and _triton_kernels(x.device.type) is None:
+        raise ValueError(f"backend='triton' is not available for {x.device.type} tensors in this install "
+                         f"(available: {available_backends(x.device.type)}); on CPU tensors it runs only under "
+                         f"TRITON_INTERPRET=1 set before import")
+    if backend is None and x.device.type != "cpu" and _triton_kernels(x.device.type) is None:
+        raise ValueError(f"x is on {x.device}, where no kernel is registered for the fused ops in this install "
+                         f"(backends here: {available_backends(x.device.type)}); pass backend='torch'")
+    return backend
+
+
+def squeeze_excite(x: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
+                   expand_bias: Tensor, backend: Optional[str] = None) -> Tensor:
+    """``x * sigmoid(expand(silu(reduce(mean_hw(x)))))`` — torchvision's ``SqueezeExcitation`` with SiLU,
+    timm's ``SqueezeExcite``. Weights shaped like their 1×1 convs ((S, C, 1, 1), (C, S, 1, 1)) or flat
+    ((S, C), (C, S)). Two passes over x (pool, then scale); inside an MBConv block use
+    :func:`dwconv_bias_swish_pool` + :func:`se_project` instead, which need neither. Output layout: x's
+    (channels_last stays channels_last)."""
+    weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
+    _se_validate(x, "x", weights, backend)
+    backend = _se_backend(x, backend)
+    if backend is None:
+        if x.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
+            return _cpu.squeeze_excite(x, *weights)
+        return _squeeze_excite_op(x, *weights)
+    if backend == "cpp":
+        return _cpu.squeeze_excite(x, *weights)
+    if backend == "torch":
+        return reference.squeeze_excite(x, *weights)
+    return _triton_kernels(x.device.type).squeeze_excite(x, *weights)
+
+
+def _check_pooled_for(x, pooled):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"y must be a torch.Tensor, got {type(x).__name__}")
+    _cpu.check_pooled(pooled, x.shape[0], x.shape[1], x.device)
+
+
+def se_gate(pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor, expand_bias: Tensor,
+            backend: Optional[str] = None) -> Tensor:
+    """The SE gate ``sigmoid(expand(silu(reduce(pooled))))``, fp32 (N, C), from the fp32 (N, C) means that
+    :func:`dwconv_bias_swish_pool` emits. One small kernel (two matrix-vector products per sample)."""
+    if not isinstance(pooled, Tensor):
+        raise TypeError(f"pooled must be a torch.Tensor, got {type(pooled).__name__}")
+    if pooled.dim() != 2:
+        raise ValueError(f"pooled must be 2-D (N, C), got shape {tuple(pooled.shape)}")
+    _cpu.check_pooled(pooled, pooled.shape[0], pooled.shape[1], pooled.device)
+    weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
+    cpp = backend == "cpp" or (backend is None and pooled.device.type == "cpu" and has_cpp())
+    w1, b1, w2, b2, s = _cpu.check_se_weights(pooled.shape[1], *weights, (torch.float32,) if cpp else _FLOATS,
+                                              pooled.device, f"backend={backend!r}")
+    backend = _se_backend(pooled, backend)
+    if backend is None:
+        if pooled.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
+            return _cpu.se_gate(pooled, w1, b1, w2, b2, s)
+        return _se_gate_op(pooled, *weights)
+    if backend == "cpp":
+        return _cpu.se_gate(pooled, w1, b1, w2, b2, s)
+    if backend == "torch":
+        return reference.se_gate(pooled, *weights).float()
+    return _triton_kernels(pooled.device.type).se_gate(pooled, *weights)
+
+
+def se_project(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
+               expand_bias: Tensor, proj_weight: Tensor, proj_bias: Tensor, residual: Optional[Tensor] = None,
+               backend: Optional[str] = None) -> Tensor:
+    """``conv1x1(y * gate(pooled), proj_weight) + proj_bias (+ residual)``: the rest of an MBConv block
+    after its depthwise conv, with BN folded into ``proj_weight``/``proj_bias`` ((Cout, Cin, 1, 1) or
+    (Cout, Cin)). ``pooled`` is the fp32 (N, Cin) mean of y (from :func:`dwconv_bias_swish_pool`), so y is
+    read once, by the GEMM: the gate is folded into per-sample weights or into the GEMM's input, whichever
+    costs less for the layer. Output: (N, Cout, H, W) in y's dtype and layout."""
+    weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
+    _, (w1, b1, w2, b2, s), dtypes, what = _se_validate(y, "y", weights, backend)
+    _check_pooled_for(y, pooled)
+    pw = _cpu.check_projection(y, proj_weight, proj_bias, residual, dtypes, what)
+    backend = _se_backend(y, backend)
+    if backend is None:
+        if y.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
+            return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual)
+        return _se_project_op(y, pooled, *weights, proj_weight, proj_bias, residual)
+    if backend == "cpp":
+        return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual)
+    if backend == "torch":
+        return reference.se_project(y, pooled, *weights, proj_weight, proj_bias, residual)
+    return _triton_kernels(y.device.type).se_project(y, pooled, *weights, proj_weight, proj_bias, residual)

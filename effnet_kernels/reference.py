@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from .padding import pad_amounts
 
-__all__ = ["fold_bn", "pad_input", "dwconv_bias_swish", "dwconv_bias_swish_pool", "dwconv_bn_swish"]
+__all__ = ["fold_bn", "pad_input", "dwconv_bias_swish", "dwconv_bias_swish_pool", "dwconv_bn_swish", "se_gate",
+           "squeeze_excite", "se_project"]
 
 
 def fold_bn(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor, bn_mean: torch.Tensor,
@@ -51,3 +52,32 @@ def dwconv_bn_swish(x, weight, bn_weight, bn_bias, bn_mean, bn_var, eps: float =
     xp, pad = pad_input(x, weight.shape[-1], stride, padding)
     z = F.conv2d(xp, weight, None, stride=stride, padding=pad, groups=x.shape[1])
     return F.silu(F.batch_norm(z, bn_mean, bn_var, bn_weight, bn_bias, training=False, eps=eps))
+
+
+def _matrix(w: torch.Tensor) -> torch.Tensor:
+    return w.reshape(w.shape[0], w.shape[1])  # (O, I, 1, 1) or (O, I) -> (O, I)
+
+
+def se_gate(pooled: torch.Tensor, reduce_weight, reduce_bias, expand_weight, expand_bias) -> torch.Tensor:
+    """sigmoid(expand(silu(reduce(pooled)))) for (N, C) means, in the weights' dtype promoted with pooled's."""
+    dt = torch.promote_types(pooled.dtype, reduce_weight.dtype)
+    h = F.silu(F.linear(pooled.to(dt), _matrix(reduce_weight).to(dt), reduce_bias.to(dt)))
+    return torch.sigmoid(F.linear(h, _matrix(expand_weight).to(dt), expand_bias.to(dt)))
+
+
+def squeeze_excite(x: torch.Tensor, reduce_weight, reduce_bias, expand_weight, expand_bias) -> torch.Tensor:
+    """x * sigmoid(expand(silu(reduce(mean_hw(x))))): torchvision's SqueezeExcitation(activation=SiLU),
+    timm's SqueezeExcite, as eager computes them (pool, two 1×1 convs, scale, in x's dtype)."""
+    s = F.adaptive_avg_pool2d(x, 1)
+    s = F.silu(F.conv2d(s, reduce_weight.reshape(reduce_weight.shape[0], -1, 1, 1), reduce_bias))
+    s = torch.sigmoid(F.conv2d(s, expand_weight.reshape(expand_weight.shape[0], -1, 1, 1), expand_bias))
+    return x * s
+
+
+def se_project(y: torch.Tensor, pooled: torch.Tensor, reduce_weight, reduce_bias, expand_weight, expand_bias,
+               proj_weight, proj_bias, residual=None) -> torch.Tensor:
+    """conv1x1(y * gate(pooled), proj_weight) + proj_bias (+ residual): an MBConv block's SE, projection
+    (BN folded into proj_weight/proj_bias) and skip connection, unfused."""
+    gate = se_gate(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias).to(y.dtype)
+    out = F.conv2d(y * gate[:, :, None, None], proj_weight.reshape(proj_weight.shape[0], -1, 1, 1), proj_bias)
+    return out if residual is None else out + residual

@@ -297,3 +297,26 @@ def depthwise_shapes(arch, resolution=None, distinct: bool = False) -> Tuple[Dep
             shapes.append(shape)
         h, w = _out(h, b.stride), _out(w, b.stride)
     return tuple(shapes)
+
+
+class SEShape(NamedTuple):
+    channels: int   # the block's depthwise (mid) channels: what the SE pools and scales
+    squeeze: int    # squeeze width (reduce conv's output channels)
+    height: int     # the depthwise conv's output height (the SE's input)
+    width: int
+    out_channels: int  # the projection conv's output channels (the block's output)
+
+
+def se_shapes(arch, resolution=None, distinct: bool = False) -> Tuple[SEShape, ...]:
+    """The squeeze-excitation shapes of ``efficientnet(arch)`` at ``resolution`` (default: the arch's), in
+    network order, with the projection that follows; ``distinct=True`` drops repeats."""
+    spec = arch_spec(arch)
+    h, w = _resolution_hw(resolution, spec.resolution)
+    h, w = _out(h, 2), _out(w, 2)
+    shapes = []
+    for b in spec.blocks:
+        h, w = _out(h, b.stride), _out(w, b.stride)
+        shape = SEShape(b.mid_channels, b.se_channels, h, w, b.out_channels)
+        if not distinct or shape not in shapes:
+            shapes.append(shape)
+    return tuple(shapes)

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "effnet/dwconv.h"
+#include "effnet/se.h"
 
 namespace effnet {
 namespace avx2 {
@@ -33,7 +34,8 @@ inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 // magic-number trick (XNNPACK-style) builds 2^n, two-constant range reduction leaves |r| <= ln2/2, and
 // a degree-5 minimax polynomial gives exp(r) to 1e-7 relative. Where t > 88, 1 + exp(t) is replaced by
 // +inf, so the result is z / inf as in eager: -0 for finite z, NaN for z = -inf; NaN stays NaN.
-inline vf vswish(vf z) {
+// 1 + exp(-z), +inf where -z > 88 (the denominator of swish and sigmoid).
+inline vf vexp_neg1p(vf z) {
   const vf neg = _mm256_sub_ps(_mm256_setzero_ps(), z);
   const vf t = _mm256_max_ps(neg, _mm256_set1_ps(-87.0f));
   const vf magic = _mm256_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127: low mantissa bits hold n + 127
@@ -49,7 +51,22 @@ inline vf vswish(vf z) {
   // 1 + exp(t) = (1 + 2^n) + (r 2^n) q(r)
   vf d = _mm256_fmadd_ps(_mm256_mul_ps(r, s), q, _mm256_add_ps(s, _mm256_set1_ps(1.0f)));
   d = _mm256_blendv_ps(d, _mm256_set1_ps(HUGE_VALF), _mm256_cmp_ps(neg, _mm256_set1_ps(88.0f), _CMP_GT_OQ));
-  return _mm256_div_ps(z, d);
+  return d;
+}
+
+inline vf vswish(vf z) { return _mm256_div_ps(z, vexp_neg1p(z)); }
+
+inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+inline float vhsum(vf v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+// sigmoid(z) = 1 / (1 + exp(-z)) with the same denominator as vswish; NaN in, NaN out (the max above
+// turns a NaN into -87, so it is put back here).
+inline vf vsigmoid(vf z) {
+  const vf r = _mm256_div_ps(_mm256_set1_ps(1.0f), vexp_neg1p(z));
+  return _mm256_blendv_ps(r, z, _mm256_cmp_ps(z, z, _CMP_UNORD_Q));
 }
 
 inline void deinterleave(const float* src, float* even, float* odd, int64_t pairs) {
@@ -71,6 +88,7 @@ inline void deinterleave(const float* src, float* even, float* odd, int64_t pair
 }  // namespace
 
 #include "dwconv_impl.inc"
+#include "se_impl.inc"
 
 }  // namespace avx2
 }  // namespace effnet

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "effnet/dwconv.h"
+#include "effnet/se.h"
 
 namespace effnet {
 namespace avx512 {
@@ -27,7 +28,8 @@ inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 
 // swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (exp(-z)
 // from the magic-number 2^n and a degree-5 polynomial, one division, 1 + exp(-z) = +inf past 88).
-inline vf vswish(vf z) {
+// 1 + exp(-z), +inf where -z > 88 (the denominator of swish and sigmoid).
+inline vf vexp_neg1p(vf z) {
   const vf neg = _mm512_sub_ps(_mm512_setzero_ps(), z);
   const vf t = _mm512_max_ps(neg, _mm512_set1_ps(-87.0f));
   const vf magic = _mm512_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
@@ -42,7 +44,23 @@ inline vf vswish(vf z) {
   q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(kExpC1));
   vf d = _mm512_fmadd_ps(_mm512_mul_ps(r, s), q, _mm512_add_ps(s, _mm512_set1_ps(1.0f)));
   d = _mm512_mask_mov_ps(d, _mm512_cmp_ps_mask(neg, _mm512_set1_ps(88.0f), _CMP_GT_OQ), _mm512_set1_ps(HUGE_VALF));
-  return _mm512_div_ps(z, d);
+  return d;
+}
+
+inline vf vswish(vf z) { return _mm512_div_ps(z, vexp_neg1p(z)); }
+
+inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+inline float vhsum(vf v) {  // (_mm512_reduce_add_ps trips GCC 12's -Wuninitialized in its own header)
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+// sigmoid(z) = 1 / (1 + exp(-z)) with vswish's denominator; NaN in, NaN out (put back after the max).
+inline vf vsigmoid(vf z) {
+  const vf r = _mm512_div_ps(_mm512_set1_ps(1.0f), vexp_neg1p(z));
+  return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(z, z, _CMP_UNORD_Q), z);
 }
 
 // even[i] = src[2i], odd[i] = src[2i + 1] for i < pairs.
@@ -64,6 +82,7 @@ inline void deinterleave(const float* src, float* even, float* odd, int64_t pair
 }  // namespace
 
 #include "dwconv_impl.inc"
+#include "se_impl.inc"
 
 }  // namespace avx512
 }  // namespace effnet

@@ -27,7 +27,8 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _I32_LIMIT = 2 ** 31
 
-__all__ = ["HAS_TRITON", "INTERPRET", "DTYPES", "available", "dwconv_bias_swish"]
+__all__ = ["HAS_TRITON", "INTERPRET", "DTYPES", "available", "dwconv_bias_swish", "squeeze_excite", "se_gate",
+           "se_project"]
 
 
 def available(device_type: str) -> bool:
@@ -107,3 +108,119 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     if not pool:
         return y
     return y, part.sum(dim=1).div_(out_h * out_w)  # a fixed-order reduction: deterministic
+
+
+# ------------------------------------------------------------------------------------------------
+# Squeeze-excitation
+
+def _pow2(v: int, lo: int = 1) -> int:
+    return max(lo, triton.next_power_of_2(int(v)))
+
+
+def _se_args(x, reduce_weight, reduce_bias, expand_weight, expand_bias, name="x"):
+    from .._cpu import check_se_input, check_se_weights
+
+    what = "backend='triton'"
+    c = check_se_input(x, name, DTYPES, None, what)
+    if not available(x.device.type):
+        raise ValueError(f"backend='triton' cannot run on {x.device} here (Triton installed: {HAS_TRITON}; "
+                         f"CPU tensors need TRITON_INTERPRET=1 set before import)")
+    return check_se_weights(c, reduce_weight, reduce_bias, expand_weight, expand_bias, DTYPES, x.device, what)
+
+
+def _gate(pooled, w1, b1, w2, b2, s):
+    from .se import se_gate_kernel
+
+    n, c = pooled.shape
+    gate = torch.empty((n, c), dtype=torch.float32, device=pooled.device)
+    if n == 0:
+        return gate
+    block_s = _pow2(s)
+    # Keep a [BLOCK_S, BLOCK_C] tile near 4k elements (registers), at least 16 channels wide.
+    block_c = min(_pow2(c, 16), max(16, 4096 // block_s))
+    with _device_guard(pooled):
+        se_gate_kernel[(n,)](pooled.contiguous(), w1, b1.contiguous(), w2, b2.contiguous(), gate, c, s,
+                             *w1.stride(), *w2.stride(), BLOCK_S=block_s, BLOCK_C=block_c,
+                             num_warps=1 if INTERPRET else 4)
+    return gate
+
+
+def se_gate(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias):
+    """fp32 (N, C) gate from fp32 (N, C) means (any float weights)."""
+    from .._cpu import check_pooled, check_se_weights
+
+    if not isinstance(pooled, torch.Tensor) or pooled.dim() != 2:
+        raise ValueError("pooled must be a 2-D (N, C) tensor")
+    check_pooled(pooled, pooled.shape[0], pooled.shape[1], pooled.device)
+    w1, b1, w2, b2, s = check_se_weights(pooled.shape[1], reduce_weight, reduce_bias, expand_weight, expand_bias,
+                                         DTYPES, pooled.device, "backend='triton'")
+    return _gate(pooled, w1, b1, w2, b2, s)
+
+
+def _pool(x):
+    from .se import se_pool_kernel
+
+    n, c, h, w = x.shape
+    pooled = torch.empty((n, c), dtype=torch.float32, device=x.device)
+    block_c = 16 if INTERPRET else 64
+    block_p = 16 if INTERPRET else 64
+    with _device_guard(x):
+        se_pool_kernel[(triton.cdiv(c, block_c), n)](x, pooled, c, h * w, w, *x.stride(), 1.0 / (h * w),
+                                                     BLOCK_P=block_p, BLOCK_C=block_c,
+                                                     num_warps=1 if INTERPRET else 4)
+    return pooled
+
+
+def _scale(x, gate):
+    from .._cpu import output_memory_format
+    from .se import se_scale_kernel
+
+    n, c, h, w = x.shape
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
+    cl = y.stride(1) == 1
+    block_p, block_c = (16, 16) if INTERPRET else ((32, 64) if cl else (256, 4))
+    grid = (triton.cdiv(h * w, block_p), triton.cdiv(c, block_c), n)
+    with _device_guard(x):
+        se_scale_kernel[grid](x, gate, y, c, h * w, w, *x.stride(), *y.stride(), BLOCK_P=block_p, BLOCK_C=block_c,
+                              num_warps=1 if INTERPRET else 4)
+    return y
+
+
+def squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias):
+    """The stand-alone SE: pool, gate, scale (three launches); y in x's dtype and layout rule."""
+    w1, b1, w2, b2, s = _se_args(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
+    if x.shape[0] == 0:
+        from .._cpu import output_memory_format
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
+    return _scale(x, _gate(_pool(x), w1, b1, w2, b2, s))
+
+
+def se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight, proj_bias,
+               residual=None):
+    """W · (y * gate) + bias (+ residual) per sample: the gate in the GEMM's A tiles (se_project_kernel)."""
+    from .._cpu import check_pooled, check_projection, output_memory_format
+    from .se import se_project_kernel
+
+    w1, b1, w2, b2, s = _se_args(y, reduce_weight, reduce_bias, expand_weight, expand_bias, name="y")
+    check_pooled(pooled, y.shape[0], y.shape[1], y.device)
+    pw = check_projection(y, proj_weight, proj_bias, residual, DTYPES, "backend='triton'")
+    n, cin, h, w = y.shape
+    cout = pw.shape[0]
+    fmt = output_memory_format(y)
+    out = torch.empty((n, cout, h, w), dtype=y.dtype, device=y.device, memory_format=fmt)
+    if n == 0:
+        return out
+    y = y.contiguous(memory_format=fmt)  # pixel m at m * y.stride(3) in both layouts
+    if residual is not None:
+        residual = residual.contiguous(memory_format=fmt)
+    gate = _gate(pooled, w1, b1, w2, b2, s)
+
+    def grid(meta):
+        return (triton.cdiv(h * w, meta["BLOCK_M"]), triton.cdiv(cout, meta["BLOCK_N"]), n)
+
+    with _device_guard(y):
+        se_project_kernel[grid](y, gate, pw, proj_bias.contiguous(), residual if residual is not None else out, out,
+                                h * w, cin, cout, y.stride(0), y.stride(1), y.stride(3), *pw.stride(),
+                                out.stride(0), out.stride(1), out.stride(3),
+                                HAS_RES=residual is not None, IEEE=y.dtype == torch.float32)
+    return out
