@@ -170,6 +170,7 @@ py::dict isa_info() {
   d["supported"] = supported;
   d["note"] = effnet::isa_note();
   d["pool_threads"] = effnet::pool_size() + 1;
+  d["parallel_backend"] = effnet::parallel_backend();
   return d;
 }
 
@@ -215,6 +216,18 @@ PYBIND11_MODULE(_C, m) {
         "gate (N, C) = sigmoid(expand(swish(reduce(pooled)))) from packed weights.");
   m.def("swish_inplace", &swish_inplace, py::arg("data"), py::arg("count"), py::arg("isa") = "",
         "In-place Swish over `count` contiguous fp32 values at address `data` (single thread).");
+  m.def("set_openmp_runtime",
+        [](const std::string& library) {
+          std::string why;
+          if (!effnet::set_openmp_runtime(library.c_str(), &why)) throw std::invalid_argument(why);
+        },
+        py::arg("library"),
+        "Run the kernels' threads on the OpenMP runtime at this path (already loaded, e.g. torch's "
+        "libgomp); '' for the package's own pool.");
+  m.def("parallel_backend", &effnet::parallel_backend);
+  m.def("set_pool_spin_us", &effnet::set_pool_spin_us, py::arg("us"),
+        "How long idle pool workers busy-wait for the next job before sleeping (microseconds).");
+  m.def("pool_spin_us", &effnet::pool_spin_us);
   m.def("isa_info", &isa_info, "ISA paths: default, best, supported, note (why a path was passed over).");
 #ifdef __aarch64__
   m.attr("arch") = "aarch64";

@@ -56,6 +56,12 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Tasks per thread: enough that a thread slowed by a busy neighbour hands work to the others.
 constexpr int64_t kTasksPerThread = 8;
 
+// Threads worth waking for a streaming pass over `elements` floats: one per 16k (waking a thread costs a
+// few microseconds, about what one thread streams through 16k floats here).
+int threads_for(int64_t elements, int num_threads) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(std::max(1, num_threads), elements >> 14)));
+}
+
 }  // namespace
 
 void se_pack(int64_t c, int64_t s, const float* w1, const int64_t w1_stride[2], const float* b1, const float* w2,
@@ -79,7 +85,7 @@ void se_pool(const SeParams& p, const float* x, float* pooled, int num_threads, 
   check_se_params(p, false);
   check_isa(isa);
   if (p.n == 0) return;
-  num_threads = std::max(1, num_threads);
+  num_threads = threads_for(p.n * p.c * p.h * p.w, num_threads);
   const SeKernels k = se_kernels_for(isa);
   const int64_t* xs = p.x_stride;
   const double inv = 1.0 / static_cast<double>(p.h * p.w);
@@ -170,7 +176,7 @@ void se_apply(const SeParams& p, const float* x, const float* gate, float* y, in
   check_se_params(p, true);
   check_isa(isa);
   if (p.n == 0) return;
-  num_threads = std::max(1, num_threads);
+  num_threads = threads_for(p.n * p.c * p.h * p.w, num_threads);
   const SeKernels k = se_kernels_for(isa);
   const int64_t *xs = p.x_stride, *ys = p.y_stride;
   if (k.scale_rows && xs[1] == 1 && ys[1] == 1) {

@@ -43,6 +43,10 @@ def dw_layer_shapes(phis) -> List[DepthwiseShape]:
 class DwSetup:
     """One layer's tensors and callables: eager modules, folded weights, copy buffers."""
 
+    # Built outside inference mode even when the caller times inside it, as a user's model is: weights made
+    # in inference mode are inference tensors, which keep no version counter, so the ops cannot cache
+    # their packed form and would repack them on every call.
+    @torch.inference_mode(False)
     def __init__(self, shape: DepthwiseShape, batch: int, fmt: str, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
         c, h, w, k, s = shape

@@ -331,14 +331,18 @@ def squeeze_excite(x: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand
     :func:`dwconv_bias_swish_pool` + :func:`se_project` instead, which need neither. Output layout: x's
     (channels_last stays channels_last)."""
     weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
+    if backend is None and not torch.compiler.is_compiling():
+        out = _cpu.try_fast_se(x, *weights)  # eager, CPU fp32, arguments seen valid before
+        if out is not None:
+            return out
     _se_validate(x, "x", weights, backend)
     backend = _se_backend(x, backend)
     if backend is None:
         if x.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
-            return _cpu.squeeze_excite(x, *weights)
+            return _cpu.squeeze_excite(x, *weights, validate=False)
         return _squeeze_excite_op(x, *weights)
     if backend == "cpp":
-        return _cpu.squeeze_excite(x, *weights)
+        return _cpu.squeeze_excite(x, *weights, validate=False)
     if backend == "torch":
         return reference.squeeze_excite(x, *weights)
     return _triton_kernels(x.device.type).squeeze_excite(x, *weights)
@@ -384,13 +388,18 @@ def se_project(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Te
     read once, by the GEMM: the gate is folded into per-sample weights or into the GEMM's input, whichever
     costs less for the layer. Output: (N, Cout, H, W) in y's dtype and layout."""
     weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
+    if backend is None and not torch.compiler.is_compiling():
+        out = _cpu.try_fast_se_project(y, pooled, *weights, proj_weight, proj_bias, residual)
+        if out is not None:
+            return out
     _, (w1, b1, w2, b2, s), dtypes, what = _se_validate(y, "y", weights, backend)
     _check_pooled_for(y, pooled)
     pw = _cpu.check_projection(y, proj_weight, proj_bias, residual, dtypes, what)
     backend = _se_backend(y, backend)
     if backend is None:
         if y.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
-            return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual)
+            return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual,
+                                   remember=weights + (proj_weight, proj_bias))
         return _se_project_op(y, pooled, *weights, proj_weight, proj_bias, residual)
     if backend == "cpp":
         return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual)

@@ -1,7 +1,7 @@
 // C++ tests of the squeeze-excitation kernels (run by ctest, natively and under qemu-aarch64): every
 // supported ISA against a float64 reference written here, on awkward shapes (channels that do not fill
-// a vector, primes, squeeze width 1, 1x1 planes), NCHW, NHWC and a strided view, 1 and 3 threads, the
-// in-place form, special values through the gate.
+// a vector, primes, squeeze width 1, 1x1 planes), NCHW, NHWC and a strided view, 1 and 3 threads (the
+// larger shapes split across them), the in-place form, special values through the gate.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +11,9 @@
 #include <vector>
 
 #include "effnet/se.h"
+#include "effnet/threadpool.h"
+
+#include <dlfcn.h>
 
 namespace {
 
@@ -160,6 +163,9 @@ void test_shapes() {
       {1, 1, 1, 1, 1},      {2, 3, 5, 7, 1},     {3, 17, 4, 9, 5},      {1, 67, 3, 3, 13},
       {2, 96, 11, 13, 4},   {1, 131, 2, 70, 7},  {1, 1152, 7, 7, 48},   {3, 40, 1, 1, 10},
       {1, 16, 67, 9, 4},
+      // big enough that the pool and scale split over threads (one per 16k elements): partial sums
+      // reduced across row blocks, channel groups past 64
+      {3, 67, 19, 23, 5},   {1, 33, 70, 31, 3},
   };
   for (effnet::Isa isa : isas())
     for (const Shape& sh : shapes)
@@ -200,9 +206,50 @@ void test_bad_params() {
   EXPECT(true, "N = 0 returns");
 }
 
+void test_openmp_backend() {
+  // The kernels' threads on an OpenMP runtime (in the package: torch's libgomp): the same results, bit for
+  // bit, as on the package's pool (tasks never depend on the thread that runs them), and an exception in a
+  // task reaches the caller. Skipped where the toolchain has no libgomp to load.
+  void* handle = dlopen("libgomp.so.1", RTLD_NOW);
+  if (handle == nullptr) {
+    std::printf("libgomp.so.1 not found: OpenMP backend not tested\n");
+    return;
+  }
+  std::string why;
+  EXPECT(!effnet::set_openmp_runtime("libnot-loaded-anywhere.so", &why) && !why.empty(), "unloaded library accepted");
+  std::mt19937 rng(11);
+  effnet::SeParams p;
+  p.n = 2; p.c = 67; p.h = 19; p.w = 23;
+  set_strides(p.x_stride, Layout::kNHWC, p.c, p.h, p.w);
+  set_strides(p.y_stride, Layout::kNHWC, p.c, p.h, p.w);
+  std::normal_distribution<float> d(0.5f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(p.n * p.c * p.h * p.w));
+  for (auto& v : x) v = d(rng);
+  const Weights wt = make_weights(p.c, 5, rng);
+  const effnet::Isa isa = effnet::best_isa();
+  std::vector<float> y_pool(x.size()), y_omp(x.size());
+  effnet::squeeze_excite(p, 5, x.data(), wt.packed.data(), y_pool.data(), 3, isa);
+  EXPECT(effnet::set_openmp_runtime("libgomp.so.1", &why), "set_openmp_runtime: %s", why.c_str());
+  EXPECT(std::string(effnet::parallel_backend()) == "openmp", "backend is %s", effnet::parallel_backend());
+  effnet::squeeze_excite(p, 5, x.data(), wt.packed.data(), y_omp.data(), 3, isa);
+  EXPECT(y_omp == y_pool, "OpenMP backend changed the results");
+  bool caught = false;
+  try {
+    effnet::parallel_for(64, 3, [](int64_t t) {
+      if (t == 37) throw std::runtime_error("task 37");
+    });
+  } catch (const std::runtime_error& e) {
+    caught = std::string(e.what()) == "task 37";
+  }
+  EXPECT(caught, "an exception in an OpenMP task did not reach the caller");
+  effnet::set_openmp_runtime("");
+  EXPECT(std::string(effnet::parallel_backend()) == "pool", "back to the pool");
+}
+
 }  // namespace
 
 int main() {
+  test_openmp_backend();
   test_shapes();
   test_gate_special_values();
   test_bad_params();

@@ -1,0 +1,255 @@
+"""Squeeze-excitation benchmarks: the stand-alone fused SE at every SE shape of B0–B7, and B0's fused MBConv
+blocks with and without their SE.
+
+    python -m effnet_kernels.bench_se [--phis 0 4] [--batches 1 8] [--formats nchw channels_last] [--out DIR]
+
+In one run, under ``torch.inference_mode()`` at the default thread count, medians of repeated runs after
+warm-up:
+
+* per SE shape: eager torchvision ``SqueezeExcitation(activation=SiLU)``, the fused op
+  (:func:`effnet_kernels.ops.squeeze_excite`) and the copy floor — ``dst.copy_(src)`` over 3× the input's
+  bytes, what any stand-alone SE moves (read x for the pool, read x and write y for the scale);
+* per block of B0 (channels_last, the fused model's layout): the fused block — expand 1×1 (GEMM + bias,
+  Swish), :func:`~effnet_kernels.ops.dwconv_bias_swish_pool`, :func:`~effnet_kernels.ops.se_project` with
+  the residual — against the same fused block with the SE removed (depthwise without the pool, the
+  projection GEMM + bias + residual alone). Their ratio is what the SE costs inside a fused block.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import ops
+from .bench import FORMATS, machine_info, summarize, time_fn
+from .scaling import SEShape, _out, arch_spec, se_shapes
+
+
+def se_layer_shapes(phis) -> List[SEShape]:
+    """Distinct SE shapes over the given φ, in order of first appearance."""
+    return list(dict.fromkeys(s for phi in phis for s in se_shapes(phi, distinct=True)))
+
+
+def _se_weights(c: int, s: int, g: torch.Generator):
+    return (torch.randn(s, c, 1, 1, generator=g) * (2 / c ** 0.5), torch.randn(s, generator=g),
+            torch.randn(c, s, 1, 1, generator=g) * (2 / s ** 0.5), torch.randn(c, generator=g))
+
+
+class SeSetup:
+    """One SE shape's tensors and callables: torchvision's module, the fused op, the copy floor."""
+
+    # Built outside inference mode even when the caller times inside it, as a user's model is: weights made
+    # in inference mode are inference tensors, which keep no version counter, so the ops cannot cache
+    # their packed form and would repack them on every call.
+    @torch.inference_mode(False)
+    def __init__(self, shape: SEShape, batch: int, fmt: str, seed: int = 0):
+        from torchvision.ops import SqueezeExcitation
+
+        g = torch.Generator().manual_seed(seed)
+        c, s, h, w, _ = shape
+        self.shape, self.batch, self.fmt = shape, batch, fmt
+        self.x = (torch.randn(batch, c, h, w, generator=g) + 0.3).contiguous(memory_format=FORMATS[fmt])
+        self.module = SqueezeExcitation(c, s, activation=nn.SiLU).eval()
+        with torch.no_grad():
+            for p, t in zip(self.module.parameters(), _se_weights(c, s, g)):
+                p.copy_(t)
+        self.weights = tuple(p.detach() for p in self.module.parameters())
+        self.bytes = 3 * self.x.numel() * 4
+        half = self.bytes // 8
+        self.src, self.dst = torch.randn(half), torch.empty(half)
+
+    def run_eager(self):
+        return self.module(self.x)
+
+    def run_fused(self, backend=None):
+        return ops.squeeze_excite(self.x, *self.weights, backend=backend)
+
+    def run_copy(self):
+        return self.dst.copy_(self.src)
+
+
+class BlockSetup:
+    """One MBConv block of a model as fused ops, channels_last, BN already folded (random weights)."""
+
+    # Built outside inference mode even when the caller times inside it, as a user's model is: weights made
+    # in inference mode are inference tensors, which keep no version counter, so the ops cannot cache
+    # their packed form and would repack them on every call.
+    @torch.inference_mode(False)
+    def __init__(self, block, height: int, width: int, batch: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.block, self.batch = block, batch
+        cin, cmid, cout, k = block.in_channels, block.mid_channels, block.out_channels, block.kernel
+        cl = torch.channels_last
+        self.x = torch.randn(batch, cin, height, width, generator=g).contiguous(memory_format=cl)
+        self.expand = None
+        if block.expand_ratio != 1:
+            self.expand = (torch.randn(cmid, cin, generator=g) / cin ** 0.5, torch.randn(cmid, generator=g) * 0.1)
+        self.dw = (torch.randn(cmid, 1, k, k, generator=g) / k, torch.randn(cmid, generator=g) * 0.1)
+        self.se = _se_weights(cmid, block.se_channels, g)
+        self.proj = (torch.randn(cout, cmid, generator=g) / cmid ** 0.5, torch.randn(cout, generator=g) * 0.1)
+        self.skip = block.has_skip
+
+    def _expanded(self):
+        if self.expand is None:
+            return self.x
+        w, b = self.expand
+        n, cin, h, wd = self.x.shape
+        e = torch.empty((n, w.shape[0], h, wd), memory_format=torch.channels_last)
+        torch.addmm(b, self.x.permute(0, 2, 3, 1).reshape(-1, cin), w.t(), out=e.permute(0, 2, 3, 1).view(-1, w.shape[0]))
+        return F.silu(e, inplace=True)
+
+    def run_with_se(self):
+        y, pooled = ops.dwconv_bias_swish_pool(self._expanded(), *self.dw, self.block.stride)
+        return ops.se_project(y, pooled, *self.se, *self.proj, self.x if self.skip else None)
+
+    def run_without_se(self):
+        y = ops.dwconv_bias_swish(self._expanded(), *self.dw, self.block.stride)
+        w, b = self.proj
+        n, cmid, h, wd = y.shape
+        out = torch.empty((n, w.shape[0], h, wd), memory_format=torch.channels_last)
+        o = out.permute(0, 2, 3, 1).view(-1, w.shape[0])
+        acc = self.x.permute(0, 2, 3, 1).reshape(-1, w.shape[0]) if self.skip else b
+        torch.addmm(acc, y.permute(0, 2, 3, 1).reshape(-1, cmid), w.t(), out=o)
+        if self.skip:
+            o.add_(b)
+        return out
+
+
+def model_blocks(phi):
+    """(BlockSpec, input height, input width) for every block of efficientnet(phi) at its resolution."""
+    spec = arch_spec(phi)
+    h = w = _out(spec.resolution, 2)
+    out = []
+    for b in spec.blocks:
+        out.append((b, h, w))
+        h, w = _out(h, b.stride), _out(w, b.stride)
+    return out
+
+
+def _median(fn, min_seconds):
+    return summarize(time_fn(fn, warmup=2, repeats=7, min_seconds=min_seconds))["median_ms"]
+
+
+def interleaved(fns: dict, min_seconds: float, rounds: int = 5) -> dict:
+    """Median per callable over ``rounds`` rounds that each time every callable in turn: on this shared,
+    noisy machine a burst of noise then hits all of them about equally."""
+    samples = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            samples[k].append(_median(fn, min_seconds / rounds))
+    return {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+
+
+def bench_se(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), block_phis=(0,),
+             min_seconds: float = 0.05, progress=None) -> dict:
+    rows, blocks = [], []
+    with torch.inference_mode():
+        for batch in batches:
+            for fmt in formats:
+                for shape in se_layer_shapes(phis):
+                    st = SeSetup(shape, batch, fmt)
+                    t = interleaved({"eager": st.run_eager, "fused": st.run_fused, "copy": st.run_copy}, min_seconds)
+                    rows.append(dict(shape=list(shape), batch=batch, format=fmt, bytes=st.bytes,
+                                     **{f"{k}_ms": v for k, v in t.items()}))
+                    if progress:
+                        progress(f"SE b{batch} {fmt} {tuple(shape)}: eager {t['eager']:.3f} fused {t['fused']:.3f} "
+                                 f"copy {t['copy']:.3f} ms")
+        for phi in block_phis:
+            for i, (block, h, w) in enumerate(model_blocks(phi)):
+                st = BlockSetup(block, h, w, 1, seed=i)
+                t = interleaved({"with": st.run_with_se, "without": st.run_without_se}, min_seconds)
+                row = dict(phi=phi, block=i, in_channels=block.in_channels, mid_channels=block.mid_channels,
+                           out_channels=block.out_channels, se_channels=block.se_channels, kernel=block.kernel,
+                           stride=block.stride, height=h, width=w, with_se_ms=t["with"], without_se_ms=t["without"])
+                blocks.append(row)
+                if progress:
+                    progress(f"B{phi} block {i}: with SE {row['with_se_ms']:.3f} without {row['without_se_ms']:.3f} ms")
+    return {"machine": machine_info(), "rows": rows, "blocks": blocks}
+
+
+def se_sums(result: dict, phi, batch: int, fmt: str) -> dict:
+    """Eager and fused SE time summed over every block of efficientnet(phi) (repeats counted)."""
+    by_shape = {(tuple(r["shape"]), r["batch"], r["format"]): r for r in result["rows"]}
+    eager = fused = 0.0
+    for s in se_shapes(phi):
+        r = by_shape[(tuple(s), batch, fmt)]
+        eager += r["eager_ms"]
+        fused += r["fused_ms"]
+    return {"eager_ms": eager, "fused_ms": fused, "speedup": eager / fused}
+
+
+def markdown(result: dict, phis) -> str:
+    m = result["machine"]
+    lines = [f"Squeeze-excitation, fp32, {m['threads']} threads, {m.get('cpu', m['processor'])}, torch {m['torch']}, "
+             f"ISA {m.get('isa', '?')}, {m['date']}. Times: medians, one run.", ""]
+    batches = sorted({r["batch"] for r in result["rows"]})
+    formats = list(dict.fromkeys(r["format"] for r in result["rows"]))
+    lines += ["### Stand-alone SE summed over every block of the model (eager torchvision SqueezeExcitation vs "
+              "fused)", "", "| model | batch | format | eager ms | fused ms | speed-up |", "|---|---|---|---|---|---|"]
+    for phi in phis:
+        for b in batches:
+            for f in formats:
+                s = se_sums(result, phi, b, f)
+                lines.append(f"| B{phi} | {b} | {f} | {s['eager_ms']:.3f} | {s['fused_ms']:.3f} | {s['speedup']:.1f}× |")
+    if result["blocks"]:
+        lines += ["", "### Fused MBConv blocks with and without their SE (batch 1, channels_last)", "",
+                  "| model | block | Cin→Cmid→Cout | S | k | s | H×W in | with SE µs | without µs | ratio |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        totals = {}
+        for r in result["blocks"]:
+            t = totals.setdefault(r["phi"], [0.0, 0.0])
+            t[0] += r["with_se_ms"]
+            t[1] += r["without_se_ms"]
+            lines.append(f"| B{r['phi']} | {r['block']} | {r['in_channels']}→{r['mid_channels']}→{r['out_channels']} | "
+                         f"{r['se_channels']} | {r['kernel']} | {r['stride']} | {r['height']}×{r['width']} | "
+                         f"{r['with_se_ms'] * 1e3:.1f} | {r['without_se_ms'] * 1e3:.1f} | "
+                         f"{r['with_se_ms'] / r['without_se_ms']:.2f} |")
+        for phi, (a, b) in totals.items():
+            lines.append(f"| B{phi} | all | | | | | | {a * 1e3:.1f} | {b * 1e3:.1f} | **{a / b:.3f}** |")
+    lines += ["", "### Per SE shape", "",
+              "| C | S | H×W | batch | format | eager µs | fused µs | copy floor µs | eager/fused | fused/copy |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        c, s, h, w, _ = r["shape"]
+        lines.append(f"| {c} | {s} | {h}×{w} | {r['batch']} | {r['format']} | {r['eager_ms'] * 1e3:.1f} | "
+                     f"{r['fused_ms'] * 1e3:.1f} | {r['copy_ms'] * 1e3:.1f} | {r['eager_ms'] / r['fused_ms']:.1f}× | "
+                     f"{r['fused_ms'] / r['copy_ms']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m effnet_kernels.bench_se", description=__doc__.split("\n\n")[0])
+    p.add_argument("--phis", type=int, nargs="+", default=list(range(8)), choices=range(8), metavar="PHI")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    p.add_argument("--block-phis", type=int, nargs="*", default=[0], choices=range(8), metavar="PHI",
+                   help="models whose fused blocks are timed with and without SE (default: B0)")
+    p.add_argument("--min-seconds", type=float, default=0.05, help="minimum timed seconds per measurement")
+    p.add_argument("--out", type=Path, default=None, help="folder for se.json and se.md")
+    args = p.parse_args(argv)
+    if any(b < 1 for b in args.batches):
+        p.error(f"--batches must be >= 1, got {args.batches}")
+    result = bench_se(args.phis, args.batches, args.formats, args.block_phis, args.min_seconds,
+                      progress=lambda s: print("  " + s, file=sys.stderr, flush=True))
+    try:
+        from ._cpu import isa_info
+        result["machine"]["isa"] = isa_info()["default"]
+    except RuntimeError:
+        result["machine"]["isa"] = "none (reference fallback)"
+    text = markdown(result, args.phis)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "se.json").write_text(json.dumps(result, indent=1))
+        (args.out / "se.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
