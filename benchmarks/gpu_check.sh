@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu_check.sh            # from the repository root; results under $OUT (or ./gpu_out)
 # Installs the package (no build isolation, no downloads), runs the CUDA tests (tests/triton on the GPU
 # and the registered op's opcheck / torch.compile there), measures the copy bandwidth and benchmarks the
-# fused depthwise op against eager and torch.compile (benchmarks/gpu_check.py). Each step has its own
+# fused depthwise op against eager and torch.compile (benchmarks/gpu_check.py), then the SE and the SE
+# folded into the projection against eager (benchmarks/gpu_check_se.py). Each step has its own
 # time limit so the whole check ends in under 5 minutes; the short table is printed last.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,20 +29,24 @@ cd "$ROOT/benchmarks"
 log "CUDA tests (tests/triton on the GPU)"
 # One kernel config in the tests (EFFNET_TRITON_AUTOTUNE=0): correctness does not depend on the tile, and
 # tuning every test shape would spend the call compiling. The benchmark below tunes.
-EFFNET_TRITON_AUTOTUNE=0 timeout 150 "$PY" -m pytest -q -x -p no:cacheprovider "$ROOT/tests/triton" \
+EFFNET_TRITON_AUTOTUNE=0 timeout 100 "$PY" -m pytest -q -x -p no:cacheprovider "$ROOT/tests/triton" \
   >"$OUT/tests.log" 2>&1
 tests_rc=$?
 tail -5 "$OUT/tests.log"
 log "tests exit code $tests_rc"
 
-log "benchmark (measuring stops after 80 s)"
-timeout 120 "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" --budget-s 80 >"$OUT/bench.log" 2>&1
+log "depthwise benchmark (measuring stops after 70 s)"
+timeout 90 "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" --budget-s 70 >"$OUT/bench.log" 2>&1
 bench_rc=$?
 tail -25 "$OUT/bench.log"
+log "squeeze-excitation benchmark (measuring stops after 35 s)"
+timeout 50 "$PY" "$ROOT/benchmarks/gpu_check_se.py" --out "$OUT" --budget-s 35 >"$OUT/bench_se.log" 2>&1
+se_rc=$?
+tail -6 "$OUT/bench_se.log"
 if [ "${EFFNET_GPU_PROBE:-0}" != 0 ]; then
   log "probe: launch overhead vs kernel time (benchmarks/gpu_probe.py)"
   timeout 150 "$PY" "$ROOT/benchmarks/gpu_probe.py" --out "$OUT" >"$OUT/probe.log" 2>&1
   tail -12 "$OUT/probe.log"
 fi
-log "done: tests rc $tests_rc, bench rc $bench_rc; full table in $OUT/gpu_dwconv.md"
-exit $(( tests_rc != 0 || bench_rc != 0 ))
+log "done: tests rc $tests_rc, bench rc $bench_rc, SE bench rc $se_rc; tables in $OUT/gpu_dwconv.md, $OUT/gpu_se.md"
+exit $(( tests_rc != 0 || bench_rc != 0 || se_rc != 0 ))

@@ -55,5 +55,7 @@ def info() -> dict:
         "backends": {"cpu": ops.available_backends("cpu"),
                      **({"cuda": ops.available_backends("cuda")} if torch.cuda.is_available() else {})},
         "threads": torch.get_num_threads(),
+        # where the C++ kernels' threads come from: "openmp" (torch's runtime, the default) or "pool"
+        "parallel_backend": None if isa is None else isa["parallel_backend"],
         "cuda": torch.cuda.is_available(),
     }

@@ -10,9 +10,10 @@ warm-up:
   (:func:`effnet_kernels.ops.squeeze_excite`) and the copy floor — ``dst.copy_(src)`` over 3× the input's
   bytes, what any stand-alone SE moves (read x for the pool, read x and write y for the scale);
 * per block of B0 (channels_last, the fused model's layout): the fused block — expand 1×1 (GEMM + bias,
-  Swish), :func:`~effnet_kernels.ops.dwconv_bias_swish_pool`, :func:`~effnet_kernels.ops.se_project` with
-  the residual — against the same fused block with the SE removed (depthwise without the pool, the
-  projection GEMM + bias + residual alone). Their ratio is what the SE costs inside a fused block.
+  Swish), :func:`~effnet_kernels.ops.dwconv_bias_swish_pool`, the SE gate folded into the projection with
+  the residual (``_cpu.SeProjection``: :func:`~effnet_kernels.ops.se_project` with its weights packed once,
+  as a fused model holds them) — against the same fused block with the SE removed (depthwise without the
+  pool, the projection GEMM + bias + residual alone). Their ratio is what the SE costs inside a block.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ops
+from ._cpu import SeProjection
 from .bench import FORMATS, machine_info, summarize, time_fn
 from .scaling import SEShape, _out, arch_spec, se_shapes
 
@@ -94,6 +96,8 @@ class BlockSetup:
         self.se = _se_weights(cmid, block.se_channels, g)
         self.proj = (torch.randn(cout, cmid, generator=g) / cmid ** 0.5, torch.randn(cout, generator=g) * 0.1)
         self.skip = block.has_skip
+        # Packed once, as a fused model does at fuse time (the ops' eager path would look them up per call).
+        self.se_projection = SeProjection(*self.se, *self.proj)
 
     def _expanded(self):
         if self.expand is None:
@@ -106,7 +110,7 @@ class BlockSetup:
 
     def run_with_se(self):
         y, pooled = ops.dwconv_bias_swish_pool(self._expanded(), *self.dw, self.block.stride)
-        return ops.se_project(y, pooled, *self.se, *self.proj, self.x if self.skip else None)
+        return self.se_projection(y, pooled, self.x if self.skip else None)
 
     def run_without_se(self):
         y = ops.dwconv_bias_swish(self._expanded(), *self.dw, self.block.stride)
@@ -154,7 +158,9 @@ def bench_se(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), b
             for fmt in formats:
                 for shape in se_layer_shapes(phis):
                     st = SeSetup(shape, batch, fmt)
-                    t = interleaved({"eager": st.run_eager, "fused": st.run_fused, "copy": st.run_copy}, min_seconds)
+                    big = st.x.numel() > (1 << 22)  # tens of ms per call: 3 rounds, not 5
+                    t = interleaved({"eager": st.run_eager, "fused": st.run_fused, "copy": st.run_copy}, min_seconds,
+                                    rounds=3 if big else 5)
                     rows.append(dict(shape=list(shape), batch=batch, format=fmt, bytes=st.bytes,
                                      **{f"{k}_ms": v for k, v in t.items()}))
                     if progress:

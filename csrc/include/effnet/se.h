@@ -50,8 +50,10 @@ bool se_self_test(Isa isa, std::string* why);
   namespace ns {                                                                                        \
   void se_pool_rows(const float* x, int64_t rows, int64_t xs, int64_t nc, double* sum);                 \
   double se_sum(const float* x, int64_t count);                                                         \
-  void se_gate_rows(int64_t c, int64_t s, const float* packed, const float* pooled, float* gate,        \
-                    int64_t rows, float* hidden);                                                       \
+  void se_reduce_rows(int64_t c, int64_t s, const float* packed, const float* pooled, float* hidden,    \
+                      int64_t rows, int64_t j0, int64_t j1);                                            \
+  void se_expand_rows(int64_t c, int64_t s, const float* packed, const float* hidden, float* gate,      \
+                      int64_t rows, int64_t c0, int64_t c1);                                            \
   void se_scale_rows(const float* x, int64_t xs, float* y, int64_t ys, int64_t rows, const float* g,    \
                      int64_t nc);                                                                       \
   void se_scale_const(const float* x, float* y, int64_t count, float g);                                \
