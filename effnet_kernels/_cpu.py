@@ -520,6 +520,9 @@ class SeProjection:
         _C.se_pack(c, self.squeeze, w1.data_ptr(), list(w1.stride()), b1c.data_ptr(), w2.data_ptr(),
                    list(w2.stride()), b2c.data_ptr(), self.packed.data_ptr())
         self.weight = _as_matrix(proj_weight, "proj_weight", None, c, "SeProjection").detach().clone()
+        if proj_bias.shape != (self.weight.shape[0],) or proj_bias.dtype != torch.float32:
+            raise ValueError(f"proj_bias must be float32 of shape ({self.weight.shape[0]},), got {proj_bias.dtype} "
+                             f"{tuple(proj_bias.shape)}")
         self.bias = proj_bias.detach().clone()
 
     def __call__(self, y: torch.Tensor, pooled: torch.Tensor, residual: Optional[torch.Tensor] = None):

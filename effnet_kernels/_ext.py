@@ -27,16 +27,19 @@ def _torch_openmp_library():
 
     if "OpenMP" not in torch.__config__.parallel_info().split("ATen parallel backend:")[-1].split("\n")[0]:
         return None
+    found = []
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 path = line.rsplit(" ", 1)[-1].strip()
                 name = os.path.basename(path)
-                if name.startswith(("libgomp", "libiomp5")) and ".so" in name:
-                    return path
+                if name.startswith(("libgomp", "libiomp5")) and ".so" in name and path not in found:
+                    found.append(path)
     except OSError:  # not Linux
         return None
-    return None
+    # torch's own copy (torch/lib, or torch.libs in auditwheel builds) before any other runtime loaded here
+    found.sort(key=lambda path: "torch" not in path)
+    return found[0] if found else None
 
 
 def _share_torch_threads() -> None:

@@ -238,6 +238,10 @@ def _(x, reduce_weight, reduce_bias, expand_weight, expand_bias):
 @torch.library.custom_op("effnet_kernels::se_gate", mutates_args=(), device_types="cpu")
 def _se_gate_op(pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
                 expand_bias: Tensor) -> Tensor:
+    # The op can be called directly (torch.ops.effnet_kernels.se_gate): validate what the C++ kernel reads.
+    if pooled.dim() != 2:
+        raise ValueError(f"pooled must be 2-D (N, C), got shape {tuple(pooled.shape)}")
+    _cpu.check_pooled(pooled, pooled.shape[0], pooled.shape[1], pooled.device)
     c = pooled.shape[1]
     w1, b1, w2, b2, s = _cpu.check_se_weights(c, reduce_weight, reduce_bias, expand_weight, expand_bias, _FLOATS,
                                               pooled.device, _SE_WHAT)
@@ -255,6 +259,9 @@ def _(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias):
 def _se_project_op(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
                    expand_bias: Tensor, proj_weight: Tensor, proj_bias: Tensor, residual: Optional[Tensor]) -> Tensor:
     if _cpu_fp32(y, reduce_weight):
+        # The op can be called directly (torch.ops.effnet_kernels.se_project): validate what C++ reads.
+        _cpu.check_se_input(y, "y", (torch.float32,), "cpu", _SE_WHAT)
+        _cpu.check_pooled(pooled, y.shape[0], y.shape[1], y.device)
         w1, b1, w2, b2, s = _cpu.check_se_weights(y.shape[1], reduce_weight, reduce_bias, expand_weight, expand_bias,
                                                   (torch.float32,), y.device, _SE_WHAT)
         pw = _cpu.check_projection(y, proj_weight, proj_bias, residual, (torch.float32,), _SE_WHAT)

@@ -301,3 +301,16 @@ def test_bad_input_messages():
         ops.se_project(x, pooled, w1, b1, w2, b2, pw, pb.double())
     with pytest.raises(ValueError, match=r"pooled must be 2-D"):
         ops.se_gate(pooled[0], w1, b1, w2, b2)
+
+
+def test_registered_ops_validate_when_called_directly():
+    # torch.ops.effnet_kernels.* skip the Python wrappers: what the C++ kernels read is still checked.
+    x = make_x(1, 8, 4, 4)
+    sew = make_se(8, 2)
+    pw, pb = make_projection(8, 4)
+    with pytest.raises(ValueError, match=r"pooled must have shape \(N, C\) = \(1, 8\)"):
+        torch.ops.effnet_kernels.se_project(x, torch.zeros(1, 3), *sew, pw, pb, None)
+    with pytest.raises(ValueError, match="pooled must be 2-D"):
+        torch.ops.effnet_kernels.se_gate(torch.zeros(8), *sew)
+    with pytest.raises(ValueError, match=r"reduce_weight must be shaped \(O, 8\)"):
+        torch.ops.effnet_kernels.squeeze_excite(x, torch.zeros(2, 5), *sew[1:])
