@@ -96,10 +96,8 @@ class Pool {
 
   void worker(int id, uint64_t seen) {
     for (;;) {
-      // Spin for a short while: EfficientNet calls kernels back to back, and a sleeping thread
-      // takes tens of microseconds to wake. The spin yields the core on every turn: between our kernels
-      // come torch's (GEMMs on its OpenMP threads), and a worker that kept its core busy here would take
-      // it from them (measured: a 1152x49 -> 192 addmm right after an SE scale ran 190 -> 370 us).
+      // Spin for a short while (g_spin_us, default kDefaultSpinUs: see threadpool.h): kernels called back to
+      // back find the worker awake; a sleeping thread takes tens of microseconds to wake.
       const auto spin_until =
           std::chrono::steady_clock::now() + std::chrono::microseconds(g_spin_us.load(std::memory_order_relaxed));
       while (gen_atomic_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until) {

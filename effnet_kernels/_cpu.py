@@ -126,9 +126,9 @@ def _plan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int
 
 # Weights packed for the kernels, per weight tensor, so a model calling an op with the same weights packs
 # them once (packing costs 10-90 µs per call on B0-B7's large depthwise layers):
-# (tag, id(first tensor)) -> ([weakref(t)...], [t._version...], isa, packed). A hit needs the same tensors,
-# unchanged since (version counters) and the same ISA. Inference tensors keep no version counter: their
-# weights are packed on every call.
+# (tag, id(first tensor)) -> ([weakref(t)...], [_stamp(t)...], (isa, extra), packed). A hit needs the same
+# tensors, unchanged since (version counter, data pointer, shape) and the same ISA; an entry goes when one of
+# its tensors dies. Inference tensors keep no version counter: their weights are packed on every call.
 _packs: dict = {}
 _MAX_PACKS = 1024
 
@@ -140,21 +140,51 @@ def _version(t: torch.Tensor) -> Optional[int]:
         return None
 
 
+def _stamp(t: torch.Tensor):
+    """What must be unchanged for a tensor's packed form to stay valid: its version counter (in-place ops),
+    data pointer and shape (``t.data = other`` keeps the version counter). Raises RuntimeError for an
+    inference tensor (no version counter). Not caught: writes through ``t.data`` (its own counter) —
+    call :func:`clear_caches` after those."""
+    return (t._version, t.data_ptr(), t.shape)
+
+
+def _forget(cache: dict, key, ref) -> None:
+    # weakref callback: a tensor of the entry died; drop the entry (and its packed buffer) now.
+    e = cache.get(key)
+    if e is not None and any(r is ref for r in e[0]):
+        del cache[key]
+
+
+def _hold(cache: dict, key, tensors) -> list:
+    return [weakref.ref(t, lambda ref, cache=cache, key=key: _forget(cache, key, ref)) for t in tensors]
+
+
+def clear_caches() -> None:
+    """Drop every cached plan, packed weight buffer and validated call (needed only after writing to a
+    weight through ``.data``, which no version counter sees)."""
+    _plans.clear()
+    _packs.clear()
+    _fast.clear()
+    _se_plans.clear()
+
+
 def _cached_pack(tag: str, tensors: Tuple[torch.Tensor, ...], isa: str, size: int, fill, extra=()) -> torch.Tensor:
     """A packed-weights buffer of ``size`` floats, written by ``fill(out)`` once per set of ``tensors``
     (and ``extra``: anything else the packing depends on, e.g. the geometry of views of them)."""
     key = (tag, id(tensors[0]))
     e = _packs.get(key)
     if (e is not None and e[2] == (isa, extra) and e[3].numel() == size and len(e[0]) == len(tensors)
-            and all(r() is t and v == t._version for r, v, t in zip(e[0], e[1], tensors))):
+            and all(r() is t and s == _stamp(t) for r, s, t in zip(e[0], e[1], tensors))):
         return e[3]
     packed = torch.empty(size, dtype=torch.float32)
     fill(packed)
-    versions = [_version(t) for t in tensors]
-    if None not in versions:
-        if len(_packs) >= _MAX_PACKS:
-            _packs.clear()
-        _packs[key] = ([weakref.ref(t) for t in tensors], versions, (isa, extra), packed)
+    try:
+        stamps = [_stamp(t) for t in tensors]
+    except RuntimeError:  # an inference tensor
+        return packed
+    if len(_packs) >= _MAX_PACKS:
+        _packs.clear()
+    _packs[key] = (_hold(_packs, key, tensors), stamps, (isa, extra), packed)
     return packed
 
 
@@ -306,28 +336,29 @@ def _se_plan(x: torch.Tensor, isa: str):
 
 
 # Validated calls, for the eager fast paths below: key (shapes, strides, ids of the weight tensors, ...) ->
-# ([weakref(t)], [(t._version, t.data_ptr())], value). A hit needs the same weight tensors, unchanged since
-# (version counter, data pointer), so their shapes and dtypes are still the validated ones; inference
-# tensors (no version counter) are never remembered. Values hold no tensor of the caller's.
+# ([weakref(t)], [_stamp(t)], value). A hit needs the same weight tensors, unchanged since (version
+# counter, data pointer, shape), so they are still the validated ones; inference tensors (no version
+# counter) are never remembered. Values hold no tensor of the caller's, and an entry goes when one of its
+# tensors dies (weakref callback), with its packed buffer.
 _fast: dict = {}
 
 
 def _remember(key, tensors, value) -> None:
     try:
-        stamps = [(t._version, t.data_ptr()) for t in tensors]
+        stamps = [_stamp(t) for t in tensors]
     except RuntimeError:  # an inference tensor
         return
     if len(_fast) >= _MAX_PLANS:
         _fast.clear()
-    _fast[key] = ([weakref.ref(t) for t in tensors], stamps, value)
+    _fast[key] = (_hold(_fast, key, tensors), stamps, value)
 
 
 def _recall(key, tensors):
     e = _fast.get(key)
     if e is None:
         return None
-    for r, (version, ptr), t in zip(e[0], e[1], tensors):
-        if r() is not t or t._version != version or t.data_ptr() != ptr:
+    for r, stamp, t in zip(e[0], e[1], tensors):
+        if r() is not t or _stamp(t) != stamp:
             return None
     return e[2]
 
@@ -526,4 +557,14 @@ class SeProjection:
         self.bias = proj_bias.detach().clone()
 
     def __call__(self, y: torch.Tensor, pooled: torch.Tensor, residual: Optional[torch.Tensor] = None):
+        # Cheap guards for what the C++ gate and scale read (no full validation: this is the lean path).
+        c = self.weight.shape[1]
+        if not (y.is_cpu and y.dtype is _F32 and y.dim() == 4 and y.shape[1] == c):
+            raise ValueError(f"y must be fp32 CPU (N, {c}, H, W), got {y.dtype} {tuple(y.shape)} on {y.device}")
+        if not (pooled.is_cpu and pooled.dtype is _F32 and tuple(pooled.shape) == (y.shape[0], c)):
+            raise ValueError(f"pooled must be fp32 CPU ({y.shape[0]}, {c}), got {pooled.dtype} "
+                             f"{tuple(pooled.shape)} on {pooled.device}")
+        if residual is not None and not (residual.is_cpu and residual.dtype is _F32 and tuple(residual.shape) == (
+                y.shape[0], self.weight.shape[0], y.shape[2], y.shape[3])):
+            raise ValueError(f"residual must be fp32 CPU (N, Cout, H, W), got {tuple(residual.shape)}")
         return _project(y, pooled, self.packed, self.squeeze, self.weight, self.bias, residual, self.isa)

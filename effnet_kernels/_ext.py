@@ -31,7 +31,12 @@ def _torch_openmp_library():
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
-                path = line.rsplit(" ", 1)[-1].strip()
+                fields = line.split(None, 5)  # address perms offset dev inode [path]
+                if len(fields) < 6:
+                    continue
+                path = fields[5].strip()
+                if path.endswith(" (deleted)"):
+                    continue
                 name = os.path.basename(path)
                 if name.startswith(("libgomp", "libiomp5")) and ".so" in name and path not in found:
                     found.append(path)

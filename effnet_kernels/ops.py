@@ -27,10 +27,11 @@ import torch
 from torch import Tensor
 
 from . import _cpu, reference
+from ._cpu import clear_caches
 from ._ext import has_cpp
 
 __all__ = ["BACKENDS", "available_backends", "dwconv_bias_swish", "dwconv_bias_swish_pool", "dwconv_bn_swish",
-           "squeeze_excite", "se_gate", "se_project"]
+           "squeeze_excite", "se_gate", "se_project", "clear_caches"]
 
 BACKENDS = ("cpp", "triton", "torch")
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

@@ -160,6 +160,14 @@ def test_weight_changes_are_seen():
     after = ops.squeeze_excite(x, w1, b1, w2, b2)
     assert rel_error(after, ref64(x, (w1, b1, w2, b2))) <= 1e-6
     assert not torch.allclose(before, after)
+    # `w.data = other` keeps the version counter: the data pointer and shape still show the change.
+    w2.data = torch.randn(24, 6, 1, 1)
+    assert rel_error(ops.squeeze_excite(x, w1, b1, w2, b2), ref64(x, (w1, b1, w2, b2))) <= 1e-6
+    # Writes through .data bump no counter at all: clear_caches() is the documented way out.
+    with torch.no_grad():
+        w2.data.mul_(0.5)
+    ops.clear_caches()
+    assert rel_error(ops.squeeze_excite(x, w1, b1, w2, b2), ref64(x, (w1, b1, w2, b2))) <= 1e-6
     # Two views of one base tensor are two different weight sets.
     base = torch.randn(2 * 6, 24)
     y1 = ops.squeeze_excite(x, base[:6], b1, w2, b2)
@@ -314,3 +322,14 @@ def test_registered_ops_validate_when_called_directly():
         torch.ops.effnet_kernels.se_gate(torch.zeros(8), *sew)
     with pytest.raises(ValueError, match=r"reduce_weight must be shaped \(O, 8\)"):
         torch.ops.effnet_kernels.squeeze_excite(x, torch.zeros(2, 5), *sew[1:])
+
+
+def test_caches_let_dead_weights_go():
+    import gc
+    x = make_x(1, 16, 3, 3)
+    sew = [t.clone() for t in make_se(16, 4)]
+    ops.squeeze_excite(x, *sew)
+    n_packs, n_fast = len(_cpu._packs), len(_cpu._fast)
+    del sew
+    gc.collect()
+    assert len(_cpu._packs) == n_packs - 1 and len(_cpu._fast) == n_fast - 1

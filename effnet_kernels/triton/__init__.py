@@ -210,7 +210,10 @@ def se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias
     out = torch.empty((n, cout, h, w), dtype=y.dtype, device=y.device, memory_format=fmt)
     if n == 0:
         return out
-    y = y.contiguous(memory_format=fmt)  # pixel m at m * y.stride(3) in both layouts
+    y = y.contiguous(memory_format=fmt)  # pixel m at m * (pixel stride) in both layouts
+    # torch ignores the stride of a size-1 dimension when it calls a tensor contiguous: with W == 1 the
+    # pixels step along H (a transposed (N, C, 16, 1) view keeps stride(3) = 16).
+    pixel_stride = y.stride(3) if w > 1 else y.stride(2)
     if residual is not None:
         residual = residual.contiguous(memory_format=fmt)
     gate = _gate(pooled, w1, b1, w2, b2, s)
@@ -220,7 +223,7 @@ def se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias
 
     with _device_guard(y):
         se_project_kernel[grid](y, gate, pw, proj_bias.contiguous(), residual if residual is not None else out, out,
-                                h * w, cin, cout, y.stride(0), y.stride(1), y.stride(3), *pw.stride(),
+                                h * w, cin, cout, y.stride(0), y.stride(1), pixel_stride, *pw.stride(),
                                 out.stride(0), out.stride(1), out.stride(3),
                                 HAS_RES=residual is not None, IEEE=y.dtype == torch.float32)
     return out

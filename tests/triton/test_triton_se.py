@@ -86,6 +86,15 @@ def test_non_contiguous_and_empty():
                                pb.double())
     assert rel_error(out.cpu(), ref) <= 2e-6
     assert tk.se_project(*to((x[:0], x[:0].mean((2, 3))) + sew + (pw, pb))).shape == (0, 5, 8, 7)
+    # W == 1: torch calls a transposed (N, C, H, 1) view contiguous whatever its stride(3) says.
+    for x1 in (make_x(2, 12, 1, 9).transpose(2, 3), make_x(2, 1, 9, 12).permute(0, 3, 2, 1)):
+        assert x1.shape[3] == 1 and x1.stride(3) != 1
+        sew1 = make_se(x1.shape[1], 3)
+        pw1, pb1 = make_projection(x1.shape[1], 5)
+        out = tk.se_project(*to((x1, x1.mean((2, 3))) + sew1 + (pw1, pb1)))
+        ref = reference.se_project(x1.double(), x1.double().mean((2, 3)), *[t.double() for t in sew1],
+                                   pw1.double(), pb1.double())
+        assert rel_error(out.cpu(), ref) <= 2e-6, f"W == 1, strides {x1.stride()}"
 
 
 # Triton's interpreter multiplies the bit patterns in a bfloat16 tl.dot (triton-lang/triton#11584, not
