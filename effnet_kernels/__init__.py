@@ -19,8 +19,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EfficientNet", "efficientnet", "from_torchvision", "from_timm", "compound", "model_cost",
-    "round_filters", "round_repeats", "has_cpp", "info", "__version__",
+    "round_filters", "round_repeats", "has_cpp", "info", "fuse", "__version__",
 ]
+
+
+from .fuse import fuse  # noqa: E402  (first cut: CPU fp32; see effnet_kernels.fuse)
 
 
 def info() -> dict:

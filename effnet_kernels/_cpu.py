@@ -506,7 +506,10 @@ def _project(y, pooled, packed, s: int, pw, pb, residual, isa: str) -> torch.Ten
         acc = pb.view(1, 1, cout)
         if residual is not None:
             acc = residual.contiguous(memory_format=fmt).permute(0, 2, 3, 1).reshape(n, hw, cout)
-        if scale_weights:
+        if scale_weights and n == 1:  # one GEMM: addmm (baddbmm copies its transposed operand)
+            torch.addmm(acc.reshape(-1, cout), y.permute(0, 2, 3, 1).reshape(hw, cin), (pw * gate).t(),
+                        out=o.view(hw, cout))
+        elif scale_weights:
             wn = pw.unsqueeze(0) * gate.unsqueeze(1)  # (N, Cout, Cin)
             torch.baddbmm(acc, y.permute(0, 2, 3, 1).reshape(n, hw, cin), wn.transpose(1, 2), out=o)
         else:
