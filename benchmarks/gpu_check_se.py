@@ -48,11 +48,11 @@ def main() -> int:
     from torchvision.ops import SqueezeExcitation
 
     from effnet_kernels import ops
-    from effnet_kernels.scaling import se_shapes
+    from effnet_kernels.bench_se import se_layer_shapes
     from effnet_kernels.testing import rel_error
 
     start = time.time()
-    shapes = list(dict.fromkeys(s for phi in (0, 4, 7) for s in se_shapes(phi, distinct=True)))
+    shapes = se_layer_shapes((0, 4, 7))
     if args.smoke:
         shapes = [s._replace(height=min(s.height, 5), width=min(s.width, 5), channels=min(s.channels, 32),
                              squeeze=min(s.squeeze, 8), out_channels=min(s.out_channels, 16)) for s in shapes[:3]]

@@ -29,6 +29,44 @@ from .testing import randomize_bn_
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
+def op_bench_args(prog: str, description: str, out_name: str) -> argparse.ArgumentParser:
+    """The command-line options every op microbenchmark (bench_ops, bench_se) takes."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--phis", type=int, nargs="+", default=list(range(8)), choices=range(8), metavar="PHI")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    p.add_argument("--min-seconds", type=float, default=0.05, help="minimum timed seconds per measurement")
+    p.add_argument("--out", type=Path, default=None, help=f"folder for {out_name}.json and {out_name}.md")
+    return p
+
+
+def check_batches(p: argparse.ArgumentParser, args) -> None:
+    if any(b < 1 for b in args.batches):
+        p.error(f"--batches must be >= 1, got {args.batches}")
+
+
+def progress_line(line: str) -> None:
+    print("  " + line, file=sys.stderr, flush=True)
+
+
+def record_isa(result: dict) -> None:
+    """Put the CPU kernel path in use into the result's machine info (its tables print it)."""
+    try:
+        from ._cpu import isa_info
+        result["machine"]["isa"] = isa_info()["default"]
+    except RuntimeError:
+        result["machine"]["isa"] = "none (reference fallback)"
+
+
+def write_op_results(result: dict, text: str, out: Optional[Path], name: str) -> None:
+    """Print the table; write NAME.json and NAME.md under out (when given)."""
+    print(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+        (out / f"{name}.md").write_text(text)
+
+
 def time_fn(fn, warmup: int, repeats: int, min_seconds: float = 0.0) -> List[float]:
     """Wall-clock samples (seconds) of ``fn()`` after ``warmup`` calls; at least ``repeats`` samples,
     more while the total is under ``min_seconds``."""

@@ -13,10 +13,7 @@ the multiply-add floor counts. Medians of repeated runs after warm-up.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 import torch
@@ -25,7 +22,8 @@ import torch.nn as nn
 from . import ops
 from ._cpu import output_size
 from ._ext import has_cpp
-from .bench import FORMATS, machine_info, summarize, time_fn
+from .bench import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
+                    time_fn, write_op_results)
 from .reference import fold_bn
 from .scaling import DepthwiseShape, depthwise_shapes
 
@@ -166,28 +164,12 @@ def markdown(result: dict, phis) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m effnet_kernels.bench_ops", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phis", type=int, nargs="+", default=list(range(8)), choices=range(8), metavar="PHI")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
-    p.add_argument("--min-seconds", type=float, default=0.05, help="minimum timed seconds per measurement")
-    p.add_argument("--out", type=Path, default=None, help="folder for dwconv.json and dwconv.md")
+    p = op_bench_args("python -m effnet_kernels.bench_ops", __doc__.split("\n\n")[0], "dwconv")
     args = p.parse_args(argv)
-    if any(b < 1 for b in args.batches):
-        p.error(f"--batches must be >= 1, got {args.batches}")
-    result = bench_dwconv(args.phis, args.batches, args.formats, args.min_seconds,
-                          progress=lambda s: print("  " + s, file=sys.stderr, flush=True))
-    try:
-        from ._cpu import isa_info
-        result["machine"]["isa"] = isa_info()["default"]
-    except RuntimeError:
-        result["machine"]["isa"] = "none (reference fallback)"
-    text = markdown(result, args.phis)
-    print(text)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "dwconv.json").write_text(json.dumps(result, indent=1))
-        (args.out / "dwconv.md").write_text(text)
+    check_batches(p, args)
+    result = bench_dwconv(args.phis, args.batches, args.formats, args.min_seconds, progress=progress_line)
+    record_isa(result)
+    write_op_results(result, markdown(result, args.phis), args.out, "dwconv")
     return 0
 
 

@@ -17,19 +17,17 @@ warm-up:
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import ops
 from ._cpu import SeProjection
-from .bench import FORMATS, machine_info, summarize, time_fn
+from .fuse import _gemm_nhwc
+from .bench import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
+                    time_fn, write_op_results)
 from .scaling import SEShape, _out, arch_spec, se_shapes
 
 
@@ -91,7 +89,9 @@ class BlockSetup:
         self.x = torch.randn(batch, cin, height, width, generator=g).contiguous(memory_format=cl)
         self.expand = None
         if block.expand_ratio != 1:
-            self.expand = (torch.randn(cmid, cin, generator=g) / cin ** 0.5, torch.randn(cmid, generator=g) * 0.1)
+            # (Cin, Cmid): the transposed weight the fused model's 1×1 GEMM takes
+            self.expand = ((torch.randn(cmid, cin, generator=g) / cin ** 0.5).t().contiguous(),
+                           torch.randn(cmid, generator=g) * 0.1)
         self.dw = (torch.randn(cmid, 1, k, k, generator=g) / k, torch.randn(cmid, generator=g) * 0.1)
         self.se = _se_weights(cmid, block.se_channels, g)
         self.proj = (torch.randn(cout, cmid, generator=g) / cmid ** 0.5, torch.randn(cout, generator=g) * 0.1)
@@ -100,13 +100,7 @@ class BlockSetup:
         self.se_projection = SeProjection(*self.se, *self.proj)
 
     def _expanded(self):
-        if self.expand is None:
-            return self.x
-        w, b = self.expand
-        n, cin, h, wd = self.x.shape
-        e = torch.empty((n, w.shape[0], h, wd), memory_format=torch.channels_last)
-        torch.addmm(b, self.x.permute(0, 2, 3, 1).reshape(-1, cin), w.t(), out=e.permute(0, 2, 3, 1).view(-1, w.shape[0]))
-        return F.silu(e, inplace=True)
+        return self.x if self.expand is None else _gemm_nhwc(self.x, *self.expand, swish=True)
 
     def run_with_se(self):
         y, pooled = ops.dwconv_bias_swish_pool(self._expanded(), *self.dw, self.block.stride)
@@ -230,30 +224,15 @@ def markdown(result: dict, phis) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m effnet_kernels.bench_se", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phis", type=int, nargs="+", default=list(range(8)), choices=range(8), metavar="PHI")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    p = op_bench_args("python -m effnet_kernels.bench_se", __doc__.split("\n\n")[0], "se")
     p.add_argument("--block-phis", type=int, nargs="*", default=[0], choices=range(8), metavar="PHI",
                    help="models whose fused blocks are timed with and without SE (default: B0)")
-    p.add_argument("--min-seconds", type=float, default=0.05, help="minimum timed seconds per measurement")
-    p.add_argument("--out", type=Path, default=None, help="folder for se.json and se.md")
     args = p.parse_args(argv)
-    if any(b < 1 for b in args.batches):
-        p.error(f"--batches must be >= 1, got {args.batches}")
+    check_batches(p, args)
     result = bench_se(args.phis, args.batches, args.formats, args.block_phis, args.min_seconds,
-                      progress=lambda s: print("  " + s, file=sys.stderr, flush=True))
-    try:
-        from ._cpu import isa_info
-        result["machine"]["isa"] = isa_info()["default"]
-    except RuntimeError:
-        result["machine"]["isa"] = "none (reference fallback)"
-    text = markdown(result, args.phis)
-    print(text)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "se.json").write_text(json.dumps(result, indent=1))
-        (args.out / "se.md").write_text(text)
+                      progress=progress_line)
+    record_isa(result)
+    write_op_results(result, markdown(result, args.phis), args.out, "se")
     return 0
 
 

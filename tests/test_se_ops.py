@@ -6,10 +6,10 @@ import torch
 import torch.nn as nn
 
 from effnet_kernels import _cpu, ops, reference
-from effnet_kernels.scaling import se_shapes
+from effnet_kernels.bench_se import se_layer_shapes
 from effnet_kernels.testing import rel_error
 
-from conftest import import_or_skip
+from conftest import import_or_skip, skip_or_fail
 from test_dwconv_ops import ISAS, SIMD_ISAS
 
 BACKENDS = ["cpp", "torch"] if ISAS else ["torch"]
@@ -48,8 +48,7 @@ def check_se(x, weights, backend, what, tol=1e-6):
     return y
 
 
-SHAPES = [s for phi in range(8) for s in se_shapes(phi, distinct=True)]
-SHAPES = list(dict.fromkeys(SHAPES))
+SHAPES = se_layer_shapes(range(8))
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
@@ -108,7 +107,7 @@ def test_awkward_shapes(n, c, h, w, s, channels_last, flat):
 @pytest.mark.parametrize("isa", ISAS or ["none"])
 def test_every_isa_path(isa):
     if isa == "none":
-        pytest.skip("effnet_kernels._C is not built")
+        skip_or_fail("effnet_kernels._C is not built")
     with _cpu.use_isa(isa):
         for cl in (False, True):
             for n, c, h, w, s in ((2, 19, 5, 6, 3), (1, 1152, 7, 7, 48), (3, 33, 11, 4, 1)):

@@ -11,22 +11,9 @@
 #include <vector>
 
 #include "effnet/dwconv.h"
+#include "expect.h"
 
 namespace {
-
-int g_failures = 0;
-int g_checks = 0;
-
-#define EXPECT(cond, ...)                                 \
-  do {                                                    \
-    ++g_checks;                                           \
-    if (!(cond)) {                                        \
-      ++g_failures;                                       \
-      std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::fprintf(stderr, __VA_ARGS__);                  \
-      std::fprintf(stderr, "\n");                         \
-    }                                                     \
-  } while (0)
 
 enum class Layout { kNCHW, kNHWC };
 enum class Padding { kSymmetric, kSame };

@@ -12,19 +12,9 @@ from effnet_kernels import triton as tk
 from effnet_kernels.bench_ops import dw_layer_shapes
 from effnet_kernels.testing import rel_error
 
-from conftest import skip_or_fail
+from triton_common import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
 from test_dwconv_ops import (assert_close, assert_special_like_eager, expected_format, make_inputs, reference64,
                              special_values_case)
-
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def _needs_triton():
-    if not tk.available(DEVICE):
-        skip_or_fail(f"the Triton kernels cannot run on {DEVICE} here (Triton installed: {tk.HAS_TRITON}; "
-                     f"without CUDA run this folder with TRITON_INTERPRET=1)")
 
 
 def folded(weight, bn, eps=1e-5, dtype=torch.float32):

@@ -8,21 +8,11 @@ import torch
 
 from effnet_kernels import _cpu, ops, reference
 from effnet_kernels import triton as tk
-from effnet_kernels.scaling import se_shapes
+from effnet_kernels.bench_se import se_layer_shapes
 from effnet_kernels.testing import rel_error
 
-from conftest import skip_or_fail
+from triton_common import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
 from test_se_ops import make_projection, make_se, make_x
-
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def _needs_triton():
-    if not tk.available(DEVICE):
-        skip_or_fail(f"the Triton kernels cannot run on {DEVICE} here (without CUDA run this folder with "
-                     f"TRITON_INTERPRET=1)")
 
 
 def to(ts, dtype=None):
@@ -52,7 +42,7 @@ def check(n, c, s, h, w, channels_last, cout=None, residual=False, flat=False):
         assert rel_error(out.cpu(), ref) <= 2e-6, f"{what}: se_project {rel_error(out.cpu(), ref):.3g}"
 
 
-SHAPES = list(dict.fromkeys(s for phi in range(8) for s in se_shapes(phi, distinct=True)))
+SHAPES = se_layer_shapes(range(8))
 if not CUDA:  # every 11th, cut to the interpreter's budget
     SHAPES = [s._replace(channels=min(s.channels, 40), squeeze=min(s.squeeze, 10), height=min(s.height, 6),
                          width=min(s.width, 5), out_channels=min(s.out_channels, 24))
