@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "effnet/dwconv.h"
+#include "effnet/gemm.h"
+#include "effnet/net.h"
 #include "effnet/se.h"
 #include "effnet/threadpool.h"
 
@@ -160,6 +162,75 @@ void swish_inplace(std::uintptr_t data, int64_t count, const std::string& isa) {
   effnet::swish_inplace(p, count, chosen);
 }
 
+// The 1x1-conv GEMM over raw pointers (tests and benchmarks reach the kernel through this; fuse() runs it
+// inside Net). Arguments as in effnet::GemmArgs; 0 for an absent bias / scale / residual.
+void gemm(int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t lda, std::uintptr_t packed, std::uintptr_t bias,
+          std::uintptr_t scale, int64_t rows_per_scale, std::uintptr_t residual, int64_t ldr, std::uintptr_t c,
+          int64_t ldc, bool swish, int num_threads, const std::string& isa) {
+  effnet::GemmArgs g;
+  g.m = m; g.n = n; g.k = k;
+  g.a = as_ptr<const float>(a, "a", m == 0);
+  g.lda = lda;
+  g.packed = as_ptr<const float>(packed, "packed");
+  g.bias = as_ptr<const float>(bias, "bias", true);
+  g.scale = as_ptr<const float>(scale, "scale", true);
+  g.rows_per_scale = rows_per_scale;
+  g.residual = as_ptr<const float>(residual, "residual", true);
+  g.ldr = ldr;
+  g.c = as_ptr<float>(c, "c", m == 0);
+  g.ldc = ldc;
+  g.swish = swish;
+  const effnet::Isa chosen = resolve_isa(isa);
+  py::gil_scoped_release release;
+  effnet::gemm(g, num_threads, chosen);
+}
+
+void gemm_pack(int64_t n, int64_t k, std::uintptr_t w, int64_t stride_n, int64_t stride_k, std::uintptr_t packed,
+               const std::string& isa) {
+  effnet::gemm_pack(n, k, as_ptr<const float>(w, "w"), stride_n, stride_k, as_ptr<float>(packed, "packed"),
+                    resolve_isa(isa));
+}
+
+// effnet::Net with pointer arguments (weights are copied and packed in the calls that take them).
+class PyNet {
+ public:
+  PyNet(bool same_padding, const std::string& isa) : net_(same_padding, resolve_isa(isa)) {}
+  void set_stem(int64_t cin, int64_t cout, int64_t k, int64_t stride, std::uintptr_t w, std::uintptr_t b) {
+    net_.set_stem(cin, cout, k, stride, as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"));
+  }
+  void add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip,
+                 std::uintptr_t ew, std::uintptr_t eb, std::uintptr_t dw, std::uintptr_t db, std::uintptr_t w1,
+                 std::uintptr_t b1, std::uintptr_t w2, std::uintptr_t b2, std::uintptr_t pw, std::uintptr_t pb) {
+    net_.add_block(cin, cexp, cout, k, stride, squeeze, skip, as_ptr<const float>(ew, "expand_weight", true),
+                   as_ptr<const float>(eb, "expand_bias", ew == 0), as_ptr<const float>(dw, "dw_weight"),
+                   as_ptr<const float>(db, "dw_bias"), as_ptr<const float>(w1, "se_reduce_weight"),
+                   as_ptr<const float>(b1, "se_reduce_bias"), as_ptr<const float>(w2, "se_expand_weight"),
+                   as_ptr<const float>(b2, "se_expand_bias"), as_ptr<const float>(pw, "proj_weight"),
+                   as_ptr<const float>(pb, "proj_bias"));
+  }
+  void set_head(int64_t cin, int64_t cout, std::uintptr_t w, std::uintptr_t b) {
+    net_.set_head(cin, cout, as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"));
+  }
+  void set_classifier(int64_t features, int64_t classes, std::uintptr_t w, std::uintptr_t b) {
+    net_.set_classifier(features, classes, as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"));
+  }
+  void run(std::uintptr_t x, int64_t n, int64_t h, int64_t w, const std::vector<int64_t>& strides,
+           std::uintptr_t logits, int num_threads) const {
+    const auto s = as_strides(strides, "x_strides");
+    const float* xp = as_ptr<const float>(x, "x", n == 0);
+    float* lp = as_ptr<float>(logits, "logits", n == 0);
+    py::gil_scoped_release release;
+    net_.run(xp, n, h, w, s.data(), lp, num_threads);
+  }
+  int64_t classes() const { return net_.classes(); }
+  void set_profiling(bool on) { net_.set_profiling(on); }
+  std::vector<std::pair<std::string, double>> last_profile() const { return net_.last_profile(); }
+  std::string isa() const { return effnet::isa_name(net_.isa()); }
+
+ private:
+  effnet::Net net_;
+};
+
 py::dict isa_info() {
   py::dict d;
   py::list supported;
@@ -228,6 +299,26 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_pool_spin_us", &effnet::set_pool_spin_us, py::arg("us"),
         "How long idle pool workers busy-wait for the next job before sleeping (microseconds).");
   m.def("pool_spin_us", &effnet::pool_spin_us);
+  m.def("gemm", &gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("a"), py::arg("lda"), py::arg("packed"),
+        py::arg("bias"), py::arg("scale"), py::arg("rows_per_scale"), py::arg("residual"), py::arg("ldr"),
+        py::arg("c"), py::arg("ldc"), py::arg("swish"), py::arg("num_threads"), py::arg("isa") = "",
+        "C = act(A diag(scale[i / rows_per_scale]) W^T + bias) + residual over raw fp32 pointers (see gemm.h).");
+  m.def("gemm_packed_size", [](int64_t n, int64_t k, const std::string& isa) {
+    return effnet::gemm_packed_size(n, k, resolve_isa(isa)); }, py::arg("n"), py::arg("k"), py::arg("isa") = "");
+  m.def("gemm_pack", &gemm_pack, py::arg("n"), py::arg("k"), py::arg("w"), py::arg("stride_n"), py::arg("stride_k"),
+        py::arg("packed"), py::arg("isa") = "");
+  py::class_<PyNet>(m, "Net", "A whole fused EfficientNet forward pass (see csrc/include/effnet/net.h).")
+      .def(py::init<bool, const std::string&>(), py::arg("same_padding"), py::arg("isa") = "")
+      .def("set_stem", &PyNet::set_stem)
+      .def("add_block", &PyNet::add_block)
+      .def("set_head", &PyNet::set_head)
+      .def("set_classifier", &PyNet::set_classifier)
+      .def("run", &PyNet::run, py::arg("x"), py::arg("n"), py::arg("h"), py::arg("w"), py::arg("x_strides"),
+           py::arg("logits"), py::arg("num_threads"))
+      .def("set_profiling", &PyNet::set_profiling, py::arg("on"))
+      .def("last_profile", &PyNet::last_profile, "[(step, seconds)] of the last run with profiling on")
+      .def_property_readonly("classes", &PyNet::classes)
+      .def_property_readonly("isa", &PyNet::isa);
   m.def("isa_info", &isa_info, "ISA paths: default, best, supported, note (why a path was passed over).");
 #ifdef __aarch64__
   m.attr("arch") = "aarch64";

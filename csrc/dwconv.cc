@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "effnet/dwconv.h"
+#include "effnet/gemm.h"
 #include "effnet/se.h"
 #include "effnet/threadpool.h"
 
@@ -102,7 +103,7 @@ Isa best_isa() {
     for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kNeon}) {
       if (!isa_supported(isa)) continue;
       std::string why;
-      if (self_test(isa, &why) && se_self_test(isa, &why)) return isa;
+      if (self_test(isa, &why) && se_self_test(isa, &why) && gemm_self_test(isa, &why)) return isa;
       note_storage() += why + "; ";
     }
     return Isa::kScalar;

@@ -1,17 +1,24 @@
-"""``fuse(model)``: an EfficientNet as fused inference kernels — first cut (CPU, fp32).
+"""``fuse(model)``: an EfficientNet as fused inference kernels.
 
-Work in progress (the swap-in issue): this version takes this package's :class:`~effnet_kernels.models.
-EfficientNet` at any φ, and torchvision's / timm's EfficientNets through :func:`~effnet_kernels.from_torchvision`
-and :func:`~effnet_kernels.from_timm`; it runs on the CPU in fp32, channels_last end to end. Every weight
-is folded (BatchNorm into the convolutions, in float64) and packed once, here, never per forward:
+``fuse`` takes this package's :class:`~effnet_kernels.models.EfficientNet` at any φ, torchvision's
+``efficientnet_b0…b7`` and timm's ``efficientnet_b0…b7`` / ``tf_efficientnet_b0…b7`` (through
+:func:`~effnet_kernels.from_torchvision` / :func:`~effnet_kernels.from_timm`). It folds every BatchNorm into
+its convolution (in float64) once, here, and returns a :class:`FusedEfficientNet` whose buffers are those
+folded weights (its ``state_dict``). Two ways to run them, same outputs:
 
-* stem: 3×3 stride-2 conv (torch's, BN folded) + Swish;
-* each MBConv block: expand 1×1 as one GEMM on the NHWC view with the bias as its accumulate input, then
-  Swish in place; :func:`~effnet_kernels.ops.dwconv_bias_swish_pool` (depthwise + BN + Swish, the SE pool
-  in the same pass); the SE gate folded into the projection GEMM, with the residual as its accumulate input
-  (:class:`effnet_kernels._cpu.SeProjection`);
-* head 1×1 + Swish as a GEMM, global mean, classifier. Stochastic depth and dropout are identity.
-Not yet: GPU, fp16/bf16, torch.compile / export of the fused model, refusing training mode on the result.
+* **fp32 on the CPU, eager** (what inference servers run): one call into the C++ core
+  (``effnet_kernels._C.Net``), which packed the weights when the model was built. Per MBConv block: the
+  expand 1×1 as a GEMM with bias + Swish in its epilogue; the depthwise conv + bias + Swish emitting the SE
+  pool means; the SE gate; the projection GEMM with the gate applied to its input as it is packed, the bias
+  and the residual in its epilogue. Stem (im2col + GEMM + Swish), head (GEMM + Swish), global mean and
+  classifier likewise. Activations are NHWC in buffers reused from call to call: no allocation, no
+  dispatcher round trip per op, any input layout (the stem reads it through its strides).
+* **every other case** — CUDA, fp16 / bf16, under ``torch.autocast``, and while ``torch.compile`` or
+  ``torch.export`` traces the model: the same graph from the registered ops
+  (:func:`~effnet_kernels.ops.dwconv_bias_swish_pool`, :func:`~effnet_kernels.ops.se_project`; Triton
+  kernels on CUDA) with the 1×1 expand / stem / head convs as torch convolutions + SiLU, channels_last.
+
+Stochastic depth and dropout are identity (inference only): ``.train()`` on a fused model raises.
 """
 from __future__ import annotations
 
@@ -22,12 +29,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ops
-from ._cpu import SeProjection
 from .models import ConvBNAct, EfficientNet, MBConv
 from .padding import pad_amounts
 from .reference import fold_bn
 
 __all__ = ["fuse", "FusedEfficientNet"]
+
+SUPPORTED = ("effnet_kernels.EfficientNet (any phi), torchvision.models.efficientnet_b0...b7, "
+             "timm efficientnet_b0...b7 and tf_efficientnet_b0...b7")
 
 
 def _folded(m: ConvBNAct):
@@ -37,92 +46,192 @@ def _folded(m: ConvBNAct):
     return w.float(), b.float()
 
 
-def _gemm_nhwc(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, swish: bool) -> torch.Tensor:
-    """1×1 conv as one GEMM on the channels_last view: (N·H·W, Cin) × (Cin, Cout) + bias (+ Swish)."""
-    n, cin, h, w = x.shape
-    cout = weight_t.shape[1]
-    if not x.is_contiguous(memory_format=torch.channels_last):
-        x = x.contiguous(memory_format=torch.channels_last)
-    out = torch.empty_strided((n, cout, h, w), (h * w * cout, 1, w * cout, cout))
-    torch.addmm(bias, x.permute(0, 2, 3, 1).reshape(-1, cin), weight_t, out=out.permute(0, 2, 3, 1).view(-1, cout))
-    return F.silu(out, inplace=True) if swish else out
+def _matrix(w: torch.Tensor) -> torch.Tensor:
+    return w.reshape(w.shape[0], -1).contiguous()
 
 
 class _FusedBlock(nn.Module):
-    def __init__(self, block: MBConv, padding: str):
+    """One MBConv block's folded weights (buffers) and its op-path forward."""
+
+    def __init__(self, block: MBConv):
         super().__init__()
-        self.stride, self.padding, self.skip = block.spec.stride, padding, block.has_skip
+        spec = block.spec
+        self.kernel, self.stride, self.skip = spec.kernel, spec.stride, block.has_skip
         self.has_expand = block.expand is not None
         if self.has_expand:
             we, be = _folded(block.expand)
-            self.register_buffer("expand_weight_t", we.reshape(we.shape[0], -1).t().contiguous())
+            self.register_buffer("expand_weight", _matrix(we))
             self.register_buffer("expand_bias", be)
         wd, bd = _folded(block.dw)
         self.register_buffer("dw_weight", wd.contiguous())
         self.register_buffer("dw_bias", bd)
-        wp, bp = _folded(block.project)
         se = block.se
-        self.se_projection = SeProjection(se.reduce.weight.detach(), se.reduce.bias.detach(),
-                                          se.expand.weight.detach(), se.expand.bias.detach(),
-                                          wp.reshape(wp.shape[0], -1), bp)
+        self.register_buffer("se_reduce_weight", _matrix(se.reduce.weight.detach().float()))
+        self.register_buffer("se_reduce_bias", se.reduce.bias.detach().float().clone())
+        self.register_buffer("se_expand_weight", _matrix(se.expand.weight.detach().float()))
+        self.register_buffer("se_expand_bias", se.expand.bias.detach().float().clone())
+        wp, bp = _folded(block.project)
+        self.register_buffer("proj_weight", _matrix(wp))
+        self.register_buffer("proj_bias", bp)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e = _gemm_nhwc(x, self.expand_weight_t, self.expand_bias, True) if self.has_expand else x
-        y, pooled = ops.dwconv_bias_swish_pool(e, self.dw_weight, self.dw_bias, self.stride, self.padding)
-        return self.se_projection(y, pooled, x if self.skip else None)
+    def forward(self, x: torch.Tensor, padding: str) -> torch.Tensor:
+        t = x.dtype
+        e = x
+        if self.has_expand:
+            e = F.silu(F.conv2d(x, self.expand_weight.to(t)[:, :, None, None], self.expand_bias.to(t)))
+        y, pooled = ops.dwconv_bias_swish_pool(e, self.dw_weight.to(t), self.dw_bias.to(t), self.stride, padding)
+        return ops.se_project(y, pooled, self.se_reduce_weight.to(t), self.se_reduce_bias.to(t),
+                              self.se_expand_weight.to(t), self.se_expand_bias.to(t), self.proj_weight.to(t),
+                              self.proj_bias.to(t), x if self.skip else None)
 
 
 class FusedEfficientNet(nn.Module):
-    """The fused inference model :func:`fuse` returns (CPU, fp32, channels_last)."""
+    """The inference model :func:`fuse` returns (see the module docstring). Its ``state_dict`` holds the
+    folded weights and loads into ``fuse()`` of the same architecture; the C++ engine is rebuilt from
+    them on load and on ``.to()`` / ``.float()`` / ``.cpu()``."""
 
     def __init__(self, model: EfficientNet):
         super().__init__()
         self.padding = model.padding
+        self.in_channels = model.stem.conv.weight.shape[1]
         ws, bs = _folded(model.stem)
-        self.register_buffer("stem_weight", ws.contiguous(memory_format=torch.channels_last))
+        self.stem_kernel, self.stem_stride = ws.shape[-1], model.stem.conv.stride[0]
+        self.register_buffer("stem_weight", ws.contiguous())
         self.register_buffer("stem_bias", bs)
-        self.blocks = nn.ModuleList(_FusedBlock(b, model.padding) for stage in model.blocks for b in stage)
+        self.blocks = nn.ModuleList(_FusedBlock(b) for stage in model.blocks for b in stage)
         wh, bh = _folded(model.head)
-        self.register_buffer("head_weight_t", wh.reshape(wh.shape[0], -1).t().contiguous())
+        self.register_buffer("head_weight", _matrix(wh))
         self.register_buffer("head_bias", bh)
-        self.register_buffer("classifier_weight", model.classifier.weight.detach().clone())
-        self.register_buffer("classifier_bias", model.classifier.bias.detach().clone())
-        self.eval()
+        self.register_buffer("classifier_weight", model.classifier.weight.detach().float().contiguous())
+        self.register_buffer("classifier_bias", model.classifier.bias.detach().float().clone())
+        self._net = None
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._drop_engine())
+        super().train(False)
 
+    # ---- inference only -------------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("a fused EfficientNet is inference-only (BatchNorm is folded into the convolutions, "
+                               "dropout and stochastic depth are gone): train the source model and fuse() it again")
+        return super().train(False)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._drop_engine()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _drop_engine(self) -> None:
+        self._net = None
+
+    # ---- the C++ engine (fp32 CPU) ----------------------------------------------------------------------
+    def _engine(self):
+        if self._net is None:
+            from ._ext import _C
+            from ._cpu import _forced_isa
+            net = _C.Net(self.padding == "same", _forced_isa or "")
+            keep = []  # the C++ side copies every weight; these only need to live through the calls
+
+            def ptr(t: Optional[torch.Tensor]) -> int:
+                if t is None:
+                    return 0
+                t = t.detach().contiguous()
+                keep.append(t)
+                return t.data_ptr()
+
+            cout, cin, k, _ = self.stem_weight.shape
+            net.set_stem(cin, cout, k, self.stem_stride, ptr(self.stem_weight), ptr(self.stem_bias))
+            for b in self.blocks:
+                cexp, s = b.dw_weight.shape[0], b.se_reduce_weight.shape[0]
+                cin_b = b.expand_weight.shape[1] if b.has_expand else cexp
+                net.add_block(cin_b, cexp, b.proj_weight.shape[0], b.kernel, b.stride, s, b.skip,
+                              ptr(b.expand_weight if b.has_expand else None),
+                              ptr(b.expand_bias if b.has_expand else None), ptr(b.dw_weight), ptr(b.dw_bias),
+                              ptr(b.se_reduce_weight), ptr(b.se_reduce_bias), ptr(b.se_expand_weight),
+                              ptr(b.se_expand_bias), ptr(b.proj_weight), ptr(b.proj_bias))
+            net.set_head(self.head_weight.shape[1], self.head_weight.shape[0], ptr(self.head_weight),
+                         ptr(self.head_bias))
+            net.set_classifier(self.classifier_weight.shape[1], self.classifier_weight.shape[0],
+                               ptr(self.classifier_weight), ptr(self.classifier_bias))
+            self._net = net
+        return self._net
+
+    def _uses_engine(self, x: torch.Tensor) -> bool:
+        # Real (not fake / functional / traced) fp32 CPU tensors, outside torch.compile and autocast.
+        return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == torch.float32
+                and self.stem_weight.device.type == "cpu" and self.stem_weight.dtype == torch.float32
+                and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+                and _has_engine())
+
+    # ---- forward ----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
-        if self.padding == "same":
-            top, bottom, _ = pad_amounts(x.shape[-2], 3, 2, "same")
-            left, right, _ = pad_amounts(x.shape[-1], 3, 2, "same")
-            x = F.conv2d(F.pad(x, (left, right, top, bottom)), self.stem_weight, self.stem_bias, 2)
-        else:
-            x = F.conv2d(x, self.stem_weight, self.stem_bias, 2, 1)
-        x = F.silu(x, inplace=True)
-        for block in self.blocks:
-            x = block(x)
-        x = _gemm_nhwc(x, self.head_weight_t, self.head_bias, True)
-        return F.linear(x.mean((2, 3)), self.classifier_weight, self.classifier_bias)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must be (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        if x.device != self.stem_weight.device:
+            raise ValueError(f"x is on {x.device} but the fused model is on {self.stem_weight.device}: move one")
+        if self._uses_engine(x):
+            n, _, h, w = x.shape
+            logits = torch.empty((n, self.classifier_weight.shape[0]), dtype=torch.float32)
+            self._engine().run(x.data_ptr(), n, h, w, list(x.stride()), logits.data_ptr(), torch.get_num_threads())
+            return logits
+        return self._forward_ops(x)
+
+    def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        with torch.autocast(x.device.type, enabled=False):
+            t = x.dtype
+            x = x.contiguous(memory_format=torch.channels_last)
+            k, s = self.stem_kernel, self.stem_stride
+            if self.padding == "same":
+                top, bottom, _ = pad_amounts(x.shape[-2], k, s, "same")
+                left, right, _ = pad_amounts(x.shape[-1], k, s, "same")
+                x = F.conv2d(F.pad(x, (left, right, top, bottom)), self.stem_weight.to(t), self.stem_bias.to(t), s)
+            else:
+                x = F.conv2d(x, self.stem_weight.to(t), self.stem_bias.to(t), s, k // 2)
+            x = F.silu(x)
+            for block in self.blocks:
+                x = block(x, self.padding)
+            x = F.silu(F.conv2d(x, self.head_weight.to(t)[:, :, None, None], self.head_bias.to(t)))
+            return F.linear(x.mean((2, 3)), self.classifier_weight.to(t), self.classifier_bias.to(t))
+
+
+def _has_engine() -> bool:
+    from ._ext import has_cpp
+    return has_cpp()
+
+
+def _convert(model: nn.Module) -> EfficientNet:
+    if isinstance(model, EfficientNet):
+        return model
+    if isinstance(model, FusedEfficientNet):
+        raise TypeError("model is already fused")
+    from .models import from_timm, from_torchvision
+    name = type(model).__module__
+    if not isinstance(model, nn.Module) or not name.startswith(("torchvision", "timm")):
+        raise TypeError(f"fuse() supports {SUPPORTED}; got {type(model).__name__} from {name}")
+    if model.training:
+        raise ValueError("fuse() needs a model in eval mode (it folds the BatchNorm running statistics): call "
+                         "model.eval() first")
+    return from_torchvision(model) if name.startswith("torchvision") else from_timm(model)
 
 
 def fuse(model: nn.Module, inplace: bool = False) -> FusedEfficientNet:
-    """A fused inference model with the same outputs as ``model`` (see the module docstring for what this
-    first cut covers). torchvision / timm models go through the converters first."""
-    if not isinstance(model, EfficientNet):
-        from .models import from_timm, from_torchvision
-        name = type(model).__module__
-        if name.startswith("torchvision"):
-            model = from_torchvision(model)
-        elif name.startswith("timm"):
-            model = from_timm(model)
-        else:
-            raise TypeError(f"fuse() takes effnet_kernels.EfficientNet, torchvision.models.efficientnet_b0…b7 or "
-                            f"timm efficientnet_b0…b7 / tf_efficientnet_b0…b7, got {type(model).__name__} "
-                            f"from {name}")
-    if model.training:
-        raise ValueError("fuse() needs a model in eval mode (BatchNorm running statistics): call model.eval() "
-                         "first")
-    p = next(model.parameters())
-    if p.device.type != "cpu" or p.dtype != torch.float32:
-        raise ValueError(f"this first fuse() runs fp32 CPU models, got {p.dtype} on {p.device}")
+    """A fused inference model with the same outputs as ``model`` (see the module docstring).
+
+    ``model`` must be in eval mode. ``inplace=True`` lets the source model's weights be freed by the caller
+    sooner (the fused model never shares storage with it either way: every weight is folded into a new
+    tensor). Changes no global torch setting. The result lives on the source model's device; its buffers
+    are fp32 (``.half()`` / ``.to(torch.bfloat16)`` afterwards for the GPU path)."""
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
+    src = _convert(model)
+    if src.training:
+        raise ValueError("fuse() needs a model in eval mode (it folds the BatchNorm running statistics): call "
+                         "model.eval() first")
+    p = next(src.parameters())
     with torch.no_grad():
-        return FusedEfficientNet(model)
+        fused = FusedEfficientNet(src)
+    return fused.to(device=p.device, dtype=p.dtype)

@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "effnet/dwconv.h"
+#include "effnet/gemm.h"
 #include "effnet/se.h"
 
 namespace effnet {
@@ -83,6 +85,7 @@ inline void deinterleave(const float* src, float* even, float* odd, int64_t pair
 
 #include "dwconv_impl.inc"
 #include "se_impl.inc"
+#include "gemm_impl.inc"
 
 }  // namespace avx512
 }  // namespace effnet

@@ -1,0 +1,156 @@
+// Dispatch for the 1x1-conv GEMM: argument checks, packing, the split over threads, the scalar path.
+#include "effnet/gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "effnet/threadpool.h"
+
+namespace effnet {
+namespace {
+
+constexpr int kScalarNR = 8;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("gemm: " + what);
+}
+
+// The scalar path: the same packed layout with 8-column panels, one output at a time, k ascending.
+void gemm_block_scalar(const GemmArgs& g, int64_t i0, int64_t i1, int64_t p0, int64_t p1) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const float* a = g.a + i * g.lda;
+    const float* s = g.scale != nullptr ? g.scale + (i / g.rows_per_scale) * g.k : nullptr;
+    for (int64_t j = p0 * kScalarNR; j < std::min(g.n, p1 * kScalarNR); ++j) {
+      const float* w = g.packed + (j / kScalarNR) * kScalarNR * g.k + j % kScalarNR;
+      float acc = g.bias != nullptr ? g.bias[j] : 0.0f;
+      for (int64_t kk = 0; kk < g.k; ++kk) acc += (s != nullptr ? a[kk] * s[kk] : a[kk]) * w[kk * kScalarNR];
+      if (g.swish) acc = swish_ref(acc);
+      if (g.residual != nullptr) acc += g.residual[i * g.ldr + j];
+      g.c[i * g.ldc + j] = acc;
+    }
+  }
+}
+
+using BlockFn = void (*)(const GemmArgs&, int64_t, int64_t, int64_t, int64_t);
+
+struct GemmKernels {
+  BlockFn block;
+  int nr, mr;
+};
+
+GemmKernels kernels_for(Isa isa) {
+  switch (isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::kAvx512: return {avx512::gemm_block, avx512::gemm_nr(), avx512::gemm_mr()};
+    case Isa::kAvx2: return {avx2::gemm_block, avx2::gemm_nr(), avx2::gemm_mr()};
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon: return {neon::gemm_block, neon::gemm_nr(), neon::gemm_mr()};
+#endif
+    default: return {gemm_block_scalar, kScalarNR, 4};
+  }
+}
+
+// Does [p, p + n) overlap [q, q + m)?
+bool overlaps(const float* p, int64_t n, const float* q, int64_t m) { return p < q + m && q < p + n; }
+
+void check_args(const GemmArgs& g) {
+  require(g.m >= 0 && g.n >= 1 && g.k >= 1, "need m >= 0, n >= 1, k >= 1, got m=" + std::to_string(g.m) +
+                                                " n=" + std::to_string(g.n) + " k=" + std::to_string(g.k));
+  require(g.a != nullptr && g.packed != nullptr && g.c != nullptr, "a, packed and c must not be null");
+  require(g.lda >= g.k, "lda must be >= k, got " + std::to_string(g.lda) + " < " + std::to_string(g.k));
+  require(g.ldc >= g.n, "ldc must be >= n, got " + std::to_string(g.ldc) + " < " + std::to_string(g.n));
+  require(g.residual == nullptr || g.ldr >= g.n, "ldr must be >= n, got " + std::to_string(g.ldr));
+  require(g.scale == nullptr || g.rows_per_scale >= 1,
+          "rows_per_scale must be >= 1 with a scale, got " + std::to_string(g.rows_per_scale));
+  if (g.m == 0) return;
+  const int64_t c_span = (g.m - 1) * g.ldc + g.n;
+  require(!overlaps(g.c, c_span, g.a, (g.m - 1) * g.lda + g.k), "c must not overlap a");
+  require(g.residual == nullptr || !overlaps(g.c, c_span, g.residual, (g.m - 1) * g.ldr + g.n),
+          "c must not overlap the residual");
+}
+
+}  // namespace
+
+int gemm_nr(Isa isa) { return kernels_for(isa).nr; }
+
+size_t gemm_packed_size(int64_t n, int64_t k, Isa isa) {
+  const int nr = gemm_nr(isa);
+  return static_cast<size_t>(ceil_div(n, nr) * nr * k);
+}
+
+void gemm_pack(int64_t n, int64_t k, const float* w, int64_t w_stride_n, int64_t w_stride_k, float* packed, Isa isa) {
+  require(n >= 1 && k >= 1, "gemm_pack needs n, k >= 1, got n=" + std::to_string(n) + " k=" + std::to_string(k));
+  const int nr = gemm_nr(isa);
+  for (int64_t p = 0; p < ceil_div(n, nr); ++p)
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int j = 0; j < nr; ++j) {
+        const int64_t col = p * nr + j;
+        packed[(p * k + kk) * nr + j] = col < n ? w[col * w_stride_n + kk * w_stride_k] : 0.0f;
+      }
+}
+
+void gemm(const GemmArgs& g, int num_threads, Isa isa) {
+  if (!isa_supported(isa)) throw std::invalid_argument(std::string("isa ") + isa_name(isa) + " is not supported here");
+  check_args(g);
+  if (g.m == 0) return;
+  const GemmKernels kern = kernels_for(isa);
+  const int64_t panels = ceil_div(g.n, kern.nr);
+  // One thread below ~256k multiply-adds (~10 us): waking a second costs about as much as it saves.
+  const int threads = g.m * g.n * g.k < (int64_t{1} << 18) ? 1 : std::max(1, num_threads);
+  // Row blocks of up to 96 rows (A's chunk rows stay in L2 across the panels); with several threads,
+  // at least 4 tasks per thread so a thread slowed by a busy neighbour hands work over; when the rows
+  // alone cannot make that many tasks (small planes), the panels are split too.
+  const int64_t max_mc = std::max<int64_t>(kern.mr, 96 / kern.mr * kern.mr);
+  const int64_t want = 4 * int64_t{threads};
+  const int64_t mc =
+      threads == 1 ? max_mc : std::clamp(ceil_div(ceil_div(g.m, want), kern.mr) * kern.mr, int64_t{kern.mr}, max_mc);
+  const int64_t mblocks = ceil_div(g.m, mc);
+  const int64_t per_group = threads == 1 || mblocks >= want ? panels : ceil_div(panels, ceil_div(want, mblocks));
+  const int64_t groups = ceil_div(panels, per_group);
+  parallel_for(mblocks * groups, threads, [&](int64_t task) {
+    const int64_t mb = task / groups, pg = task % groups;
+    kern.block(g, mb * mc, std::min(g.m, (mb + 1) * mc), pg * per_group, std::min(panels, (pg + 1) * per_group));
+  });
+}
+
+bool gemm_self_test(Isa isa, std::string* why) {
+  if (isa == Isa::kScalar) return true;
+  // A shape with full and partial panels and row tails, two k chunks, a gate and a residual.
+  const int64_t m = 23, n = 2 * gemm_nr(isa) + 3, k = 300;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> a(m * k), w(n * k), bias(n), scale(2 * k), r(m * n);
+  for (auto* v : {&a, &w, &bias, &scale, &r})
+    for (float& x : *v) x = u(rng);
+  for (bool swish : {false, true}) {
+    std::vector<float> pw(gemm_packed_size(n, k, isa)), ps(gemm_packed_size(n, k, Isa::kScalar));
+    gemm_pack(n, k, w.data(), k, 1, pw.data(), isa);
+    gemm_pack(n, k, w.data(), k, 1, ps.data(), Isa::kScalar);
+    std::vector<float> got(m * n), want(m * n);
+    GemmArgs g;
+    g.m = m; g.n = n; g.k = k; g.a = a.data(); g.lda = k; g.bias = bias.data();
+    g.scale = scale.data(); g.rows_per_scale = 12; g.residual = r.data(); g.ldr = n;
+    g.ldc = n; g.swish = swish;
+    g.packed = pw.data(); g.c = got.data();
+    gemm(g, 1, isa);
+    g.packed = ps.data(); g.c = want.data();
+    gemm(g, 1, Isa::kScalar);
+    for (int64_t i = 0; i < m * n; ++i)
+      if (!(std::fabs(got[i] - want[i]) <= 1e-4f * (1.0f + std::fabs(want[i])))) {
+        if (why != nullptr)
+          *why = std::string("gemm self-test failed for ") + isa_name(isa) + " at " + std::to_string(i) + ": " +
+                 std::to_string(got[i]) + " vs " + std::to_string(want[i]);
+        return false;
+      }
+  }
+  return true;
+}
+
+}  // namespace effnet

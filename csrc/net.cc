@@ -1,0 +1,287 @@
+// The fused EfficientNet forward pass (see effnet/net.h).
+#include "effnet/net.h"
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+
+#include "effnet/gemm.h"
+#include "effnet/se.h"
+#include "effnet/threadpool.h"
+
+namespace effnet {
+
+struct Net::Block {
+  int64_t cin, cexp, cout, k, stride, squeeze;
+  bool skip;
+  std::vector<float> expand_packed, expand_bias;  // empty without an expand conv
+  std::vector<float> dw_weight, dw_bias, dw_packed;
+  std::vector<float> se_packed;
+  std::vector<float> proj_packed, proj_bias;
+};
+
+struct Net::Arena {
+  std::vector<float> col, x0, x1, e, y, pooled, gate, features;
+};
+
+namespace {
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("Net: " + what);
+}
+
+std::vector<float> copy_of(const float* p, int64_t count, const char* name) {
+  require(p != nullptr, std::string(name) + " must not be null");
+  return std::vector<float>(p, p + count);
+}
+
+std::vector<float> packed_gemm(int64_t n, int64_t k, const float* w, Isa isa, const char* name) {
+  require(w != nullptr, std::string(name) + " must not be null");
+  std::vector<float> packed(gemm_packed_size(n, k, isa));
+  gemm_pack(n, k, w, k, 1, packed.data(), isa);
+  return packed;
+}
+
+// (pad before, output size) along one axis, for both padding conventions (effnet_kernels.padding).
+struct Axis {
+  int64_t before, out;
+};
+Axis axis(int64_t size, int64_t k, int64_t stride, bool same) {
+  if (!same) return {k / 2, (size + 2 * (k / 2) - k) / stride + 1};
+  const int64_t out = (size + stride - 1) / stride;
+  const int64_t total = std::max<int64_t>((out - 1) * stride + k - size, 0);
+  return {total / 2, out};
+}
+
+float* sized(std::vector<float>& v, int64_t count) {
+  if (static_cast<int64_t>(v.size()) < count) v.resize(static_cast<size_t>(count));
+  return v.data();
+}
+
+void nhwc_strides(int64_t* s, int64_t c, int64_t h, int64_t w) {
+  s[0] = h * w * c;
+  s[1] = 1;
+  s[2] = w * c;
+  s[3] = c;
+}
+
+GemmArgs gemm_args(int64_t m, int64_t n, int64_t k, const float* a, const std::vector<float>& packed,
+                   const std::vector<float>& bias, float* c, bool swish) {
+  GemmArgs g;
+  g.m = m; g.n = n; g.k = k;
+  g.a = a; g.lda = k;
+  g.packed = packed.data();
+  g.bias = bias.empty() ? nullptr : bias.data();
+  g.c = c; g.ldc = n;
+  g.swish = swish;
+  return g;
+}
+
+}  // namespace
+
+Net::Net(bool same_padding, Isa isa) : same_(same_padding), isa_(isa), arena_(std::make_unique<Arena>()) {
+  require(isa_supported(isa), std::string("isa ") + isa_name(isa) + " is not supported here");
+}
+
+Net::~Net() = default;
+
+void Net::set_stem(int64_t cin, int64_t cout, int64_t k, int64_t stride, const float* weight, const float* bias) {
+  require(cin >= 1 && cout >= 1 && k >= 1 && k % 2 == 1 && stride >= 1,
+          "stem needs cin, cout >= 1, odd k and stride >= 1");
+  stem_cin_ = cin; stem_cout_ = cout; stem_k_ = k; stem_stride_ = stride;
+  stem_packed_ = packed_gemm(cout, cin * k * k, weight, isa_, "stem weight");
+  stem_bias_ = copy_of(bias, cout, "stem bias");
+}
+
+void Net::add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip,
+                    const float* expand_weight, const float* expand_bias, const float* dw_weight,
+                    const float* dw_bias, const float* se_reduce_weight, const float* se_reduce_bias,
+                    const float* se_expand_weight, const float* se_expand_bias, const float* proj_weight,
+                    const float* proj_bias) {
+  require(cin >= 1 && cexp >= 1 && cout >= 1 && squeeze >= 1, "block channel counts must be >= 1");
+  require(k >= 1 && k % 2 == 1 && k <= 7, "block kernel size must be odd and <= 7, got " + std::to_string(k));
+  require(stride == 1 || stride == 2, "block stride must be 1 or 2, got " + std::to_string(stride));
+  require(!skip || (stride == 1 && cin == cout), "a block with a residual needs stride 1 and cin == cout");
+  require(expand_weight != nullptr || cexp == cin, "a block without an expand conv needs cexp == cin");
+  const int64_t prev = blocks_.empty() ? stem_cout_ : blocks_.back().cout;
+  require(prev == cin, "block " + std::to_string(blocks_.size()) + " takes " + std::to_string(cin) +
+                           " channels, the layer before gives " + std::to_string(prev));
+  Block b;
+  b.cin = cin; b.cexp = cexp; b.cout = cout; b.k = k; b.stride = stride; b.squeeze = squeeze; b.skip = skip;
+  if (expand_weight != nullptr) {
+    b.expand_packed = packed_gemm(cexp, cin, expand_weight, isa_, "expand weight");
+    b.expand_bias = copy_of(expand_bias, cexp, "expand bias");
+  }
+  b.dw_weight = copy_of(dw_weight, cexp * k * k, "dw weight");
+  b.dw_bias = copy_of(dw_bias, cexp, "dw bias");
+  DwConvParams p;  // the NHWC geometry every call of this block has (the packing does not depend on h, w)
+  p.n = 1; p.c = cexp; p.h = p.w = k; p.out_h = p.out_w = 1; p.k = k; p.stride = stride;
+  nhwc_strides(p.x_stride, cexp, k, k);
+  nhwc_strides(p.y_stride, cexp, 1, 1);
+  b.dw_packed.resize(nhwc_packed_size(p, isa_));
+  pack_nhwc(p, isa_, b.dw_weight.data(), b.dw_bias.data(), b.dw_packed.data());
+  require(se_reduce_weight && se_reduce_bias && se_expand_weight && se_expand_bias, "SE weights must not be null");
+  b.se_packed.resize(se_packed_size(cexp, squeeze));
+  const int64_t s1[2] = {cexp, 1}, s2[2] = {squeeze, 1};
+  se_pack(cexp, squeeze, se_reduce_weight, s1, se_reduce_bias, se_expand_weight, s2, se_expand_bias,
+          b.se_packed.data());
+  b.proj_packed = packed_gemm(cout, cexp, proj_weight, isa_, "projection weight");
+  b.proj_bias = copy_of(proj_bias, cout, "projection bias");
+  blocks_.push_back(std::move(b));
+}
+
+void Net::set_head(int64_t cin, int64_t cout, const float* weight, const float* bias) {
+  require(cin >= 1 && cout >= 1, "head channel counts must be >= 1");
+  head_cin_ = cin; head_cout_ = cout;
+  head_packed_ = packed_gemm(cout, cin, weight, isa_, "head weight");
+  head_bias_ = copy_of(bias, cout, "head bias");
+}
+
+void Net::set_classifier(int64_t features, int64_t classes, const float* weight, const float* bias) {
+  require(features >= 1 && classes >= 1, "classifier sizes must be >= 1");
+  require(features == head_cout_, "the classifier takes " + std::to_string(features) + " features, the head gives " +
+                                      std::to_string(head_cout_));
+  classes_ = classes;
+  cls_packed_ = packed_gemm(classes, features, weight, isa_, "classifier weight");
+  cls_bias_ = copy_of(bias, classes, "classifier bias");
+}
+
+void Net::run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* logits,
+              int num_threads) const {
+  require(stem_cout_ > 0 && head_cout_ > 0 && classes_ > 0, "the net is incomplete (stem, head, classifier)");
+  const int64_t last = blocks_.empty() ? stem_cout_ : blocks_.back().cout;
+  require(head_cin_ == last, "the head takes " + std::to_string(head_cin_) + " channels, the last block gives " +
+                                 std::to_string(last));
+  require(n >= 0 && h >= 1 && w >= 1, "input needs n >= 0 and h, w >= 1");
+  for (int i = 0; i < 4; ++i) require(x_stride[i] >= 0, "input strides must be non-negative");
+  if (n == 0) return;
+  require(x != nullptr && logits != nullptr, "x and logits must not be null");
+  std::unique_lock<std::mutex> lock(arena_mutex_, std::try_to_lock);
+  if (lock.owns_lock()) return run_with(*arena_, x, n, h, w, x_stride, logits, num_threads);
+  Arena own;  // another thread is running: this call gets buffers of its own
+  run_with(own, x, n, h, w, x_stride, logits, num_threads);
+}
+
+void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4],
+                   float* logits, int num_threads) const {
+  std::vector<std::pair<std::string, double>> prof;
+  auto t_last = std::chrono::steady_clock::now();
+  auto mark = [&](const char* what, int64_t index) {
+    if (!profiling_) return;
+    const auto now = std::chrono::steady_clock::now();
+    prof.emplace_back(index >= 0 ? std::string(what) + "." + std::to_string(index) : std::string(what),
+                      std::chrono::duration<double>(now - t_last).count());
+    t_last = now;
+  };
+  // Stem: im2col (columns in the weight's (c, kh, kw) order, zeros where the window leaves the image).
+  const Axis ay = axis(h, stem_k_, stem_stride_, same_), ax = axis(w, stem_k_, stem_stride_, same_);
+  int64_t hh = ay.out, ww = ax.out;
+  const int64_t cols = stem_cin_ * stem_k_ * stem_k_;
+  float* col = sized(arena.col, n * hh * ww * cols);
+  parallel_for(n * hh, std::max(1, std::min(num_threads, static_cast<int>(n * hh / 8))), [&](int64_t row) {
+    const int64_t s = row / hh, oy = row % hh, k = stem_k_;
+    float* dst = col + row * ww * cols;
+    for (int64_t c = 0; c < stem_cin_; ++c)
+      for (int64_t ky = 0; ky < k; ++ky) {
+        const int64_t iy = oy * stem_stride_ - ay.before + ky, j0 = (c * k + ky) * k;
+        const bool row_in = iy >= 0 && iy < h;
+        const float* src = x + s * x_stride[0] + c * x_stride[1] + (row_in ? iy : 0) * x_stride[2];
+        for (int64_t ox = 0; ox < ww; ++ox) {
+          float* d = dst + ox * cols + j0;
+          const int64_t ix0 = ox * stem_stride_ - ax.before;
+          if (!row_in) {
+            for (int64_t kx = 0; kx < k; ++kx) d[kx] = 0.0f;
+          } else if (ix0 >= 0 && ix0 + k <= w) {
+            const float* p = src + ix0 * x_stride[3];
+            for (int64_t kx = 0; kx < k; ++kx) d[kx] = p[kx * x_stride[3]];
+          } else {
+            for (int64_t kx = 0; kx < k; ++kx) {
+              const int64_t ix = ix0 + kx;
+              d[kx] = ix >= 0 && ix < w ? src[ix * x_stride[3]] : 0.0f;
+            }
+          }
+        }
+      }
+  });
+  // Buffer sizes for this input: walk the shapes once.
+  int64_t x_max = hh * ww * stem_cout_, e_max = hh * ww * head_cout_, y_max = 0, c_max = head_cout_;
+  {
+    int64_t th = hh, tw = ww;
+    for (const Block& b : blocks_) {
+      e_max = std::max(e_max, th * tw * b.cexp);
+      th = axis(th, b.k, b.stride, same_).out;
+      tw = axis(tw, b.k, b.stride, same_).out;
+      y_max = std::max(y_max, th * tw * b.cexp);
+      x_max = std::max(x_max, th * tw * b.cout);
+      c_max = std::max(c_max, b.cexp);
+    }
+    e_max = std::max(e_max, th * tw * head_cout_);
+  }
+  float* bufs[2] = {sized(arena.x0, n * x_max), sized(arena.x1, n * x_max)};
+  float* e = sized(arena.e, n * e_max);
+  float* y = sized(arena.y, n * y_max);
+  float* pooled = sized(arena.pooled, n * c_max);
+  float* gate = sized(arena.gate, n * c_max);
+
+  mark("stem.im2col", -1);
+  gemm(gemm_args(n * hh * ww, stem_cout_, cols, col, stem_packed_, stem_bias_, bufs[0], true), num_threads, isa_);
+  mark("stem.gemm", -1);
+  int cur = 0;
+  int64_t bi = 0;
+  for (const Block& b : blocks_) {
+    const float* in = bufs[cur];
+    const float* ex = in;
+    if (!b.expand_packed.empty()) {
+      gemm(gemm_args(n * hh * ww, b.cexp, b.cin, in, b.expand_packed, b.expand_bias, e, true), num_threads, isa_);
+      ex = e;
+      mark("expand", bi);
+    }
+    const Axis by = axis(hh, b.k, b.stride, same_), bx = axis(ww, b.k, b.stride, same_);
+    DwConvParams p;
+    p.n = n; p.c = b.cexp; p.h = hh; p.w = ww; p.out_h = by.out; p.out_w = bx.out;
+    p.k = b.k; p.stride = b.stride; p.pad_top = by.before; p.pad_left = bx.before;
+    nhwc_strides(p.x_stride, b.cexp, hh, ww);
+    nhwc_strides(p.y_stride, b.cexp, by.out, bx.out);
+    const bool packed_fits = nhwc_packed_size(p, isa_) == b.dw_packed.size() && !b.dw_packed.empty();
+    dwconv_bias_swish(p, ex, b.dw_weight.data(), b.dw_bias.data(), y, pooled, num_threads, isa_,
+                      packed_fits ? b.dw_packed.data() : nullptr);
+    mark("dw", bi);
+    se_gate(n, b.cexp, b.squeeze, b.se_packed.data(), pooled, gate, num_threads, isa_);
+    mark("se_gate", bi);
+    hh = by.out;
+    ww = bx.out;
+    GemmArgs g = gemm_args(n * hh * ww, b.cout, b.cexp, y, b.proj_packed, b.proj_bias, bufs[1 - cur], false);
+    g.scale = gate;
+    g.rows_per_scale = hh * ww;
+    if (b.skip) {
+      g.residual = in;
+      g.ldr = b.cout;
+    }
+    gemm(g, num_threads, isa_);
+    mark("project", bi++);
+    cur = 1 - cur;
+  }
+  gemm(gemm_args(n * hh * ww, head_cout_, head_cin_, bufs[cur], head_packed_, head_bias_, e, true), num_threads,
+       isa_);
+  mark("head.gemm", -1);
+  SeParams sp;
+  sp.n = n; sp.c = head_cout_; sp.h = hh; sp.w = ww;
+  nhwc_strides(sp.x_stride, head_cout_, hh, ww);
+  float* features = sized(arena.features, n * head_cout_);
+  se_pool(sp, e, features, num_threads, isa_);
+  mark("head.pool", -1);
+  gemm(gemm_args(n, classes_, head_cout_, features, cls_packed_, cls_bias_, logits, false), num_threads, isa_);
+  mark("classifier", -1);
+  if (profiling_) {
+    std::lock_guard<std::mutex> guard(profile_mutex_);
+    profile_ = std::move(prof);
+  }
+}
+
+std::vector<std::pair<std::string, double>> Net::last_profile() const {
+  std::lock_guard<std::mutex> guard(profile_mutex_);
+  return profile_;
+}
+
+}  // namespace effnet
