@@ -571,3 +571,39 @@ class SeProjection:
                 y.shape[0], self.weight.shape[0], y.shape[2], y.shape[3])):
             raise ValueError(f"residual must be fp32 CPU (N, Cout, H, W), got {tuple(residual.shape)}")
         return _project(y, pooled, self.packed, self.squeeze, self.weight, self.bias, residual, self.isa)
+
+
+class Conv1x1:
+    """A 1×1 convolution (fp32, CPU) as this package's GEMM on the channels_last view, with the weight
+    (Cout, Cin) packed once: ``conv(x, swish=False, residual=None)`` returns channels_last
+    ``act(conv1x1(x) + bias) + residual``. What :class:`effnet_kernels._C.Net` runs per 1×1 layer, for
+    benchmarks and tests that time one layer."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, isa: Optional[str] = None):
+        w = weight.detach().reshape(weight.shape[0], -1)
+        if w.dtype is not _F32 or not w.is_cpu:
+            raise ValueError(f"weight must be fp32 on the CPU, got {w.dtype} on {w.device}")
+        self.isa = isa if isa is not None else (_forced_isa or "")
+        self.cout, self.cin = w.shape
+        self.packed = torch.empty(_C.gemm_packed_size(self.cout, self.cin, self.isa), dtype=_F32)
+        _C.gemm_pack(self.cout, self.cin, w.data_ptr(), w.stride(0), w.stride(1), self.packed.data_ptr(), self.isa)
+        if bias is not None and (bias.shape != (self.cout,) or bias.dtype is not _F32):
+            raise ValueError(f"bias must be fp32 of shape ({self.cout},), got {bias.dtype} {tuple(bias.shape)}")
+        self.bias = None if bias is None else bias.detach().contiguous().clone()
+
+    def __call__(self, x: torch.Tensor, swish: bool = False, residual: Optional[torch.Tensor] = None):
+        if not (x.is_cpu and x.dtype is _F32 and x.dim() == 4 and x.shape[1] == self.cin):
+            raise ValueError(f"x must be fp32 CPU (N, {self.cin}, H, W), got {x.dtype} {tuple(x.shape)} on {x.device}")
+        n, _, h, w = x.shape
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = torch.empty((n, self.cout, h, w), dtype=_F32, memory_format=torch.channels_last)
+        r = 0
+        if residual is not None:
+            if tuple(residual.shape) != (n, self.cout, h, w) or residual.dtype is not _F32 or not residual.is_cpu:
+                raise ValueError(f"residual must be fp32 CPU {(n, self.cout, h, w)}, got {tuple(residual.shape)}")
+            residual = residual.contiguous(memory_format=torch.channels_last)
+            r = residual.data_ptr()
+        _C.gemm(n * h * w, self.cout, self.cin, x.data_ptr(), self.cin, self.packed.data_ptr(),
+                0 if self.bias is None else self.bias.data_ptr(), 0, 0, r, self.cout, out.data_ptr(), self.cout,
+                swish, torch.get_num_threads(), self.isa)
+        return out

@@ -24,8 +24,7 @@ import torch
 import torch.nn as nn
 
 from . import ops
-from ._cpu import SeProjection
-from .fuse import _gemm_nhwc
+from ._cpu import Conv1x1, SeProjection
 from .bench import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
                     time_fn, write_op_results)
 from .scaling import SEShape, _out, arch_spec, se_shapes
@@ -89,9 +88,8 @@ class BlockSetup:
         self.x = torch.randn(batch, cin, height, width, generator=g).contiguous(memory_format=cl)
         self.expand = None
         if block.expand_ratio != 1:
-            # (Cin, Cmid): the transposed weight the fused model's 1×1 GEMM takes
-            self.expand = ((torch.randn(cmid, cin, generator=g) / cin ** 0.5).t().contiguous(),
-                           torch.randn(cmid, generator=g) * 0.1)
+            # the fused model's 1×1 GEMM, weight packed once
+            self.expand = Conv1x1(torch.randn(cmid, cin, generator=g) / cin ** 0.5, torch.randn(cmid, generator=g) * 0.1)
         self.dw = (torch.randn(cmid, 1, k, k, generator=g) / k, torch.randn(cmid, generator=g) * 0.1)
         self.se = _se_weights(cmid, block.se_channels, g)
         self.proj = (torch.randn(cout, cmid, generator=g) / cmid ** 0.5, torch.randn(cout, generator=g) * 0.1)
@@ -100,7 +98,7 @@ class BlockSetup:
         self.se_projection = SeProjection(*self.se, *self.proj)
 
     def _expanded(self):
-        return self.x if self.expand is None else _gemm_nhwc(self.x, *self.expand, swish=True)
+        return self.x if self.expand is None else self.expand(self.x, swish=True)
 
     def run_with_se(self):
         y, pooled = ops.dwconv_bias_swish_pool(self._expanded(), *self.dw, self.block.stride)
