@@ -180,3 +180,14 @@ def test_torch_export_dynamic_batch(b0_pair):
         x = _x((n, 3, 64, 64), seed=n)
         with torch.inference_mode():
             assert rel_error(ep.module()(x), model(x)) <= 1e-4
+
+
+def test_engine_profile_covers_every_step():
+    from effnet_kernels.bench_e2e import profile_fused, profile_table
+    p = profile_fused(0.0, runs=2)
+    blocks = len(ek.efficientnet(0.0).spec.blocks)
+    assert sum(k.startswith("dw.") for k in p["steps_ms"]) == blocks
+    assert sum(k.startswith("project.") for k in p["steps_ms"]) == blocks
+    assert set(p["kinds_ms"]) == {"stem", "expand", "dw", "se_gate", "project", "head", "classifier"}
+    assert all(v >= 0 for v in p["steps_ms"].values())
+    assert "| 0 | 1 |" in profile_table([p])
