@@ -224,6 +224,7 @@ class PyNet {
   }
   int64_t classes() const { return net_.classes(); }
   void set_profiling(bool on) { net_.set_profiling(on); }
+  void set_band_fusion(bool on) { net_.set_band_fusion(on); }
   std::vector<std::pair<std::string, double>> last_profile() const { return net_.last_profile(); }
   std::string isa() const { return effnet::isa_name(net_.isa()); }
 
@@ -316,6 +317,8 @@ PYBIND11_MODULE(_C, m) {
       .def("run", &PyNet::run, py::arg("x"), py::arg("n"), py::arg("h"), py::arg("w"), py::arg("x_strides"),
            py::arg("logits"), py::arg("num_threads"))
       .def("set_profiling", &PyNet::set_profiling, py::arg("on"))
+      .def("set_band_fusion", &PyNet::set_band_fusion, py::arg("on"),
+           "expand + depthwise in row bands for large layers (default on; see net.h)")
       .def("last_profile", &PyNet::last_profile, "[(step, seconds)] of the last run with profiling on")
       .def_property_readonly("classes", &PyNet::classes)
       .def_property_readonly("isa", &PyNet::isa);

@@ -14,6 +14,8 @@ namespace effnet {
 namespace {
 
 constexpr int kScalarNR = 8;
+constexpr int64_t kKcFloats = 256;         // the micro-kernels' k chunk (kKc in gemm_impl.inc)
+constexpr int64_t kL2Floats = 96 * 1024;   // A rows x k chunk one task keeps in L2 (384 KB)
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -104,13 +106,19 @@ void gemm(const GemmArgs& g, int num_threads, Isa isa) {
   const int64_t panels = ceil_div(g.n, kern.nr);
   // One thread below ~256k multiply-adds (~10 us): waking a second costs about as much as it saves.
   const int threads = g.m * g.n * g.k < (int64_t{1} << 18) ? 1 : std::max(1, num_threads);
-  // Row blocks of up to 96 rows (A's chunk rows stay in L2 across the panels); with several threads,
-  // at least 4 tasks per thread so a thread slowed by a busy neighbour hands work over; when the rows
-  // alone cannot make that many tasks (small planes), the panels are split too.
+  // Which operand a task re-reads: a task sweeps its panels for every block of its rows, so each task
+  // reads its panels of W once per row block and its rows of A once per panel. When W is the larger
+  // operand (n > m: the late, small-plane layers, whose weights come from memory on every call), a task
+  // takes all the rows that fit L2 (kc floats each) and the threads split the panels: W is read once.
+  // Otherwise row blocks of up to 96 rows, at least 4 tasks per thread so a thread slowed by a busy
+  // neighbour hands work over, panels split too only when the rows cannot make that many tasks.
+  const int64_t l2_rows = std::max<int64_t>(kern.mr, kL2Floats / std::min<int64_t>(g.k, kKcFloats) / kern.mr * kern.mr);
   const int64_t max_mc = std::max<int64_t>(kern.mr, 96 / kern.mr * kern.mr);
   const int64_t want = 4 * int64_t{threads};
-  const int64_t mc =
-      threads == 1 ? max_mc : std::clamp(ceil_div(ceil_div(g.m, want), kern.mr) * kern.mr, int64_t{kern.mr}, max_mc);
+  const int64_t all_rows = std::min(ceil_div(g.m, kern.mr) * kern.mr, l2_rows);
+  const int64_t mc = g.n > g.m || threads == 1
+                         ? all_rows
+                         : std::clamp(ceil_div(ceil_div(g.m, want), kern.mr) * kern.mr, int64_t{kern.mr}, max_mc);
   const int64_t mblocks = ceil_div(g.m, mc);
   const int64_t per_group = threads == 1 || mblocks >= want ? panels : ceil_div(panels, ceil_div(want, mblocks));
   const int64_t groups = ceil_div(panels, per_group);

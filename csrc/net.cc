@@ -17,6 +17,8 @@ struct Net::Block {
   bool skip;
   std::vector<float> expand_packed, expand_bias;  // empty without an expand conv
   std::vector<float> dw_weight, dw_bias, dw_packed;
+  int64_t group = 0;                           // channels per task of the banded expand + depthwise
+  std::vector<std::vector<float>> group_packed;  // the depthwise weights packed per group
   std::vector<float> se_packed;
   std::vector<float> proj_packed, proj_bias;
 };
@@ -30,6 +32,15 @@ namespace {
 void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument("Net: " + what);
 }
+
+// The banded expand + depthwise (Net::set_band_fusion) runs for blocks whose expanded activation holds
+// more than this many floats per sample (4 MB): smaller ones stay in cache between the two steps anyway,
+// and the whole-plane GEMM splits better over threads.
+constexpr int64_t kBandMinFloats = int64_t{1} << 20;
+// Floats in a band buffer (the expanded rows one task holds): 128 KB, within L2 with the input rows.
+constexpr int64_t kBandFloats = int64_t{1} << 15;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 std::vector<float> copy_of(const float* p, int64_t count, const char* name) {
   require(p != nullptr, std::string(name) + " must not be null");
@@ -121,6 +132,20 @@ void Net::add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t 
   nhwc_strides(p.y_stride, cexp, 1, 1);
   b.dw_packed.resize(nhwc_packed_size(p, isa_));
   pack_nhwc(p, isa_, b.dw_weight.data(), b.dw_bias.data(), b.dw_packed.data());
+  if (expand_weight != nullptr) {
+    // Groups of whole GEMM panels (so a group's expand weights are a slice of the packed ones), about six
+    // per block so that one sample already gives the threads several tasks each.
+    const int64_t nr = gemm_nr(isa_);
+    b.group = nr * std::max<int64_t>(1, cexp / (nr * 6));
+    for (int64_t c0 = 0; c0 < cexp; c0 += b.group) {
+      DwConvParams q = p;
+      q.c = std::min(b.group, cexp - c0);
+      nhwc_strides(q.x_stride, q.c, k, k);
+      nhwc_strides(q.y_stride, cexp, 1, 1);
+      b.group_packed.emplace_back(nhwc_packed_size(q, isa_));
+      pack_nhwc(q, isa_, b.dw_weight.data() + c0 * k * k, b.dw_bias.data() + c0, b.group_packed.back().data());
+    }
+  }
   require(se_reduce_weight && se_reduce_bias && se_expand_weight && se_expand_bias, "SE weights must not be null");
   b.se_packed.resize(se_packed_size(cexp, squeeze));
   const int64_t s1[2] = {cexp, 1}, s2[2] = {squeeze, 1};
@@ -232,12 +257,17 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
   for (const Block& b : blocks_) {
     const float* in = bufs[cur];
     const float* ex = in;
-    if (!b.expand_packed.empty()) {
+    const Axis by = axis(hh, b.k, b.stride, same_), bx = axis(ww, b.k, b.stride, same_);
+    const bool banded = band_fusion_ && b.group > 0 && hh * ww * b.cexp > kBandMinFloats;
+    if (banded) {
+      expand_dw_banded(b, in, n, hh, ww, by.before, bx.before, by.out, bx.out, y, pooled, num_threads);
+      mark("expand_dw", bi);
+    } else if (!b.expand_packed.empty()) {
       gemm(gemm_args(n * hh * ww, b.cexp, b.cin, in, b.expand_packed, b.expand_bias, e, true), num_threads, isa_);
       ex = e;
       mark("expand", bi);
     }
-    const Axis by = axis(hh, b.k, b.stride, same_), bx = axis(ww, b.k, b.stride, same_);
+    if (!banded) {
     DwConvParams p;
     p.n = n; p.c = b.cexp; p.h = hh; p.w = ww; p.out_h = by.out; p.out_w = bx.out;
     p.k = b.k; p.stride = b.stride; p.pad_top = by.before; p.pad_left = bx.before;
@@ -247,6 +277,7 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     dwconv_bias_swish(p, ex, b.dw_weight.data(), b.dw_bias.data(), y, pooled, num_threads, isa_,
                       packed_fits ? b.dw_packed.data() : nullptr);
     mark("dw", bi);
+    }
     se_gate(n, b.cexp, b.squeeze, b.se_packed.data(), pooled, gate, num_threads, isa_);
     mark("se_gate", bi);
     hh = by.out;
@@ -277,6 +308,62 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     std::lock_guard<std::mutex> guard(profile_mutex_);
     profile_ = std::move(prof);
   }
+}
+
+void Net::expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h, int64_t w, int64_t pad_top,
+                           int64_t pad_left, int64_t out_h, int64_t out_w, float* y, float* pooled,
+                           int num_threads) const {
+  const int64_t s = b.stride, k = b.k, g = b.group, groups = ceil_div(b.cexp, g);
+  const int64_t row_floats = w * g;
+  // Output rows per band: as many as keep the band's input rows ((R - 1) s + k of them) near kBandFloats.
+  const int64_t bands_rows =
+      std::clamp<int64_t>((kBandFloats / row_floats - (k - s)) / s, 1, out_h);
+  const int64_t cap_rows = (bands_rows - 1) * s + k;
+  const int nr = gemm_nr(isa_);
+  std::vector<double> sums(static_cast<size_t>(n * b.cexp), 0.0);
+  parallel_for(n * groups, num_threads, [&](int64_t task) {
+    const int64_t smp = task / groups, gi = task % groups, c0 = gi * g, gc = std::min(g, b.cexp - c0);
+    thread_local std::vector<float> band, means;
+    float* buf = sized(band, cap_rows * row_floats);
+    float* mean = sized(means, gc);
+    GemmArgs ge;
+    ge.n = gc; ge.k = b.cin; ge.lda = b.cin; ge.ldc = g; ge.swish = true;
+    ge.packed = b.expand_packed.data() + (c0 / nr) * nr * b.cin;
+    ge.bias = b.expand_bias.data() + c0;
+    int64_t buf_lo = 0, buf_hi = 0;  // input rows [buf_lo, buf_hi) of this sample are in buf
+    for (int64_t oh0 = 0; oh0 < out_h; oh0 += bands_rows) {
+      const int64_t oh1 = std::min(out_h, oh0 + bands_rows);
+      const int64_t lo = std::max<int64_t>(0, oh0 * s - pad_top);
+      const int64_t hi = std::min(h, (oh1 - 1) * s - pad_top + k);
+      int64_t have = lo;  // rows [lo, have) already expanded: the ones this band shares with the last
+      if (buf_lo <= lo && lo < buf_hi) {
+        std::copy(buf + (lo - buf_lo) * row_floats, buf + (buf_hi - buf_lo) * row_floats, buf);
+        have = buf_hi;
+      }
+      if (hi > have) {
+        ge.m = (hi - have) * w;
+        ge.a = in + ((smp * h + have) * w) * b.cin;
+        ge.c = buf + (have - lo) * row_floats;
+        gemm(ge, 1, isa_);
+      }
+      buf_lo = lo;
+      buf_hi = hi;
+      DwConvParams p;
+      p.n = 1; p.c = gc; p.h = hi - lo; p.w = w; p.out_h = oh1 - oh0; p.out_w = out_w;
+      p.k = k; p.stride = s; p.pad_top = lo - (oh0 * s - pad_top); p.pad_left = pad_left;
+      nhwc_strides(p.x_stride, g, hi - lo, w);
+      nhwc_strides(p.y_stride, b.cexp, out_h, out_w);
+      const std::vector<float>& packed = b.group_packed[gi];
+      const bool fits = !packed.empty() && nhwc_packed_size(p, isa_) == packed.size();
+      dwconv_bias_swish(p, buf, b.dw_weight.data() + c0 * k * k, b.dw_bias.data() + c0,
+                        y + ((smp * out_h + oh0) * out_w) * b.cexp + c0, mean, 1, isa_,
+                        fits ? packed.data() : nullptr);
+      const double count = static_cast<double>((oh1 - oh0) * out_w);
+      for (int64_t j = 0; j < gc; ++j) sums[smp * b.cexp + c0 + j] += static_cast<double>(mean[j]) * count;
+    }
+  });
+  const double plane = static_cast<double>(out_h * out_w);
+  for (int64_t i = 0; i < n * b.cexp; ++i) pooled[i] = static_cast<float>(sums[i] / plane);
 }
 
 std::vector<std::pair<std::string, double>> Net::last_profile() const {

@@ -134,7 +134,8 @@ def bench_phi(phi, batch: int, rounds: int, per_round: int, compile_it: bool, us
 
 def profile_fused(phi, batch: int = 1, runs: int = 10) -> dict:
     """Where the fused model's time goes: the C++ engine's per-step wall times (median over ``runs``
-    forward passes), summed per kind of step (stem, expand, dw, se_gate, project, head, classifier)."""
+    forward passes), summed per kind of step (stem, expand_dw: the banded expand + depthwise of large
+    layers, expand, dw, se_gate, project, head, classifier)."""
     res = compound(phi).resolution
     model = randomize_bn_(efficientnet(phi).eval(), calibration_size=(2, 3, res, res))
     fused = fuse(model)
@@ -159,7 +160,7 @@ def profile_fused(phi, batch: int = 1, runs: int = 10) -> dict:
 
 
 def profile_table(profiles: List[dict]) -> str:
-    kinds = ["stem", "expand", "dw", "se_gate", "project", "head", "classifier"]
+    kinds = ["stem", "expand_dw", "expand", "dw", "se_gate", "project", "head", "classifier"]
     lines = ["| φ | batch | " + " | ".join(f"{k} ms" for k in kinds) + " | sum ms |", "|" + "---|" * (len(kinds) + 3)]
     for p in profiles:
         total = sum(p["kinds_ms"].values())

@@ -182,12 +182,33 @@ def test_torch_export_dynamic_batch(b0_pair):
             assert rel_error(ep.module()(x), model(x)) <= 1e-4
 
 
+@pytest.mark.parametrize("size,padding", [((1, 3, 224, 224), "symmetric"), ((2, 3, 227, 233), "same")])
+def test_banded_expand_depthwise_matches_whole_tensor_path(size, padding):
+    # B0's second block expands to 96 x (H/2) x (W/2) floats per sample, past the banding threshold at
+    # these sizes: the banded path (default) and the whole-tensor path give the same logits (only the SE
+    # pool's summation order differs).
+    model = randomize_bn_(ek.efficientnet("b0", padding=padding).eval(), calibration_size=(4, 3) + size[2:])
+    fused = fuse(model)
+    x = _x(size)
+    with torch.inference_mode():
+        net = fused._engine()
+        net.set_profiling(True)
+        banded = fused(x)
+        assert any(k.startswith("expand_dw.") for k, _ in net.last_profile())
+        net.set_band_fusion(False)
+        whole = fused(x)
+        assert not any(k.startswith("expand_dw.") for k, _ in net.last_profile())
+        net.set_band_fusion(True)
+        net.set_profiling(False)
+    assert rel_error(banded, whole) <= 1e-5
+
+
 def test_engine_profile_covers_every_step():
     from effnet_kernels.bench_e2e import profile_fused, profile_table
     p = profile_fused(0.0, runs=2)
     blocks = len(ek.efficientnet(0.0).spec.blocks)
-    assert sum(k.startswith("dw.") for k in p["steps_ms"]) == blocks
+    assert sum(k.startswith(("dw.", "expand_dw.")) for k in p["steps_ms"]) == blocks
     assert sum(k.startswith("project.") for k in p["steps_ms"]) == blocks
-    assert set(p["kinds_ms"]) == {"stem", "expand", "dw", "se_gate", "project", "head", "classifier"}
+    assert set(p["kinds_ms"]) == {"stem", "expand", "expand_dw", "dw", "se_gate", "project", "head", "classifier"}
     assert all(v >= 0 for v in p["steps_ms"].values())
     assert "| 0 | 1 |" in profile_table([p])

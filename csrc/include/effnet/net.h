@@ -50,6 +50,12 @@ class Net {
   void run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* logits,
            int num_threads) const;
 
+  // Expand + depthwise in row bands (default on): for blocks whose expanded activation is large, each
+  // task (sample, group of channels) runs the expand GEMM a few input rows at a time into a small
+  // per-thread buffer and the depthwise conv over it, keeping the rows the next band shares; the expanded
+  // tensor never goes to memory. Off: the expand GEMM writes the whole tensor, the depthwise reads it.
+  void set_band_fusion(bool on) { band_fusion_ = on; }
+
   // Per-step wall times of the last run (name, seconds) when profiling is on: what the fused model's
   // per-op profile reports. Off by default (two clock reads per step).
   void set_profiling(bool on) { profiling_ = on; }
@@ -71,6 +77,11 @@ class Net {
   std::vector<float> head_packed_, head_bias_;
   int64_t classes_ = 0;
   std::vector<float> cls_packed_, cls_bias_;
+  void expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h, int64_t w, int64_t pad_top,
+                        int64_t pad_left, int64_t out_h, int64_t out_w, float* y, float* pooled,
+                        int num_threads) const;
+
+  bool band_fusion_ = true;
   bool profiling_ = false;
   mutable std::mutex profile_mutex_;
   mutable std::vector<std::pair<std::string, double>> profile_;
