@@ -224,7 +224,7 @@ class PyNet {
   }
   int64_t classes() const { return net_.classes(); }
   void set_profiling(bool on) { net_.set_profiling(on); }
-  void set_band_fusion(bool on) { net_.set_band_fusion(on); }
+  void set_band_fusion(bool on, int64_t min_floats) { net_.set_band_fusion(on, min_floats); }
   std::vector<std::pair<std::string, double>> last_profile() const { return net_.last_profile(); }
   std::string isa() const { return effnet::isa_name(net_.isa()); }
 
@@ -318,6 +318,7 @@ PYBIND11_MODULE(_C, m) {
            py::arg("logits"), py::arg("num_threads"))
       .def("set_profiling", &PyNet::set_profiling, py::arg("on"))
       .def("set_band_fusion", &PyNet::set_band_fusion, py::arg("on"),
+           py::arg("min_floats") = effnet::Net::kDefaultBandMinFloats,
            "expand + depthwise in row bands for large layers (default on; see net.h)")
       .def("last_profile", &PyNet::last_profile, "[(step, seconds)] of the last run with profiling on")
       .def_property_readonly("classes", &PyNet::classes)

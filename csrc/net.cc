@@ -34,9 +34,8 @@ void require(bool ok, const std::string& what) {
 }
 
 // The banded expand + depthwise (Net::set_band_fusion) runs for blocks whose expanded activation holds
-// more than this many floats per sample (4 MB): smaller ones stay in cache between the two steps anyway,
-// and the whole-plane GEMM splits better over threads.
-constexpr int64_t kBandMinFloats = int64_t{1} << 20;
+// more than Net::kDefaultBandMinFloats floats per sample (4 MB): smaller ones stay in cache between the
+// two steps anyway, and the whole-plane GEMM splits better over threads.
 // Floats in a band buffer (the expanded rows one task holds): 128 KB, within L2 with the input rows.
 constexpr int64_t kBandFloats = int64_t{1} << 15;
 
@@ -258,7 +257,7 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     const float* in = bufs[cur];
     const float* ex = in;
     const Axis by = axis(hh, b.k, b.stride, same_), bx = axis(ww, b.k, b.stride, same_);
-    const bool banded = band_fusion_ && b.group > 0 && hh * ww * b.cexp > kBandMinFloats;
+    const bool banded = band_fusion_ && b.group > 0 && hh * ww * b.cexp > band_min_floats_;
     if (banded) {
       expand_dw_banded(b, in, n, hh, ww, by.before, bx.before, by.out, bx.out, y, pooled, num_threads);
       mark("expand_dw", bi);

@@ -54,7 +54,13 @@ class Net {
   // task (sample, group of channels) runs the expand GEMM a few input rows at a time into a small
   // per-thread buffer and the depthwise conv over it, keeping the rows the next band shares; the expanded
   // tensor never goes to memory. Off: the expand GEMM writes the whole tensor, the depthwise reads it.
-  void set_band_fusion(bool on) { band_fusion_ = on; }
+  // min_floats: the expanded floats per sample from which a block is banded (default 1M = 4 MB; tests
+  // lower it to reach the banded path on small images).
+  static constexpr int64_t kDefaultBandMinFloats = int64_t{1} << 20;
+  void set_band_fusion(bool on, int64_t min_floats = kDefaultBandMinFloats) {
+    band_fusion_ = on;
+    band_min_floats_ = min_floats;
+  }
 
   // Per-step wall times of the last run (name, seconds) when profiling is on: what the fused model's
   // per-op profile reports. Off by default (two clock reads per step).
@@ -82,6 +88,7 @@ class Net {
                         int num_threads) const;
 
   bool band_fusion_ = true;
+  int64_t band_min_floats_ = kDefaultBandMinFloats;
   bool profiling_ = false;
   mutable std::mutex profile_mutex_;
   mutable std::vector<std::pair<std::string, double>> profile_;

@@ -1,0 +1,274 @@
+// C++ tests of the whole fused forward pass (effnet::Net; run by ctest natively and under qemu-aarch64):
+// a small random EfficientNet (a block without expand and with a residual, a k5 stride-2 block, a k3
+// block with a residual, a k7 one; SE everywhere) against a float64 reference written here, for every
+// supported ISA, both paddings, NCHW / NHWC / strided inputs, odd sizes, batch 1 and 3, 1 and 3 threads,
+// the banded expand + depthwise forced on every block and off; bad configurations throw.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "effnet/net.h"
+#include "expect.h"
+
+namespace {
+
+using Vec = std::vector<float>;
+using DVec = std::vector<double>;
+
+struct BlockW {
+  int64_t cin, cexp, cout, k, stride, squeeze;
+  bool skip;
+  Vec ew, eb, dw, db, w1, b1, w2, b2, pw, pb;
+};
+
+struct Model {
+  int64_t stem_c = 8;
+  Vec sw, sb;
+  std::vector<BlockW> blocks;
+  int64_t head_c = 24, classes = 10;
+  Vec hw, hb, cw, cb;
+};
+
+Vec rnd(std::mt19937& g, int64_t n, float scale) {
+  std::normal_distribution<float> d(0.0f, scale);
+  Vec v(n);
+  for (float& x : v) x = d(g);
+  return v;
+}
+
+Model make_model(std::mt19937& g) {
+  Model m;
+  m.sw = rnd(g, m.stem_c * 27, 0.4f);
+  m.sb = rnd(g, m.stem_c, 0.2f);
+  auto add = [&](int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t s, int64_t sq, bool skip) {
+    BlockW b{cin, cexp, cout, k, s, sq, skip, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+    if (cexp != cin) {
+      b.ew = rnd(g, cexp * cin, 1.0f / std::sqrt(float(cin)));
+      b.eb = rnd(g, cexp, 0.2f);
+    }
+    b.dw = rnd(g, cexp * k * k, 1.0f / k);
+    b.db = rnd(g, cexp, 0.2f);
+    b.w1 = rnd(g, sq * cexp, 1.0f / std::sqrt(float(cexp)));
+    b.b1 = rnd(g, sq, 0.2f);
+    b.w2 = rnd(g, cexp * sq, 1.0f / std::sqrt(float(sq)));
+    b.b2 = rnd(g, cexp, 0.2f);
+    b.pw = rnd(g, cout * cexp, 1.0f / std::sqrt(float(cexp)));
+    b.pb = rnd(g, cout, 0.2f);
+    m.blocks.push_back(b);
+  };
+  add(8, 8, 8, 3, 1, 2, true);      // no expand, residual
+  add(8, 40, 12, 5, 2, 2, false);   // expand 5x, k5 stride 2
+  add(12, 36, 12, 3, 1, 3, true);   // residual
+  add(12, 44, 20, 7, 2, 3, false);  // k7, channels not a multiple of any vector
+  m.hw = rnd(g, m.head_c * 20, 1.0f / std::sqrt(20.0f));
+  m.hb = rnd(g, m.head_c, 0.2f);
+  m.cw = rnd(g, m.classes * m.head_c, 1.0f / std::sqrt(float(m.head_c)));
+  m.cb = rnd(g, m.classes, 0.2f);
+  return m;
+}
+
+// ---- float64 reference, NCHW, one sample ------------------------------------------------------------
+double swish(double z) { return z / (1.0 + std::exp(-z)); }
+
+struct Pad {
+  int64_t before, out;
+};
+Pad pad_of(int64_t size, int64_t k, int64_t s, bool same) {
+  if (!same) return {k / 2, (size + 2 * (k / 2) - k) / s + 1};
+  const int64_t out = (size + s - 1) / s, total = std::max<int64_t>((out - 1) * s + k - size, 0);
+  return {total / 2, out};
+}
+
+// Dense (groups == 1) or depthwise (groups == c) conv + bias, optional Swish.
+DVec conv(const DVec& x, int64_t c, int64_t h, int64_t w, const Vec& wt, const Vec& b, int64_t cout, int64_t k,
+          int64_t s, bool depthwise, bool same, bool act, int64_t* oh, int64_t* ow) {
+  const Pad py = pad_of(h, k, s, same), px = pad_of(w, k, s, same);
+  *oh = py.out;
+  *ow = px.out;
+  DVec y(cout * py.out * px.out);
+  for (int64_t o = 0; o < cout; ++o)
+    for (int64_t i = 0; i < py.out; ++i)
+      for (int64_t j = 0; j < px.out; ++j) {
+        double acc = b[o];
+        for (int64_t ci = depthwise ? o : 0; ci < (depthwise ? o + 1 : c); ++ci)
+          for (int64_t ky = 0; ky < k; ++ky)
+            for (int64_t kx = 0; kx < k; ++kx) {
+              const int64_t iy = i * s - py.before + ky, ix = j * s - px.before + kx;
+              if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+              const int64_t widx = depthwise ? (o * k + ky) * k + kx : ((o * c + ci) * k + ky) * k + kx;
+              acc += double(wt[widx]) * x[(ci * h + iy) * w + ix];
+            }
+        y[(o * py.out + i) * px.out + j] = act ? swish(acc) : acc;
+      }
+  return y;
+}
+
+DVec reference(const Model& m, const DVec& x, int64_t h, int64_t w, bool same) {
+  int64_t oh, ow;
+  DVec a = conv(x, 3, h, w, m.sw, m.sb, m.stem_c, 3, 2, false, same, true, &oh, &ow);
+  h = oh;
+  w = ow;
+  int64_t c = m.stem_c;
+  for (const BlockW& b : m.blocks) {
+    DVec e = b.ew.empty() ? a : conv(a, c, h, w, b.ew, b.eb, b.cexp, 1, 1, false, false, true, &oh, &ow);
+    DVec d = conv(e, b.cexp, h, w, b.dw, b.db, b.cexp, b.k, b.stride, true, same, true, &oh, &ow);
+    const int64_t plane = oh * ow;
+    DVec gate(b.cexp), hidden(b.squeeze);
+    for (int64_t j = 0; j < b.squeeze; ++j) {
+      double acc = b.b1[j];
+      for (int64_t ci = 0; ci < b.cexp; ++ci) {
+        double mean = 0.0;
+        for (int64_t p = 0; p < plane; ++p) mean += d[ci * plane + p];
+        acc += double(b.w1[j * b.cexp + ci]) * mean / plane;
+      }
+      hidden[j] = swish(acc);
+    }
+    for (int64_t ci = 0; ci < b.cexp; ++ci) {
+      double acc = b.b2[ci];
+      for (int64_t j = 0; j < b.squeeze; ++j) acc += double(b.w2[ci * b.squeeze + j]) * hidden[j];
+      gate[ci] = 1.0 / (1.0 + std::exp(-acc));
+    }
+    for (int64_t ci = 0; ci < b.cexp; ++ci)
+      for (int64_t p = 0; p < plane; ++p) d[ci * plane + p] *= gate[ci];
+    DVec out = conv(d, b.cexp, oh, ow, b.pw, b.pb, b.cout, 1, 1, false, false, false, &oh, &ow);
+    if (b.skip)
+      for (size_t i = 0; i < out.size(); ++i) out[i] += a[i];
+    a = out;
+    c = b.cout;
+    h = oh;
+    w = ow;
+  }
+  DVec head = conv(a, c, h, w, m.hw, m.hb, m.head_c, 1, 1, false, false, true, &oh, &ow);
+  DVec logits(m.classes);
+  for (int64_t o = 0; o < m.classes; ++o) {
+    double acc = m.cb[o];
+    for (int64_t ci = 0; ci < m.head_c; ++ci) {
+      double mean = 0.0;
+      for (int64_t p = 0; p < h * w; ++p) mean += head[ci * h * w + p];
+      acc += double(m.cw[o * m.head_c + ci]) * mean / (h * w);
+    }
+    logits[o] = acc;
+  }
+  return logits;
+}
+
+void build(effnet::Net& net, const Model& m) {
+  net.set_stem(3, m.stem_c, 3, 2, m.sw.data(), m.sb.data());
+  for (const BlockW& b : m.blocks)
+    net.add_block(b.cin, b.cexp, b.cout, b.k, b.stride, b.squeeze, b.skip, b.ew.empty() ? nullptr : b.ew.data(),
+                  b.eb.empty() ? nullptr : b.eb.data(), b.dw.data(), b.db.data(), b.w1.data(), b.b1.data(),
+                  b.w2.data(), b.b2.data(), b.pw.data(), b.pb.data());
+  net.set_head(20, m.head_c, m.hw.data(), m.hb.data());
+  net.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
+}
+
+enum class Layout { kNCHW, kNHWC, kStrided };
+
+void test_forward() {
+  std::mt19937 g(3);
+  const Model m = make_model(g);
+  for (auto isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon}) {
+    if (!effnet::isa_supported(isa)) continue;
+    for (bool same : {false, true}) {
+      effnet::Net net(same, isa);
+      build(net, m);
+      for (int64_t n : {1, 3})
+        for (auto hw : {std::pair<int64_t, int64_t>{33, 29}, {16, 16}, {1, 2}})
+          for (Layout layout : {Layout::kNCHW, Layout::kNHWC, Layout::kStrided}) {
+            const int64_t h = hw.first, w = hw.second;
+            int64_t st[4];
+            if (layout == Layout::kNCHW) {
+              st[3] = 1; st[2] = w; st[1] = h * w; st[0] = 3 * h * w;
+            } else if (layout == Layout::kNHWC) {
+              st[1] = 1; st[3] = 3; st[2] = 3 * w; st[0] = 3 * h * w;
+            } else {  // every other column of a wider NCHW image, plus an offset between samples
+              st[3] = 2; st[2] = 2 * w + 1; st[1] = h * st[2]; st[0] = 3 * st[1] + 5;
+            }
+            const int64_t span = (n - 1) * st[0] + 2 * st[1] + (h - 1) * st[2] + (w - 1) * st[3] + 1;
+            std::normal_distribution<float> d(0.0f, 1.0f);
+            Vec x(span);
+            for (float& v : x) v = d(g);
+            std::vector<DVec> want;
+            for (int64_t s = 0; s < n; ++s) {
+              DVec xs(3 * h * w);
+              for (int64_t c = 0; c < 3; ++c)
+                for (int64_t i = 0; i < h; ++i)
+                  for (int64_t j = 0; j < w; ++j) xs[(c * h + i) * w + j] = x[s * st[0] + c * st[1] + i * st[2] + j * st[3]];
+              want.push_back(reference(m, xs, h, w, same));
+            }
+            for (int threads : {1, 3})
+              for (bool banded : {false, true}) {
+                net.set_band_fusion(banded, banded ? 0 : effnet::Net::kDefaultBandMinFloats);
+                Vec logits(n * m.classes, -1.0f);
+                net.run(x.data(), n, h, w, st, logits.data(), threads);
+                double err = 0.0, norm = 0.0;
+                for (int64_t s = 0; s < n; ++s)
+                  for (int64_t o = 0; o < m.classes; ++o) {
+                    const double dlt = logits[s * m.classes + o] - want[s][o];
+                    err += dlt * dlt;
+                    norm += want[s][o] * want[s][o];
+                  }
+                const double rel = std::sqrt(err / std::max(norm, 1e-30));
+                EXPECT(rel <= 1e-5 && norm > 1e-6, "%s same=%d n=%lld %lldx%lld layout=%d threads=%d banded=%d: rel err %g",
+                       effnet::isa_name(isa), same, (long long)n, (long long)h, (long long)w, int(layout), threads,
+                       banded, rel);
+              }
+          }
+    }
+  }
+}
+
+void test_bad_configs() {
+  std::mt19937 g(5);
+  const Model m = make_model(g);
+  auto throws = [](auto fn) {
+    try {
+      fn();
+    } catch (const std::invalid_argument&) {
+      return true;
+    }
+    return false;
+  };
+  effnet::Net net(false, effnet::Isa::kScalar);
+  float logits[10];
+  const int64_t st[4] = {3 * 8 * 8, 64, 8, 1};
+  Vec x(3 * 64, 1.0f);
+  EXPECT(throws([&] { net.run(x.data(), 1, 8, 8, st, logits, 1); }), "an empty net ran");
+  net.set_stem(3, m.stem_c, 3, 2, m.sw.data(), m.sb.data());
+  const BlockW& b = m.blocks[1];
+  EXPECT(throws([&] {
+           net.add_block(9, b.cexp, b.cout, b.k, b.stride, b.squeeze, false, b.ew.data(), b.eb.data(), b.dw.data(),
+                         b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(), b.pw.data(), b.pb.data());
+         }),
+         "a block whose input channels do not follow the stem was accepted");
+  EXPECT(throws([&] {
+           net.add_block(8, b.cexp, b.cout, b.k, 2, b.squeeze, true, b.ew.data(), b.eb.data(), b.dw.data(),
+                         b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(), b.pw.data(), b.pb.data());
+         }),
+         "a residual on a stride-2 block was accepted");
+  EXPECT(throws([&] {
+           net.add_block(8, b.cexp, b.cout, 9, 1, b.squeeze, false, b.ew.data(), b.eb.data(), b.dw.data(),
+                         b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(), b.pw.data(), b.pb.data());
+         }),
+         "k = 9 accepted");
+  net.set_head(8, m.head_c, m.hw.data(), m.hb.data());
+  EXPECT(throws([&] { net.set_classifier(m.head_c + 1, m.classes, m.cw.data(), m.cb.data()); }),
+         "a classifier that does not take the head's features was accepted");
+  net.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
+  net.run(x.data(), 1, 8, 8, st, logits, 1);  // stem -> head directly: valid
+  const int64_t bad[4] = {-1, 64, 8, 1};
+  EXPECT(throws([&] { net.run(x.data(), 1, 8, 8, bad, logits, 1); }), "a negative stride accepted");
+  EXPECT(throws([&] { net.run(x.data(), 1, 0, 8, st, logits, 1); }), "h = 0 accepted");
+}
+
+}  // namespace
+
+int main() {
+  test_forward();
+  test_bad_configs();
+  std::printf("%d checks, %d failures\n", g_checks, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
