@@ -34,8 +34,9 @@ void require(bool ok, const std::string& what) {
 }
 
 // The banded expand + depthwise (Net::set_band_fusion) runs for blocks whose expanded activation holds
-// more than Net::kDefaultBandMinFloats floats per sample (4 MB): smaller ones stay in cache between the
-// two steps anyway, and the whole-plane GEMM splits better over threads.
+// more than Net::kDefaultBandMinFloats floats per sample (256 KB; measured on 2 cores, one process,
+// thresholds alternated: B4 batch 1 134 ms at 64k floats, 140 at 1M, 153 unbanded; B0 batch 8 82 vs
+// 98 ms unbanded). Below it the whole-plane GEMM splits better over threads and the tensor stays in L2.
 // Floats in a band buffer (the expanded rows one task holds): 128 KB, within L2 with the input rows.
 constexpr int64_t kBandFloats = int64_t{1} << 15;
 
@@ -74,6 +75,40 @@ void nhwc_strides(int64_t* s, int64_t c, int64_t h, int64_t w) {
   s[1] = 1;
   s[2] = w * c;
   s[3] = c;
+}
+
+// One output row of the stem's im2col: per output pixel, cin x k x k values in the weight's (c, kh, kw)
+// order, zero where the window leaves the image. K > 0 fixes the kernel size at compile time (the stem's
+// 3x3: the inner loops unroll), K == 0 takes it at run time.
+template <int K>
+void im2col_row(const float* x, int64_t s, int64_t oy, int64_t h, int64_t w, const int64_t* xs, int64_t cin,
+                int64_t stride, int64_t top, int64_t left, int64_t out_w, float* dst, int64_t k_rt = K) {
+  const int64_t k = K > 0 ? K : k_rt, cols = cin * k * k;
+  std::vector<const float*> rows(static_cast<size_t>(cin * k));  // row pointers, null outside the image
+  for (int64_t c = 0; c < cin; ++c)
+    for (int64_t ky = 0; ky < k; ++ky) {
+      const int64_t iy = oy * stride - top + ky;
+      rows[c * k + ky] = iy >= 0 && iy < h ? x + s * xs[0] + c * xs[1] + iy * xs[2] : nullptr;
+    }
+  for (int64_t ox = 0; ox < out_w; ++ox, dst += cols) {
+    const int64_t ix0 = ox * stride - left;
+    const bool inside = ix0 >= 0 && ix0 + k <= w;
+    float* d = dst;
+    for (int64_t r = 0; r < cin * k; ++r, d += k) {
+      const float* p = rows[r];
+      if (p == nullptr) {
+        for (int64_t kx = 0; kx < k; ++kx) d[kx] = 0.0f;
+      } else if (inside) {
+        p += ix0 * xs[3];
+        for (int64_t kx = 0; kx < k; ++kx) d[kx] = p[kx * xs[3]];
+      } else {
+        for (int64_t kx = 0; kx < k; ++kx) {
+          const int64_t ix = ix0 + kx;
+          d[kx] = ix >= 0 && ix < w ? p[ix * xs[3]] : 0.0f;
+        }
+      }
+    }
+  }
 }
 
 GemmArgs gemm_args(int64_t m, int64_t n, int64_t k, const float* a, const std::vector<float>& packed,
@@ -204,29 +239,13 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
   const int64_t cols = stem_cin_ * stem_k_ * stem_k_;
   float* col = sized(arena.col, n * hh * ww * cols);
   parallel_for(n * hh, std::max(1, std::min(num_threads, static_cast<int>(n * hh / 8))), [&](int64_t row) {
-    const int64_t s = row / hh, oy = row % hh, k = stem_k_;
-    float* dst = col + row * ww * cols;
-    for (int64_t c = 0; c < stem_cin_; ++c)
-      for (int64_t ky = 0; ky < k; ++ky) {
-        const int64_t iy = oy * stem_stride_ - ay.before + ky, j0 = (c * k + ky) * k;
-        const bool row_in = iy >= 0 && iy < h;
-        const float* src = x + s * x_stride[0] + c * x_stride[1] + (row_in ? iy : 0) * x_stride[2];
-        for (int64_t ox = 0; ox < ww; ++ox) {
-          float* d = dst + ox * cols + j0;
-          const int64_t ix0 = ox * stem_stride_ - ax.before;
-          if (!row_in) {
-            for (int64_t kx = 0; kx < k; ++kx) d[kx] = 0.0f;
-          } else if (ix0 >= 0 && ix0 + k <= w) {
-            const float* p = src + ix0 * x_stride[3];
-            for (int64_t kx = 0; kx < k; ++kx) d[kx] = p[kx * x_stride[3]];
-          } else {
-            for (int64_t kx = 0; kx < k; ++kx) {
-              const int64_t ix = ix0 + kx;
-              d[kx] = ix >= 0 && ix < w ? src[ix * x_stride[3]] : 0.0f;
-            }
-          }
-        }
-      }
+    const int64_t s = row / hh, oy = row % hh;
+    if (stem_k_ == 3) {
+      im2col_row<3>(x, s, oy, h, w, x_stride, stem_cin_, stem_stride_, ay.before, ax.before, ww, col + row * ww * cols);
+    } else {
+      im2col_row<0>(x, s, oy, h, w, x_stride, stem_cin_, stem_stride_, ay.before, ax.before, ww, col + row * ww * cols,
+                    stem_k_);
+    }
   });
   // Buffer sizes for this input: walk the shapes once.
   int64_t x_max = hh * ww * stem_cout_, e_max = hh * ww * head_cout_, y_max = 0, c_max = head_cout_;

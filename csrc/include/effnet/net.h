@@ -54,9 +54,9 @@ class Net {
   // task (sample, group of channels) runs the expand GEMM a few input rows at a time into a small
   // per-thread buffer and the depthwise conv over it, keeping the rows the next band shares; the expanded
   // tensor never goes to memory. Off: the expand GEMM writes the whole tensor, the depthwise reads it.
-  // min_floats: the expanded floats per sample from which a block is banded (default 1M = 4 MB; tests
+  // min_floats: the expanded floats per sample from which a block is banded (default 64k = 256 KB; tests
   // lower it to reach the banded path on small images).
-  static constexpr int64_t kDefaultBandMinFloats = int64_t{1} << 20;
+  static constexpr int64_t kDefaultBandMinFloats = int64_t{1} << 16;
   void set_band_fusion(bool on, int64_t min_floats = kDefaultBandMinFloats) {
     band_fusion_ = on;
     band_min_floats_ = min_floats;
