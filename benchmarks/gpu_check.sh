@@ -4,7 +4,8 @@
 # Installs the package (no build isolation, no downloads), runs the CUDA tests (tests/triton on the GPU
 # and the registered op's opcheck / torch.compile there), measures the copy bandwidth and benchmarks the
 # fused depthwise op against eager and torch.compile (benchmarks/gpu_check.py), then the SE and the SE
-# folded into the projection against eager (benchmarks/gpu_check_se.py). Each step has its own
+# folded into the projection against eager (benchmarks/gpu_check_se.py), then fuse(model) on CUDA
+# (benchmarks/gpu_check_fuse.py). Each step has its own
 # time limit so the whole check ends in under 5 minutes; the short table is printed last.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,18 +36,22 @@ tests_rc=$?
 tail -5 "$OUT/tests.log"
 log "tests exit code $tests_rc"
 
-log "depthwise benchmark (measuring stops after 70 s)"
-timeout 90 "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" --budget-s 70 >"$OUT/bench.log" 2>&1
+log "depthwise benchmark (measuring stops after 50 s)"
+timeout 65 "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" --budget-s 50 >"$OUT/bench.log" 2>&1
 bench_rc=$?
 tail -25 "$OUT/bench.log"
 log "squeeze-excitation benchmark (measuring stops after 35 s)"
 timeout 50 "$PY" "$ROOT/benchmarks/gpu_check_se.py" --out "$OUT" --budget-s 35 >"$OUT/bench_se.log" 2>&1
 se_rc=$?
 tail -6 "$OUT/bench_se.log"
+log "fused model: correctness, batch-256 throughput, batch-1 latency with CUDA graphs (35 s budget)"
+timeout 50 "$PY" "$ROOT/benchmarks/gpu_check_fuse.py" --out "$OUT" --budget-s 35 >"$OUT/bench_fuse.log" 2>&1
+fuse_rc=$?
+tail -8 "$OUT/bench_fuse.log"
 if [ "${EFFNET_GPU_PROBE:-0}" != 0 ]; then
   log "probe: launch overhead vs kernel time (benchmarks/gpu_probe.py)"
   timeout 150 "$PY" "$ROOT/benchmarks/gpu_probe.py" --out "$OUT" >"$OUT/probe.log" 2>&1
   tail -12 "$OUT/probe.log"
 fi
-log "done: tests rc $tests_rc, bench rc $bench_rc, SE bench rc $se_rc; tables in $OUT/gpu_dwconv.md, $OUT/gpu_se.md"
-exit $(( tests_rc != 0 || bench_rc != 0 || se_rc != 0 ))
+log "done: tests rc $tests_rc, bench rc $bench_rc, SE bench rc $se_rc, fuse rc $fuse_rc; tables in $OUT/gpu_dwconv.md, $OUT/gpu_se.md, $OUT/gpu_fuse.md"
+exit $(( tests_rc != 0 || bench_rc != 0 || se_rc != 0 || fuse_rc != 0 ))
