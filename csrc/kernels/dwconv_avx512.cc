@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "effnet/dwconv.h"
 #include "effnet/gemm.h"

@@ -3,7 +3,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "effnet/dwconv.h"
 #include "effnet/gemm.h"
