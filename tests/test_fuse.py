@@ -21,6 +21,16 @@ def _x(size, channels_last=False, seed=1):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def assert_matches_source(out, model, x):
+    """out (a fused model's logits for x) against the source model in float64: within 1e-4 relative, or
+    within 2x the source model's own fp32 error where that is larger (ill-conditioned random BN)."""
+    with torch.inference_mode():
+        ref = copy.deepcopy(model).double()(x.double())
+        bound = max(1e-4, 2 * rel_error(model(x), ref))
+    err = rel_error(out, ref)
+    assert err <= bound, f"fused vs float64: rel err {err:.3g} > {bound:.3g}"
+
+
 def check(model, size=(2, 3, 97, 113), channels_last=False):
     """Fused (C++ engine and registered-op path) against the source model run in float64: within 1e-4
     relative (L2 over the logits), or within 2x the source model's own fp32 error where random BN
@@ -69,13 +79,13 @@ def test_timm(name, batch, channels_last):
 
 @pytest.fixture(scope="module")
 def b0_pair():
-    model = randomize_bn_(ek.efficientnet("b0").eval(), calibration_size=(2, 3, 64, 64))
+    model = randomize_bn_(ek.efficientnet("b0").eval(), calibration_size=(4, 3, 64, 64))
     return model, fuse(model)
 
 
 def test_state_dict_round_trip(b0_pair):
     model, fused = b0_pair
-    other = fuse(randomize_bn_(ek.efficientnet("b0").eval(), seed=5, calibration_size=(2, 3, 64, 64)))
+    other = fuse(randomize_bn_(ek.efficientnet("b0").eval(), seed=5, calibration_size=(4, 3, 64, 64)))
     x = _x((1, 3, 64, 64))
     with torch.inference_mode():
         before = other(x)  # builds its C++ engine from its own weights
@@ -122,7 +132,8 @@ def test_empty_batch_and_tiny_images(b0_pair):
     with torch.inference_mode():
         assert fused(torch.randn(0, 3, 32, 32)).shape == (0, 1000)
         x = _x((2, 3, 1, 1))
-        assert rel_error(fused(x), model(x)) <= 1e-4
+        out = fused(x)
+    assert_matches_source(out, model, x)
 
 
 def test_non_contiguous_input(b0_pair):
@@ -130,7 +141,8 @@ def test_non_contiguous_input(b0_pair):
     big = _x((2, 3, 80, 150))
     x = big[:, :, 5:69, ::2]  # offset and strided
     with torch.inference_mode():
-        assert rel_error(fused(x), model(x.contiguous())) <= 1e-4
+        out = fused(x)
+    assert_matches_source(out, model, x.contiguous())
 
 
 def test_concurrent_callers_match_serial(b0_pair):
@@ -169,7 +181,8 @@ def test_torch_compile_fullgraph(b0_pair):
     x = _x((2, 3, 64, 64))
     compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
     with torch.inference_mode():
-        assert rel_error(compiled(x), model(x)) <= 1e-4
+        out = compiled(x)
+    assert_matches_source(out, model, x)
 
 
 def test_torch_export_dynamic_batch(b0_pair):
@@ -179,7 +192,8 @@ def test_torch_export_dynamic_batch(b0_pair):
     for n in (1, 3):
         x = _x((n, 3, 64, 64), seed=n)
         with torch.inference_mode():
-            assert rel_error(ep.module()(x), model(x)) <= 1e-4
+            out = ep.module()(x)
+        assert_matches_source(out, model, x)
 
 
 @pytest.mark.parametrize("size,padding", [((1, 3, 224, 224), "symmetric"), ((2, 3, 227, 233), "same")])

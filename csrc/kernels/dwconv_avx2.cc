@@ -36,7 +36,7 @@ inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 // a degree-5 minimax polynomial gives exp(r) to 1e-7 relative. Where t > 88, 1 + exp(t) is replaced by
 // +inf, so the result is z / inf as in eager: -0 for finite z, NaN for z = -inf; NaN stays NaN.
 // 1 + exp(-z), +inf where -z > 88 (the denominator of swish and sigmoid).
-inline vf vexp_neg1p(vf z) {
+EFFNET_ALWAYS_INLINE vf vexp_neg1p(vf z) {
   const vf neg = _mm256_sub_ps(_mm256_setzero_ps(), z);
   const vf t = _mm256_max_ps(neg, _mm256_set1_ps(-87.0f));
   const vf magic = _mm256_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127: low mantissa bits hold n + 127
@@ -55,7 +55,7 @@ inline vf vexp_neg1p(vf z) {
   return d;
 }
 
-inline vf vswish(vf z) { return _mm256_div_ps(z, vexp_neg1p(z)); }
+EFFNET_ALWAYS_INLINE vf vswish(vf z) { return _mm256_div_ps(z, vexp_neg1p(z)); }
 
 inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline float vhsum(vf v) {
@@ -65,7 +65,7 @@ inline float vhsum(vf v) {
 }
 // sigmoid(z) = 1 / (1 + exp(-z)) with the same denominator as vswish; NaN in, NaN out (the max above
 // turns a NaN into -87, so it is put back here).
-inline vf vsigmoid(vf z) {
+EFFNET_ALWAYS_INLINE vf vsigmoid(vf z) {
   const vf r = _mm256_div_ps(_mm256_set1_ps(1.0f), vexp_neg1p(z));
   return _mm256_blendv_ps(r, z, _mm256_cmp_ps(z, z, _CMP_UNORD_Q));
 }

@@ -30,7 +30,7 @@ inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 // swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (exp(-z)
 // from the magic-number 2^n and a degree-5 polynomial, one division, 1 + exp(-z) = +inf past 88).
 // 1 + exp(-z), +inf where -z > 88 (the denominator of swish and sigmoid).
-inline vf vexp_neg1p(vf z) {
+EFFNET_ALWAYS_INLINE vf vexp_neg1p(vf z) {
   const vf neg = _mm512_sub_ps(_mm512_setzero_ps(), z);
   const vf t = _mm512_max_ps(neg, _mm512_set1_ps(-87.0f));
   const vf magic = _mm512_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
@@ -48,7 +48,7 @@ inline vf vexp_neg1p(vf z) {
   return d;
 }
 
-inline vf vswish(vf z) { return _mm512_div_ps(z, vexp_neg1p(z)); }
+EFFNET_ALWAYS_INLINE vf vswish(vf z) { return _mm512_div_ps(z, vexp_neg1p(z)); }
 
 inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline float vhsum(vf v) {  // (_mm512_reduce_add_ps trips GCC 12's -Wuninitialized in its own header)
@@ -59,7 +59,7 @@ inline float vhsum(vf v) {  // (_mm512_reduce_add_ps trips GCC 12's -Wuninitiali
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 // sigmoid(z) = 1 / (1 + exp(-z)) with vswish's denominator; NaN in, NaN out (put back after the max).
-inline vf vsigmoid(vf z) {
+EFFNET_ALWAYS_INLINE vf vsigmoid(vf z) {
   const vf r = _mm512_div_ps(_mm512_set1_ps(1.0f), vexp_neg1p(z));
   return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(z, z, _CMP_UNORD_Q), z);
 }

@@ -39,7 +39,7 @@ inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
 // swish(z) = z / (1 + exp(-z)), the form eager PyTorch uses; same scheme as the AVX2 kernel (exp(-z)
 // from the magic-number 2^n and a degree-5 polynomial, one division, 1 + exp(-z) = +inf past 88).
 // 1 + exp(-z), +inf where -z > 88 (the denominator of swish and sigmoid).
-inline vf vexp_neg1p(vf z) {
+EFFNET_ALWAYS_INLINE vf vexp_neg1p(vf z) {
   const vf neg = vnegq_f32(z);
   const vf t = vmaxq_f32(neg, vdupq_n_f32(-87.0f));  // NaN stays NaN here (vmaxq propagates it)
   const vf magic = vdupq_n_f32(12583039.0f);  // 1.5 * 2^23 + 127
@@ -57,12 +57,12 @@ inline vf vexp_neg1p(vf z) {
   return d;
 }
 
-inline vf vswish(vf z) { return vdivq_f32(z, vexp_neg1p(z)); }
+EFFNET_ALWAYS_INLINE vf vswish(vf z) { return vdivq_f32(z, vexp_neg1p(z)); }
 
 inline vf vmul(vf a, vf b) { return vmulq_f32(a, b); }
 inline float vhsum(vf v) { return vaddvq_f32(v); }
 // sigmoid(z) = 1 / (1 + exp(-z)) with vswish's denominator (vmaxq keeps a NaN, so NaN gives NaN).
-inline vf vsigmoid(vf z) { return vdivq_f32(vdupq_n_f32(1.0f), vexp_neg1p(z)); }
+EFFNET_ALWAYS_INLINE vf vsigmoid(vf z) { return vdivq_f32(vdupq_n_f32(1.0f), vexp_neg1p(z)); }
 
 inline void deinterleave(const float* src, float* even, float* odd, int64_t pairs) {
   int64_t i = 0;

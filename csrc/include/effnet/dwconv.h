@@ -5,6 +5,14 @@
 //   weight'[c] = weight[c] * gamma[c] / sqrt(var[c] + eps),  bias'[c] = beta[c] - mean[c] * gamma[c] / sqrt(var[c] + eps)
 #pragma once
 
+// For the per-ISA vector helpers whose calls must not survive (an out-of-line call spills every live
+// vector register: GCC left vswish out of line in the GEMM's row-tail kernels).
+#if defined(__GNUC__) || defined(__clang__)
+#define EFFNET_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define EFFNET_ALWAYS_INLINE inline
+#endif
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
