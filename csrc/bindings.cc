@@ -224,7 +224,12 @@ class PyNet {
   }
   int64_t classes() const { return net_.classes(); }
   void set_profiling(bool on) { net_.set_profiling(on); }
-  void set_band_fusion(bool on, int64_t min_floats) { net_.set_band_fusion(on, min_floats); }
+  void set_band_fusion(bool on, int64_t min_floats, int64_t band_floats) {
+    if (min_floats < 0 || band_floats < 1)
+      throw std::invalid_argument("min_floats must be >= 0 and band_floats >= 1, got " + std::to_string(min_floats) +
+                                  " and " + std::to_string(band_floats));
+    net_.set_band_fusion(on, min_floats, band_floats);
+  }
   std::vector<std::pair<std::string, double>> last_profile() const { return net_.last_profile(); }
   std::string isa() const { return effnet::isa_name(net_.isa()); }
 
@@ -319,6 +324,7 @@ PYBIND11_MODULE(_C, m) {
       .def("set_profiling", &PyNet::set_profiling, py::arg("on"))
       .def("set_band_fusion", &PyNet::set_band_fusion, py::arg("on"),
            py::arg("min_floats") = effnet::Net::kDefaultBandMinFloats,
+           py::arg("band_floats") = effnet::Net::kDefaultBandFloats,
            "expand + depthwise in row bands for large layers (default on; see net.h)")
       .def("last_profile", &PyNet::last_profile, "[(step, seconds)] of the last run with profiling on")
       .def_property_readonly("classes", &PyNet::classes)

@@ -37,8 +37,6 @@ void require(bool ok, const std::string& what) {
 // more than Net::kDefaultBandMinFloats floats per sample (256 KB; measured on 2 cores, one process,
 // thresholds alternated: B4 batch 1 134 ms at 64k floats, 140 at 1M, 153 unbanded; B0 batch 8 82 vs
 // 98 ms unbanded). Below it the whole-plane GEMM splits better over threads and the tensor stays in L2.
-// Floats in a band buffer (the expanded rows one task holds): 128 KB, within L2 with the input rows.
-constexpr int64_t kBandFloats = int64_t{1} << 15;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -333,9 +331,9 @@ void Net::expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h
                            int num_threads) const {
   const int64_t s = b.stride, k = b.k, g = b.group, groups = ceil_div(b.cexp, g);
   const int64_t row_floats = w * g;
-  // Output rows per band: as many as keep the band's input rows ((R - 1) s + k of them) near kBandFloats.
+  // Output rows per band: as many as keep the band's input rows ((R - 1) s + k of them) near band_floats_.
   const int64_t bands_rows =
-      std::clamp<int64_t>((kBandFloats / row_floats - (k - s)) / s, 1, out_h);
+      std::clamp<int64_t>((band_floats_ / row_floats - (k - s)) / s, 1, out_h);
   const int64_t cap_rows = (bands_rows - 1) * s + k;
   const int nr = gemm_nr(isa_);
   std::vector<double> sums(static_cast<size_t>(n * b.cexp), 0.0);

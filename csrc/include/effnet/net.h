@@ -56,10 +56,13 @@ class Net {
   // tensor never goes to memory. Off: the expand GEMM writes the whole tensor, the depthwise reads it.
   // min_floats: the expanded floats per sample from which a block is banded (default 64k = 256 KB; tests
   // lower it to reach the banded path on small images).
+  // band_floats: the size of one task's band buffer (floats), which sets the output rows per band.
   static constexpr int64_t kDefaultBandMinFloats = int64_t{1} << 16;
-  void set_band_fusion(bool on, int64_t min_floats = kDefaultBandMinFloats) {
+  static constexpr int64_t kDefaultBandFloats = int64_t{1} << 15;
+  void set_band_fusion(bool on, int64_t min_floats = kDefaultBandMinFloats, int64_t band_floats = kDefaultBandFloats) {
     band_fusion_ = on;
     band_min_floats_ = min_floats;
+    band_floats_ = band_floats;
   }
 
   // Per-step wall times of the last run (name, seconds) when profiling is on: what the fused model's
@@ -89,6 +92,7 @@ class Net {
 
   bool band_fusion_ = true;
   int64_t band_min_floats_ = kDefaultBandMinFloats;
+  int64_t band_floats_ = kDefaultBandFloats;
   bool profiling_ = false;
   mutable std::mutex profile_mutex_;
   mutable std::vector<std::pair<std::string, double>> profile_;
