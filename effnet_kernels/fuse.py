@@ -13,11 +13,12 @@ folded weights (its ``state_dict``). Two ways to run them, same outputs:
   and the residual in its epilogue. Stem (im2col + GEMM + Swish), head (GEMM + Swish), global mean and
   classifier likewise. Activations are NHWC in buffers reused from call to call: no allocation, no
   dispatcher round trip per op, any input layout (the stem reads it through its strides).
-* **every other case** — CUDA, fp16 / bf16, under ``torch.autocast``, and while ``torch.compile`` or
+* **every other case** — CUDA (fp32, fp16 / bf16, ``torch.autocast``), and while ``torch.compile`` or
   ``torch.export`` traces the model: the same graph from the registered ops
   (:func:`~effnet_kernels.ops.dwconv_bias_swish_pool`, :func:`~effnet_kernels.ops.se_project`; Triton
   kernels on CUDA) with the 1×1 expand / stem / head convs as torch convolutions + SiLU, channels_last.
 
+On the CPU a fused model computes in fp32 (under ``torch.autocast("cpu")`` too); other dtypes there raise.
 Stochastic depth and dropout are identity (inference only): ``.train()`` on a fused model raises.
 """
 from __future__ import annotations
@@ -105,7 +106,7 @@ class FusedEfficientNet(nn.Module):
         self.register_buffer("classifier_weight", model.classifier.weight.detach().float().contiguous())
         self.register_buffer("classifier_bias", model.classifier.bias.detach().float().clone())
         self._net = None
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._drop_engine())
+        self.register_load_state_dict_post_hook(_drop_engine_hook)
         super().train(False)
 
     # ---- inference only -------------------------------------------------------------------------------
@@ -121,6 +122,11 @@ class FusedEfficientNet(nn.Module):
 
     def _drop_engine(self) -> None:
         self._net = None
+
+    def __getstate__(self):  # copy.deepcopy / pickle / torch.save: the engine is rebuilt from the buffers
+        state = self.__dict__.copy()
+        state["_net"] = None
+        return state
 
     # ---- the C++ engine (fp32 CPU) ----------------------------------------------------------------------
     def _engine(self):
@@ -155,11 +161,11 @@ class FusedEfficientNet(nn.Module):
         return self._net
 
     def _uses_engine(self, x: torch.Tensor) -> bool:
-        # Real (not fake / functional / traced) fp32 CPU tensors, outside torch.compile and autocast.
+        # Real (not fake / functional / traced) fp32 CPU tensors, outside torch.compile (CPU autocast too:
+        # the CPU kernels are fp32).
         return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == torch.float32
                 and self.stem_weight.device.type == "cpu" and self.stem_weight.dtype == torch.float32
-                and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
-                and _has_engine())
+                and not torch.compiler.is_compiling() and _has_engine())
 
     # ---- forward ----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,6 +177,10 @@ class FusedEfficientNet(nn.Module):
             raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         if x.device != self.stem_weight.device:
             raise ValueError(f"x is on {x.device} but the fused model is on {self.stem_weight.device}: move one")
+        if x.device.type == "cpu" and (x.dtype != torch.float32 or self.stem_weight.dtype != torch.float32):
+            raise TypeError(f"on the CPU a fused model runs in float32 (its C++ kernels are fp32), got x "
+                            f"{x.dtype} and weights {self.stem_weight.dtype}: use .float() on both (under "
+                            f"torch.autocast('cpu') it also computes in float32)")
         if self._uses_engine(x):
             n, _, h, w = x.shape
             logits = torch.empty((n, self.classifier_weight.shape[0]), dtype=torch.float32)
@@ -179,7 +189,7 @@ class FusedEfficientNet(nn.Module):
         return self._forward_ops(x)
 
     def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type):
+        if x.device.type != "cpu" and torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         with torch.autocast(x.device.type, enabled=False):
             t = x.dtype
@@ -196,6 +206,10 @@ class FusedEfficientNet(nn.Module):
                 x = block(x, self.padding)
             x = F.silu(F.conv2d(x, self.head_weight.to(t)[:, :, None, None], self.head_bias.to(t)))
             return F.linear(x.mean((2, 3)), self.classifier_weight.to(t), self.classifier_bias.to(t))
+
+
+def _drop_engine_hook(module: "FusedEfficientNet", _incompatible_keys) -> None:
+    module._drop_engine()  # a module-level function, so a fused model pickles
 
 
 def _has_engine() -> bool:
@@ -221,10 +235,12 @@ def _convert(model: nn.Module) -> EfficientNet:
 def fuse(model: nn.Module, inplace: bool = False) -> FusedEfficientNet:
     """A fused inference model with the same outputs as ``model`` (see the module docstring).
 
-    ``model`` must be in eval mode. ``inplace=True`` lets the source model's weights be freed by the caller
-    sooner (the fused model never shares storage with it either way: every weight is folded into a new
-    tensor). Changes no global torch setting. The result lives on the source model's device; its buffers
-    are fp32 (``.half()`` / ``.to(torch.bfloat16)`` afterwards for the GPU path)."""
+    ``model`` must be in eval mode. ``inplace`` is accepted for the usual ``fuse(model, inplace=...)``
+    signature: the source model is never modified either way, and the fused model never shares storage
+    with it (every weight is folded into a new tensor). Changes no global torch setting. The result lives
+    on the source model's device and in its dtype (``.half()`` / ``.to(torch.bfloat16)`` before or after
+    fusing for the GPU path). On the CPU in fp32 the C++ engine is built (weights packed) here, so the
+    first forward pass is as fast as the next."""
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
     src = _convert(model)
@@ -233,5 +249,7 @@ def fuse(model: nn.Module, inplace: bool = False) -> FusedEfficientNet:
                          "model.eval() first")
     p = next(src.parameters())
     with torch.no_grad():
-        fused = FusedEfficientNet(src)
-    return fused.to(device=p.device, dtype=p.dtype)
+        fused = FusedEfficientNet(src).to(device=p.device, dtype=p.dtype)
+    if fused.stem_weight.device.type == "cpu" and fused.stem_weight.dtype == torch.float32 and _has_engine():
+        fused._engine()
+    return fused

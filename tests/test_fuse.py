@@ -97,6 +97,26 @@ def test_state_dict_round_trip(b0_pair):
         fuse(ek.efficientnet("b1").eval()).load_state_dict(fused.state_dict())
 
 
+def test_deepcopy_pickle_and_cpu_autocast(b0_pair):
+    import io
+    model, fused = b0_pair
+    x = _x((1, 3, 64, 64))
+    with torch.inference_mode():
+        want = fused(x)
+        assert torch.equal(copy.deepcopy(fused)(x), want)
+        buf = io.BytesIO()
+        torch.save(fused, buf)
+        buf.seek(0)
+        assert torch.equal(torch.load(buf, weights_only=False)(x), want)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fused(x)
+        assert out.dtype == torch.float32 and torch.equal(out, want)
+    with pytest.raises(TypeError, match="on the CPU a fused model runs in float32"):
+        copy.deepcopy(fused).to(torch.bfloat16)(x.bfloat16())
+    with pytest.raises(TypeError, match="on the CPU a fused model runs in float32"):
+        fused(x.double())
+
+
 def test_inference_only(b0_pair):
     _, fused = b0_pair
     with pytest.raises(RuntimeError, match="inference-only"):
@@ -179,7 +199,7 @@ def test_fuse_changes_no_global_setting():
 def test_torch_compile_fullgraph(b0_pair):
     model, fused = b0_pair
     x = _x((2, 3, 64, 64))
-    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(fused, fullgraph=True)  # inductor
     with torch.inference_mode():
         out = compiled(x)
     assert_matches_source(out, model, x)
