@@ -75,15 +75,16 @@ class _FusedBlock(nn.Module):
         self.register_buffer("proj_weight", _matrix(wp))
         self.register_buffer("proj_bias", bp)
 
-    def forward(self, x: torch.Tensor, padding: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: str, backend: Optional[str] = None) -> torch.Tensor:
         t = x.dtype
         e = x
         if self.has_expand:
             e = F.silu(F.conv2d(x, self.expand_weight.to(t)[:, :, None, None], self.expand_bias.to(t)))
-        y, pooled = ops.dwconv_bias_swish_pool(e, self.dw_weight.to(t), self.dw_bias.to(t), self.stride, padding)
+        y, pooled = ops.dwconv_bias_swish_pool(e, self.dw_weight.to(t), self.dw_bias.to(t), self.stride, padding,
+                                               backend=backend)
         return ops.se_project(y, pooled, self.se_reduce_weight.to(t), self.se_reduce_bias.to(t),
                               self.se_expand_weight.to(t), self.se_expand_bias.to(t), self.proj_weight.to(t),
-                              self.proj_bias.to(t), x if self.skip else None)
+                              self.proj_bias.to(t), x if self.skip else None, backend=backend)
 
 
 class FusedEfficientNet(nn.Module):
@@ -106,6 +107,10 @@ class FusedEfficientNet(nn.Module):
         self.register_buffer("classifier_weight", model.classifier.weight.detach().float().contiguous())
         self.register_buffer("classifier_bias", model.classifier.bias.detach().float().clone())
         self._net = None
+        # None: the C++ engine for fp32 CPU inputs, the ops' default backend otherwise. A backend name
+        # ("triton", "torch", "cpp") sends every call through the registered-op path with that backend (the
+        # tests run the GPU path's Triton kernels on CPU tensors this way, under TRITON_INTERPRET=1).
+        self.ops_backend: Optional[str] = None
         self.register_load_state_dict_post_hook(_drop_engine_hook)
         super().train(False)
 
@@ -163,7 +168,8 @@ class FusedEfficientNet(nn.Module):
     def _uses_engine(self, x: torch.Tensor) -> bool:
         # Real (not fake / functional / traced) fp32 CPU tensors, outside torch.compile (CPU autocast too:
         # the CPU kernels are fp32).
-        return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == torch.float32
+        return (self.ops_backend is None and type(x) is torch.Tensor and x.device.type == "cpu"
+                and x.dtype == torch.float32
                 and self.stem_weight.device.type == "cpu" and self.stem_weight.dtype == torch.float32
                 and not torch.compiler.is_compiling() and _has_engine())
 
@@ -203,7 +209,7 @@ class FusedEfficientNet(nn.Module):
                 x = F.conv2d(x, self.stem_weight.to(t), self.stem_bias.to(t), s, k // 2)
             x = F.silu(x)
             for block in self.blocks:
-                x = block(x, self.padding)
+                x = block(x, self.padding, self.ops_backend)
             x = F.silu(F.conv2d(x, self.head_weight.to(t)[:, :, None, None], self.head_bias.to(t)))
             return F.linear(x.mean((2, 3)), self.classifier_weight.to(t), self.classifier_bias.to(t))
 

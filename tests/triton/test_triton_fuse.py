@@ -1,0 +1,44 @@
+"""fuse(model) through the GPU path: the registered ops with backend="triton" (the Triton depthwise and SE
+kernels) and torch convolutions for the stem / expand / head, against the source model in float64.
+
+On CUDA: the model on the GPU in fp32 and fp16 (the 2x-eager-error rule). Without a GPU: the same path on
+CPU tensors through Triton's interpreter (TRITON_INTERPRET=1, scripts/test.sh): B0's first four blocks at a
+small resolution."""
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+import effnet_kernels as ek
+from effnet_kernels.testing import randomize_bn_, rel_error
+
+from triton_common import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
+
+
+SIZE = (2, 3, 33, 31) if CUDA else (2, 3, 19, 17)
+
+
+@pytest.fixture(scope="module")
+def model():
+    arch = ek.scaling.arch_spec("b0")
+    if not CUDA:  # the interpreter runs every program instance in Python: B0's first four blocks only
+        s = arch.stages  # (expand 1; stride 2; residual; k5 stride 2)
+        arch = dataclasses.replace(arch, stages=(s[0], s[1], s[2][:1]))
+    return randomize_bn_(ek.efficientnet(arch, padding="same").eval(), calibration_size=(4,) + SIZE[1:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32] + ([torch.float16] if CUDA else []))
+def test_fused_model_on_the_triton_path(model, dtype):
+    x = torch.randn(*SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = copy.deepcopy(model).double()(x.double())
+        src = copy.deepcopy(model).to(DEVICE, dtype)
+        eager_err = rel_error(src(x.to(DEVICE, dtype)).float().cpu(), ref)
+        fused = ek.fuse(src)
+        fused.ops_backend = "triton"
+        out = fused(x.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last))
+    assert out.device.type == DEVICE and out.dtype == dtype and out.shape == (2, 1000)
+    err = rel_error(out.float().cpu(), ref)
+    bound = max(1e-4, 2 * eager_err) if dtype == torch.float32 else 2 * eager_err
+    assert err <= bound, f"{dtype}: fused (Triton path) vs float64 {err:.3g} > {bound:.3g}"
