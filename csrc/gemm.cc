@@ -65,13 +65,14 @@ bool overlaps(const float* p, int64_t n, const float* q, int64_t m) { return p <
 void check_args(const GemmArgs& g) {
   require(g.m >= 0 && g.n >= 1 && g.k >= 1, "need m >= 0, n >= 1, k >= 1, got m=" + std::to_string(g.m) +
                                                 " n=" + std::to_string(g.n) + " k=" + std::to_string(g.k));
-  require(g.a != nullptr && g.packed != nullptr && g.c != nullptr, "a, packed and c must not be null");
+  require(g.packed != nullptr, "packed must not be null");
   require(g.lda >= g.k, "lda must be >= k, got " + std::to_string(g.lda) + " < " + std::to_string(g.k));
   require(g.ldc >= g.n, "ldc must be >= n, got " + std::to_string(g.ldc) + " < " + std::to_string(g.n));
   require(g.residual == nullptr || g.ldr >= g.n, "ldr must be >= n, got " + std::to_string(g.ldr));
   require(g.scale == nullptr || g.rows_per_scale >= 1,
           "rows_per_scale must be >= 1 with a scale, got " + std::to_string(g.rows_per_scale));
-  if (g.m == 0) return;
+  if (g.m == 0) return;  // an empty A / C may come as null pointers (an empty tensor's data_ptr is 0)
+  require(g.a != nullptr && g.c != nullptr, "a and c must not be null");
   const int64_t c_span = (g.m - 1) * g.ldc + g.n;
   require(!overlaps(g.c, c_span, g.a, (g.m - 1) * g.lda + g.k), "c must not overlap a");
   require(g.residual == nullptr || !overlaps(g.c, c_span, g.residual, (g.m - 1) * g.ldr + g.n),

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -353,7 +354,9 @@ void Net::expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h
       const int64_t hi = std::min(h, (oh1 - 1) * s - pad_top + k);
       int64_t have = lo;  // rows [lo, have) already expanded: the ones this band shares with the last
       if (buf_lo <= lo && lo < buf_hi) {
-        std::copy(buf + (lo - buf_lo) * row_floats, buf + (buf_hi - buf_lo) * row_floats, buf);
+        if (lo > buf_lo)  // (lo == buf_lo: the rows are in place already)
+          std::memmove(buf, buf + (lo - buf_lo) * row_floats,
+                       static_cast<size_t>((buf_hi - lo) * row_floats) * sizeof(float));
         have = buf_hi;
       }
       if (hi > have) {

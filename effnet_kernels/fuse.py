@@ -90,7 +90,8 @@ class _FusedBlock(nn.Module):
 class FusedEfficientNet(nn.Module):
     """The inference model :func:`fuse` returns (see the module docstring). Its ``state_dict`` holds the
     folded weights and loads into ``fuse()`` of the same architecture; the C++ engine is rebuilt from
-    them on load and on ``.to()`` / ``.float()`` / ``.cpu()``."""
+    them whenever they change (load, ``.to()``, in-place edits, reassigned buffers: every forward checks
+    that the buffers are the ones the engine copied, unchanged)."""
 
     def __init__(self, model: EfficientNet):
         super().__init__()
@@ -107,6 +108,7 @@ class FusedEfficientNet(nn.Module):
         self.register_buffer("classifier_weight", model.classifier.weight.detach().float().contiguous())
         self.register_buffer("classifier_bias", model.classifier.bias.detach().float().clone())
         self._net = None
+        self._watch = None
         # None: the C++ engine for fp32 CPU inputs, the ops' default backend otherwise. A backend name
         # ("triton", "torch", "cpp") sends every call through the registered-op path with that backend (the
         # tests run the GPU path's Triton kernels on CPU tensors this way, under TRITON_INTERPRET=1).
@@ -127,51 +129,74 @@ class FusedEfficientNet(nn.Module):
 
     def _drop_engine(self) -> None:
         self._net = None
+        self._watch = None
+
+    def _engine_is_current(self) -> bool:
+        """Whether the C++ engine's copy of the weights is still the buffers' (~30 µs for B0): every buffer
+        the engine was built from is still in its place (not reassigned, not replaced by a submodule's
+        .half() / .to()) and unchanged in place (same version; a submodule's load_state_dict copies in place).
+        Inference tensors (a model fused under inference_mode) carry no version and are checked by place."""
+        return self._net is not None and all(
+            bufs.get(name) is t and (v is None or t._version == v) for bufs, name, t, v in self._watch)
 
     def __getstate__(self):  # copy.deepcopy / pickle / torch.save: the engine is rebuilt from the buffers
         state = self.__dict__.copy()
         state["_net"] = None
+        state["_watch"] = None
         return state
 
     # ---- the C++ engine (fp32 CPU) ----------------------------------------------------------------------
     def _engine(self):
-        if self._net is None:
-            from ._ext import _C
-            from ._cpu import _forced_isa
-            net = _C.Net(self.padding == "same", _forced_isa or "")
-            keep = []  # the C++ side copies every weight; these only need to live through the calls
+        """The C++ engine for the current weights (rebuilt when they changed); None when a buffer is not fp32
+        on the CPU (the registered-op path runs those)."""
+        if self._engine_is_current():
+            return self._net
+        self._drop_engine()
+        if any(b.dtype != torch.float32 or b.device.type != "cpu" for b in self.buffers()):
+            return None
+        from ._ext import _C
+        from ._cpu import _forced_isa
+        net = _C.Net(self.padding == "same", _forced_isa or "")
+        keep = []  # the C++ side copies every weight; these only need to live through the calls
 
-            def ptr(t: Optional[torch.Tensor]) -> int:
-                if t is None:
-                    return 0
-                t = t.detach().contiguous()
-                keep.append(t)
-                return t.data_ptr()
+        def ptr(t: Optional[torch.Tensor], *shape: int) -> int:
+            # The C++ side copies prod(shape) floats from here: the shape must be what the layer says.
+            if t is None:
+                return 0
+            if tuple(t.shape) != shape:
+                raise ValueError(f"a fused model's buffers disagree: expected shape {shape}, got {tuple(t.shape)}")
+            t = t.detach().contiguous()
+            keep.append(t)
+            return t.data_ptr()
 
-            cout, cin, k, _ = self.stem_weight.shape
-            net.set_stem(cin, cout, k, self.stem_stride, ptr(self.stem_weight), ptr(self.stem_bias))
-            for b in self.blocks:
-                cexp, s = b.dw_weight.shape[0], b.se_reduce_weight.shape[0]
-                cin_b = b.expand_weight.shape[1] if b.has_expand else cexp
-                net.add_block(cin_b, cexp, b.proj_weight.shape[0], b.kernel, b.stride, s, b.skip,
-                              ptr(b.expand_weight if b.has_expand else None),
-                              ptr(b.expand_bias if b.has_expand else None), ptr(b.dw_weight), ptr(b.dw_bias),
-                              ptr(b.se_reduce_weight), ptr(b.se_reduce_bias), ptr(b.se_expand_weight),
-                              ptr(b.se_expand_bias), ptr(b.proj_weight), ptr(b.proj_bias))
-            net.set_head(self.head_weight.shape[1], self.head_weight.shape[0], ptr(self.head_weight),
-                         ptr(self.head_bias))
-            net.set_classifier(self.classifier_weight.shape[1], self.classifier_weight.shape[0],
-                               ptr(self.classifier_weight), ptr(self.classifier_bias))
-            self._net = net
+        cout, cin, k, _ = self.stem_weight.shape
+        net.set_stem(cin, cout, k, self.stem_stride, ptr(self.stem_weight, cout, cin, k, k),
+                     ptr(self.stem_bias, cout))
+        for b in self.blocks:
+            cexp, s = b.dw_weight.shape[0], b.se_reduce_weight.shape[0]
+            cin_b = b.expand_weight.shape[1] if b.has_expand else cexp
+            co = b.proj_weight.shape[0]
+            net.add_block(cin_b, cexp, co, b.kernel, b.stride, s, b.skip,
+                          ptr(b.expand_weight, cexp, cin_b) if b.has_expand else 0,
+                          ptr(b.expand_bias, cexp) if b.has_expand else 0,
+                          ptr(b.dw_weight, cexp, 1, b.kernel, b.kernel), ptr(b.dw_bias, cexp),
+                          ptr(b.se_reduce_weight, s, cexp), ptr(b.se_reduce_bias, s),
+                          ptr(b.se_expand_weight, cexp, s), ptr(b.se_expand_bias, cexp),
+                          ptr(b.proj_weight, co, cexp), ptr(b.proj_bias, co))
+        hc, hin = self.head_weight.shape
+        net.set_head(hin, hc, ptr(self.head_weight, hc, hin), ptr(self.head_bias, hc))
+        classes = self.classifier_weight.shape[0]
+        net.set_classifier(hc, classes, ptr(self.classifier_weight, classes, hc), ptr(self.classifier_bias, classes))
+        self._watch = [(m._buffers, name, t, None if t.is_inference() else t._version)
+                       for m in self.modules() for name, t in m._buffers.items() if t is not None]
+        self._net = net
         return self._net
 
     def _uses_engine(self, x: torch.Tensor) -> bool:
-        # Real (not fake / functional / traced) fp32 CPU tensors, outside torch.compile (CPU autocast too:
-        # the CPU kernels are fp32).
+        # Real (not fake / functional) fp32 CPU tensors, outside torch.compile (CPU autocast too: the CPU
+        # kernels are fp32).
         return (self.ops_backend is None and type(x) is torch.Tensor and x.device.type == "cpu"
-                and x.dtype == torch.float32
-                and self.stem_weight.device.type == "cpu" and self.stem_weight.dtype == torch.float32
-                and not torch.compiler.is_compiling() and _has_engine())
+                and x.dtype == torch.float32 and not torch.compiler.is_compiling() and _has_engine())
 
     # ---- forward ----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,11 +212,21 @@ class FusedEfficientNet(nn.Module):
             raise TypeError(f"on the CPU a fused model runs in float32 (its C++ kernels are fp32), got x "
                             f"{x.dtype} and weights {self.stem_weight.dtype}: use .float() on both (under "
                             f"torch.autocast('cpu') it also computes in float32)")
+        if torch.jit.is_tracing():
+            # The tracer records dispatcher ops only: the engine's call and the ops' raw-pointer fast paths
+            # would leave a graph that returns uninitialised memory.
+            raise RuntimeError("torch.jit.trace (and the TorchScript ONNX exporter) cannot record a fused "
+                               "EfficientNet: use torch.export.export or torch.compile")
+        if x.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("a fused EfficientNet is inference-only and computes no gradients: call it under "
+                               "torch.inference_mode() or torch.no_grad(), or detach x")
         if self._uses_engine(x):
-            n, _, h, w = x.shape
-            logits = torch.empty((n, self.classifier_weight.shape[0]), dtype=torch.float32)
-            self._engine().run(x.data_ptr(), n, h, w, list(x.stride()), logits.data_ptr(), torch.get_num_threads())
-            return logits
+            net = self._engine()
+            if net is not None:
+                n, _, h, w = x.shape
+                logits = torch.empty((n, self.classifier_weight.shape[0]), dtype=torch.float32)
+                net.run(x.data_ptr(), n, h, w, list(x.stride()), logits.data_ptr(), torch.get_num_threads())
+                return logits
         return self._forward_ops(x)
 
     def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:

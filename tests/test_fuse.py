@@ -117,6 +117,41 @@ def test_deepcopy_pickle_and_cpu_autocast(b0_pair):
         fused(x.double())
 
 
+def test_engine_follows_weight_changes(b0_pair):
+    model, _ = b0_pair
+    fused = fuse(model)
+    x = _x((1, 3, 64, 64))
+    with torch.inference_mode():
+        base = fused(x)
+    with torch.no_grad():
+        fused.classifier_bias.add_(1.0)  # in place
+    with torch.inference_mode():
+        assert torch.allclose(fused(x) - base, torch.ones_like(base), atol=1e-4)
+    fused.classifier_bias = fused.classifier_bias - 1.0  # reassigned
+    with torch.inference_mode():
+        assert torch.allclose(fused(x), base, atol=1e-4)
+    fused.blocks[3].load_state_dict({k: v * 0 for k, v in fused.blocks[3].state_dict().items()})  # a submodule
+    with torch.inference_mode():
+        assert not torch.allclose(fused(x), base, atol=1e-3)
+    fused.blocks.half()  # a submodule's dtype: the op path, never the fp32 engine reading fp16 memory
+    with torch.inference_mode():
+        assert torch.isfinite(fused(x)).all()
+    fused.stem_bias = torch.zeros(7)  # inconsistent shapes: a clear error, no out-of-bounds copy
+    fused.blocks.float()
+    with pytest.raises(ValueError, match="buffers disagree"):
+        fused(x)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_refuses_tracing_and_gradients(b0_pair):
+    _, fused = b0_pair
+    x = _x((1, 3, 32, 32))
+    with pytest.raises(RuntimeError, match="torch.export"):
+        torch.jit.trace(fused, x, check_trace=False)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        fused(x.requires_grad_())
+
+
 def test_inference_only(b0_pair):
     _, fused = b0_pair
     with pytest.raises(RuntimeError, match="inference-only"):

@@ -41,6 +41,7 @@ def test_conv1x1_non_contiguous_and_bad_input(cpp):
     conv = Conv1x1(wt, b)
     x = torch.randn(2, 10, 9, 9)[:, ::2]
     assert rel_error(conv(x), reference(x, wt, b, False, None)) <= 2e-6
+    assert conv(torch.empty(0, 5, 3, 3)).shape == (0, 8, 3, 3)  # empty: null data pointers are fine
     with pytest.raises(ValueError, match=r"x must be fp32 CPU \(N, 5, H, W\)"):
         conv(torch.randn(1, 6, 3, 3))
     with pytest.raises(ValueError, match="x must be fp32"):

@@ -167,6 +167,12 @@ void test_bad_args() {
   b = g;
   b.packed = nullptr;
   EXPECT(throws(b), "null packed accepted");
+  b = g;
+  b.a = nullptr;
+  EXPECT(throws(b), "null a accepted");
+  b.m = 0;
+  b.c = nullptr;
+  EXPECT(!throws(b), "m = 0 with null a and c (an empty tensor) refused");
   for (auto isa : isas()) {
     std::string why;
     EXPECT(effnet::gemm_self_test(isa, &why), "self-test %s: %s", effnet::isa_name(isa), why.c_str());
