@@ -83,7 +83,10 @@ template <int K>
 void im2col_row(const float* x, int64_t s, int64_t oy, int64_t h, int64_t w, const int64_t* xs, int64_t cin,
                 int64_t stride, int64_t top, int64_t left, int64_t out_w, float* dst, int64_t k_rt = K) {
   const int64_t k = K > 0 ? K : k_rt, cols = cin * k * k;
-  std::vector<const float*> rows(static_cast<size_t>(cin * k));  // row pointers, null outside the image
+  // Row pointers, null outside the image: on the stack for the stems that exist (3 x 3), else on the heap.
+  const float* small[32];
+  std::vector<const float*> large(cin * k > 32 ? static_cast<size_t>(cin * k) : 0);
+  const float** rows = cin * k > 32 ? large.data() : small;
   for (int64_t c = 0; c < cin; ++c)
     for (int64_t ky = 0; ky < k; ++ky) {
       const int64_t iy = oy * stride - top + ky;

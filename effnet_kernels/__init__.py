@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-from .fuse import fuse  # noqa: E402  (first cut: CPU fp32; see effnet_kernels.fuse)
+from .fuse import fuse  # noqa: E402
 
 
 def info() -> dict:

@@ -67,6 +67,18 @@ def write_op_results(result: dict, text: str, out: Optional[Path], name: str) ->
         (out / f"{name}.md").write_text(text)
 
 
+def summed_over(result: dict, shapes, batch: int, fmt: str) -> dict:
+    """Eager and fused time of an op benchmark's rows summed over ``shapes`` (a model's layer shapes, repeats
+    counted) at one batch and memory format."""
+    by_shape = {(tuple(r["shape"]), r["batch"], r["format"]): r for r in result["rows"]}
+    eager = fused = 0.0
+    for s in shapes:
+        r = by_shape[(tuple(s), batch, fmt)]
+        eager += r["eager_ms"]
+        fused += r["fused_ms"]
+    return {"eager_ms": eager, "fused_ms": fused, "speedup": eager / fused}
+
+
 def time_fn(fn, warmup: int, repeats: int, min_seconds: float = 0.0) -> List[float]:
     """Wall-clock samples (seconds) of ``fn()`` after ``warmup`` calls; at least ``repeats`` samples,
     more while the total is under ``min_seconds``."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
 import warnings
@@ -24,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .bench import machine_info, summarize
+from .bench import machine_info, summarize, write_op_results
 from .fuse import fuse
 from .models import efficientnet
 from .scaling import compound, model_cost
@@ -220,11 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         profiles = [profile_fused(phi, args.batch) for phi in phis]
         text = (f"Fused model, per-step profile (median of 10 runs), batch {args.batch} — {meta.get('cpu', '')}, "
                 f"{meta['threads']} threads, {meta['date']}\n\n{profile_table(profiles)}\n")
-        print(text)
-        if args.out is not None:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"{args.name}.json").write_text(json.dumps({"machine": meta, "profiles": profiles}, indent=1))
-            (args.out / f"{args.name}.md").write_text(text)
+        write_op_results({"machine": meta, "profiles": profiles}, text, args.out, args.name)
         return 0
     rows = []
 
@@ -239,12 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   not args.no_ort, progress))
     except KeyboardInterrupt:
         print("interrupted: writing the rows measured so far", file=sys.stderr)
-    text = f"{title}\n\n{table(rows, mm)}\n"
-    print(text)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{args.name}.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=1))
-        (args.out / f"{args.name}.md").write_text(text)
+    write_op_results({"machine": meta, "rows": rows}, f"{title}\n\n{table(rows, mm)}\n", args.out, args.name)
     return 0
 
 

@@ -23,7 +23,7 @@ from . import ops
 from ._cpu import output_size
 from ._ext import has_cpp
 from .bench import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
-                    time_fn, write_op_results)
+                    summed_over, time_fn, write_op_results)
 from .reference import fold_bn
 from .scaling import DepthwiseShape, depthwise_shapes
 
@@ -125,13 +125,7 @@ def bench_dwconv(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"
 
 def layer_sums(result: dict, phi, batch: int, fmt: str) -> dict:
     """Eager and fused time summed over every depthwise layer of efficientnet(phi) (repeats counted)."""
-    by_shape = {(tuple(r["shape"]), r["batch"], r["format"]): r for r in result["rows"]}
-    eager = fused = 0.0
-    for s in depthwise_shapes(phi):
-        r = by_shape[(tuple(s), batch, fmt)]
-        eager += r["eager_ms"]
-        fused += r["fused_ms"]
-    return {"eager_ms": eager, "fused_ms": fused, "speedup": eager / fused}
+    return summed_over(result, depthwise_shapes(phi), batch, fmt)
 
 
 def markdown(result: dict, phis) -> str:

@@ -26,7 +26,7 @@ import torch.nn as nn
 from . import ops
 from ._cpu import Conv1x1, SeProjection
 from .bench import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
-                    time_fn, write_op_results)
+                    summed_over, time_fn, write_op_results)
 from .scaling import SEShape, _out, arch_spec, se_shapes
 
 
@@ -173,13 +173,7 @@ def bench_se(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), b
 
 def se_sums(result: dict, phi, batch: int, fmt: str) -> dict:
     """Eager and fused SE time summed over every block of efficientnet(phi) (repeats counted)."""
-    by_shape = {(tuple(r["shape"]), r["batch"], r["format"]): r for r in result["rows"]}
-    eager = fused = 0.0
-    for s in se_shapes(phi):
-        r = by_shape[(tuple(s), batch, fmt)]
-        eager += r["eager_ms"]
-        fused += r["fused_ms"]
-    return {"eager_ms": eager, "fused_ms": fused, "speedup": eager / fused}
+    return summed_over(result, se_shapes(phi), batch, fmt)
 
 
 def markdown(result: dict, phis) -> str:

@@ -259,17 +259,19 @@ def _has_engine() -> bool:
 
 
 def _convert(model: nn.Module) -> EfficientNet:
-    if isinstance(model, EfficientNet):
-        return model
+    """This package's EfficientNet for ``model`` (refused unless a supported family in eval mode)."""
     if isinstance(model, FusedEfficientNet):
         raise TypeError("model is already fused")
-    from .models import from_timm, from_torchvision
     name = type(model).__module__
-    if not isinstance(model, nn.Module) or not name.startswith(("torchvision", "timm")):
+    ours = isinstance(model, EfficientNet)
+    if not ours and (not isinstance(model, nn.Module) or not name.startswith(("torchvision", "timm"))):
         raise TypeError(f"fuse() supports {SUPPORTED}; got {type(model).__name__} from {name}")
     if model.training:
         raise ValueError("fuse() needs a model in eval mode (it folds the BatchNorm running statistics): call "
                          "model.eval() first")
+    if ours:
+        return model
+    from .models import from_timm, from_torchvision
     return from_torchvision(model) if name.startswith("torchvision") else from_timm(model)
 
 
@@ -285,12 +287,9 @@ def fuse(model: nn.Module, inplace: bool = False) -> FusedEfficientNet:
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
     src = _convert(model)
-    if src.training:
-        raise ValueError("fuse() needs a model in eval mode (it folds the BatchNorm running statistics): call "
-                         "model.eval() first")
     p = next(src.parameters())
     with torch.no_grad():
         fused = FusedEfficientNet(src).to(device=p.device, dtype=p.dtype)
-    if fused.stem_weight.device.type == "cpu" and fused.stem_weight.dtype == torch.float32 and _has_engine():
-        fused._engine()
+    if _has_engine():
+        fused._engine()  # packs the weights now when they are fp32 on the CPU (None otherwise)
     return fused
