@@ -4,8 +4,9 @@
 # Installs the package (no build isolation, no downloads), runs the CUDA tests (tests/triton on the GPU
 # and the registered op's opcheck / torch.compile there), measures the copy bandwidth and benchmarks the
 # fused depthwise op against eager and torch.compile (benchmarks/gpu_check.py), then the SE and the SE
-# folded into the projection against eager (benchmarks/gpu_check_se.py), then fuse(model) on CUDA
-# (benchmarks/gpu_check_fuse.py). Each step has its own
+# folded into the projection against eager (benchmarks/gpu_check_se.py), then fuse(model)'s correctness on
+# CUDA (benchmarks/gpu_check_fuse.py) and its speed (effnet-bench, results in the same format as the CPU
+# runs under $OUT/effnet-bench). Each step has its own
 # time limit so the whole check ends in under 5 minutes; the short table is printed last.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,22 +37,29 @@ tests_rc=$?
 tail -5 "$OUT/tests.log"
 log "tests exit code $tests_rc"
 
-log "depthwise benchmark (measuring stops after 50 s)"
-timeout 65 "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" --budget-s 50 >"$OUT/bench.log" 2>&1
+log "depthwise benchmark (measuring stops after 45 s)"
+timeout 60 "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" --budget-s 45 >"$OUT/bench.log" 2>&1
 bench_rc=$?
 tail -25 "$OUT/bench.log"
 log "squeeze-excitation benchmark (measuring stops after 35 s)"
 timeout 50 "$PY" "$ROOT/benchmarks/gpu_check_se.py" --out "$OUT" --budget-s 35 >"$OUT/bench_se.log" 2>&1
 se_rc=$?
 tail -6 "$OUT/bench_se.log"
-log "fused model: correctness, batch-256 throughput, batch-1 latency with CUDA graphs (35 s budget)"
-timeout 50 "$PY" "$ROOT/benchmarks/gpu_check_fuse.py" --out "$OUT" --budget-s 35 >"$OUT/bench_fuse.log" 2>&1
+log "fused model: correctness in fp32, fp16 and autocast against float64"
+timeout 30 "$PY" "$ROOT/benchmarks/gpu_check_fuse.py" --out "$OUT" >"$OUT/bench_fuse.log" 2>&1
 fuse_rc=$?
 tail -8 "$OUT/bench_fuse.log"
+log "effnet-bench end to end (B0, B4, B7; fp16; batch 1 with CUDA graphs and batch 128; stops after 40 s)"
+# SIGINT on the timeout: effnet-bench writes what it measured before stopping.
+timeout -s INT 60 "$PY" -m effnet_kernels.bench --device cuda --no-ops --phis 0 4 7 --batch 128 \
+  --compile-phis none --rounds 3 --per-round 5 --time-limit-s 40 --no-progress --out "$OUT/effnet-bench" \
+  >"$OUT/effnet_bench.log" 2>&1
+e2e_rc=$?
+grep -A6 "Batch 1\*\*" "$OUT/effnet_bench.log" | head -8
 if [ "${EFFNET_GPU_PROBE:-0}" != 0 ]; then
   log "probe: launch overhead vs kernel time (benchmarks/gpu_probe.py)"
   timeout 150 "$PY" "$ROOT/benchmarks/gpu_probe.py" --out "$OUT" >"$OUT/probe.log" 2>&1
   tail -12 "$OUT/probe.log"
 fi
-log "done: tests rc $tests_rc, bench rc $bench_rc, SE bench rc $se_rc, fuse rc $fuse_rc; tables in $OUT/gpu_dwconv.md, $OUT/gpu_se.md, $OUT/gpu_fuse.md"
-exit $(( tests_rc != 0 || bench_rc != 0 || se_rc != 0 || fuse_rc != 0 ))
+log "done: tests rc $tests_rc, bench rc $bench_rc, SE bench rc $se_rc, fuse rc $fuse_rc, effnet-bench rc $e2e_rc; tables in $OUT/gpu_dwconv.md, $OUT/gpu_se.md, $OUT/gpu_fuse.md, $OUT/effnet-bench/results.md"
+exit $(( tests_rc != 0 || bench_rc != 0 || se_rc != 0 || fuse_rc != 0 || e2e_rc != 0 ))

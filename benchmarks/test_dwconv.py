@@ -7,7 +7,7 @@ import torch
 
 from effnet_kernels.bench_ops import DwSetup, dw_layer_shapes
 
-SHAPES = dw_layer_shapes([0, 4])
+SHAPES = dw_layer_shapes(range(8))
 
 
 @pytest.mark.parametrize("provider", ["eager", "fused", "copy"])

@@ -8,7 +8,7 @@ import torch
 
 from effnet_kernels.bench_se import BlockSetup, SeSetup, model_blocks, se_layer_shapes
 
-SHAPES = se_layer_shapes([0])
+SHAPES = se_layer_shapes(range(8))
 BLOCKS = model_blocks(0)
 
 

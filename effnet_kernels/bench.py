@@ -1,184 +1,446 @@
-"""Eager EfficientNet latency on this device, φ = 0…7 (the README's first Quick start command).
+"""effnet-bench: EfficientNet at every φ on this device — the fused kernels against eager PyTorch (NCHW and
+channels_last), torch.compile and, on the CPU, ONNX Runtime — and which φ fits a budget.
 
-    python -m effnet_kernels.bench [--phis 0 1 2.5] [--batch 1] [--repeats 5] [--out DIR]
+    effnet-bench --quick                      # every φ 0…7, eager + fused (+ ORT, compile at B0), < 5 min
+    effnet-bench [--device cuda] [--phis 0 2.5 7] [--batch 8] [--out DIR]    # the full run
+    effnet-bench fit --latency-ms 20          # the largest φ whose fused model runs in 20 ms here
+    effnet-bench fit --macs 1e9 --params 10e6 # by cost alone (no measuring)
+    effnet-bench profile --phis 0 4           # where the fused CPU model's time goes
 
-Builds this package's eager model at each φ (random weights, randomised BN statistics — a default
-initialised model produces denormal-sized activations that distort CPU timings), runs it at the φ's
-own resolution under ``torch.inference_mode()`` in NCHW and channels_last, and prints the median
-latency (ms) with the spread of repeated runs after warm-up. The fused-kernel columns arrive with
-the kernel issues.
+The run writes, under ``--out`` (default ``./effnet-bench-results``): ``results.json`` (machine, versions,
+settings and every sample; schema: :mod:`effnet_kernels.bench_schema`), ``results.md`` (the tables) and
+``latency.png`` / ``speedup.png`` (with matplotlib). Ctrl-C (or SIGTERM) stops it and still writes what was
+measured. Same as ``python -m effnet_kernels.bench``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
+import math
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 
-from . import info
-from .models import efficientnet
-from .scaling import compound, model_cost
-from .testing import randomize_bn_
+from ._benchutil import (DTYPES, FORMATS, CliError, OneLineParser, Progress, default_device, machine_info,  # noqa: F401
+                         parse_device, record_isa, summarize, time_fn)
+from .bench_e2e import LABELS, PROVIDERS
 
-FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+SCHEMA_ID = "effnet-bench/1"
+ALL_PHIS = list(range(8))
+# What --quick measures beyond eager + fused at every φ (batch 1), chosen to finish in < 5 min on 2 cores.
+QUICK = {"rounds": 3, "per_round": 2, "compile_phis": [0], "ort_phi_max": 4, "throughput_phis": [0],
+         "op_batches": [1], "op_min_seconds": 0.005, "op_repeats": 3}
+FULL = {"rounds": 3, "per_round": 2, "op_min_seconds": 0.05, "op_repeats": 5}
 
 
-def op_bench_args(prog: str, description: str, out_name: str) -> argparse.ArgumentParser:
-    """The command-line options every op microbenchmark (bench_ops, bench_se) takes."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--phis", type=int, nargs="+", default=list(range(8)), choices=range(8), metavar="PHI")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
-    p.add_argument("--min-seconds", type=float, default=0.05, help="minimum timed seconds per measurement")
-    p.add_argument("--out", type=Path, default=None, help=f"folder for {out_name}.json and {out_name}.md")
+# ----------------------------------------------------------------------------------------------- arguments
+
+def _phi(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return int(v) if v.is_integer() else v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return v
+
+
+def _budget(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
+
+
+def _phi_set(text: str):
+    """'all', 'none' or a φ."""
+    if text in ("all", "none"):
+        return text
+    return _phi(text)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
+    p.add_argument("--dtype", choices=list(DTYPES), default=None,
+                   help="fp32 (the only one on the CPU), fp16 (GPU default) or bf16")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="effnet-bench", description=__doc__.split("\n\n")[0])
+    _common(p)
+    p.add_argument("--quick", action="store_true",
+                   help="< 5 min on 2 cores: every φ for eager and fused at batch 1; torch.compile at φ=0, ONNX "
+                        "Runtime at φ<=4, the throughput batch at φ=0, op shapes at batch 1 (the table says so)")
+    p.add_argument("--phis", type=_phi, nargs="+", default=None, metavar="PHI",
+                   help="compound coefficients for the end-to-end part (default 0 1 … 7)")
+    p.add_argument("--batch", type=_positive_int, default=None,
+                   help="the throughput batch, measured besides batch 1 (default 8 on CPU, 64 on GPU; 1: latency only)")
+    p.add_argument("--providers", nargs="+", choices=list(PROVIDERS), default=list(PROVIDERS))
+    p.add_argument("--compile-phis", type=_phi_set, nargs="+", default=None, metavar="PHI|all|none",
+                   help="φ at which torch.compile is measured (default: all; --quick: 0)")
+    p.add_argument("--ort-phis", type=_phi_set, nargs="+", default=None, metavar="PHI|all|none",
+                   help="φ at which ONNX Runtime is measured (CPU; default: all; --quick: 0…4)")
+    p.add_argument("--rounds", type=_positive_int, default=None, help="interleaved rounds per model (default 3)")
+    p.add_argument("--per-round", type=_positive_int, default=None, help="timed runs per provider and round")
+    part = p.add_mutually_exclusive_group()
+    part.add_argument("--no-ops", action="store_true", help="skip the op microbenchmarks")
+    part.add_argument("--ops-only", action="store_true", help="only the op microbenchmarks")
+    p.add_argument("--op-phis", type=int, nargs="+", default=ALL_PHIS, choices=ALL_PHIS, metavar="PHI",
+                   help="models whose layer shapes the op microbenchmarks cover (default 0 … 7)")
+    p.add_argument("--op-batches", type=_positive_int, nargs="+", default=None,
+                   help="batches of the op microbenchmarks (default: 1 and the throughput batch; --quick: 1)")
+    p.add_argument("--time-limit-s", type=_budget, default=None,
+                   help="start nothing new after this many seconds (what is left is listed as skipped)")
+    p.add_argument("--out", type=Path, default=Path("effnet-bench-results"), help="results folder")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
 
-def check_batches(p: argparse.ArgumentParser, args) -> None:
-    if any(b < 1 for b in args.batches):
-        p.error(f"--batches must be >= 1, got {args.batches}")
+def fit_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="effnet-bench fit",
+                      description="The largest φ (to 0.01) whose fused model fits every budget given.")
+    _common(p)
+    p.add_argument("--latency-ms", type=_budget, default=None, help="median latency of the fused model here")
+    p.add_argument("--macs", type=_budget, default=None, help="multiply-adds per image (no measuring)")
+    p.add_argument("--params", type=_budget, default=None, help="parameters (no measuring)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="batch for the latency (default 1)")
+    p.add_argument("--phi-max", type=_phi, default=12.0, help="largest φ considered (default 12)")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON after the phi= line")
+    p.add_argument("--no-progress", action="store_true")
+    return p
 
 
-def progress_line(line: str) -> None:
-    print("  " + line, file=sys.stderr, flush=True)
+def profile_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="effnet-bench profile",
+                      description="Per-step times inside the fused CPU model (the C++ engine).")
+    p.add_argument("--phis", type=_phi, nargs="+", default=[0, 4, 7], metavar="PHI")
+    p.add_argument("--batch", type=_positive_int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="folder for fused_profile.json and .md")
+    return p
 
 
-def record_isa(result: dict) -> None:
-    """Put the CPU kernel path in use into the result's machine info (its tables print it)."""
-    try:
-        from ._cpu import isa_info
-        result["machine"]["isa"] = isa_info()["default"]
-    except RuntimeError:
-        result["machine"]["isa"] = "none (reference fallback)"
+def _device_and_dtype(args):
+    device = default_device() if args.device is None else parse_device(args.device)
+    name = args.dtype or ("fp16" if device.type == "cuda" else "fp32")
+    if device.type == "cpu" and name != "fp32":
+        raise CliError(f"--dtype {name}: the fused CPU model runs in fp32 only (use --dtype fp32 on the CPU)")
+    return device, DTYPES[name]
 
 
-def write_op_results(result: dict, text: str, out: Optional[Path], name: str) -> None:
-    """Print the table; write NAME.json and NAME.md under out (when given)."""
-    print(text)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}.json").write_text(json.dumps(result, indent=1))
-        (out / f"{name}.md").write_text(text)
+def _resolve_phis(choice, phis: List, default) -> List:
+    if choice is None:
+        choice = default
+    if choice == ["all"] or choice == "all":
+        return list(phis)
+    if choice == ["none"] or choice == "none":
+        return []
+    if any(c in ("all", "none") for c in choice):
+        raise CliError(f"'all' and 'none' stand alone, got {choice}")
+    return [p for p in phis if p in choice]
 
 
-def summed_over(result: dict, shapes, batch: int, fmt: str) -> dict:
-    """Eager and fused time of an op benchmark's rows summed over ``shapes`` (a model's layer shapes, repeats
-    counted) at one batch and memory format."""
-    by_shape = {(tuple(r["shape"]), r["batch"], r["format"]): r for r in result["rows"]}
-    eager = fused = 0.0
-    for s in shapes:
-        r = by_shape[(tuple(s), batch, fmt)]
-        eager += r["eager_ms"]
-        fused += r["fused_ms"]
-    return {"eager_ms": eager, "fused_ms": fused, "speedup": eager / fused}
+# --------------------------------------------------------------------------------------------------- tables
+
+def _ms(s: Optional[dict]) -> str:
+    if s is None:
+        return "—"
+    half = (s["q3_ms"] - s["q1_ms"]) / 2
+    return f"{s['median_ms']:.2f} ±{half:.2f}" if s["median_ms"] < 10 else f"{s['median_ms']:.1f} ±{half:.1f}"
 
 
-def time_fn(fn, warmup: int, repeats: int, min_seconds: float = 0.0) -> List[float]:
-    """Wall-clock samples (seconds) of ``fn()`` after ``warmup`` calls; at least ``repeats`` samples,
-    more while the total is under ``min_seconds``."""
-    for _ in range(warmup):
-        fn()
-    samples: List[float] = []
-    start = time.perf_counter()
-    while len(samples) < repeats or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return samples
+def best_eager(row: dict) -> Optional[float]:
+    t = [row["providers"][k]["median_ms"] for k in ("eager_nchw", "eager_cl") if k in row["providers"]]
+    return min(t) if t else None
 
 
-def summarize(samples: List[float]) -> Dict[str, float]:
-    ms = sorted(s * 1e3 for s in samples)
-    q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0]] * 3
-    return {"median_ms": statistics.median(ms), "q1_ms": q[0], "q3_ms": q[2], "min_ms": ms[0], "n": len(ms)}
+def e2e_table(rows: List[dict]) -> str:
+    """One table per batch: φ, resolution, cost, each provider's median ± half the IQR (ms), and the fused
+    model's speed-up over eager (its faster memory format), torch.compile and ONNX Runtime."""
+    out = []
+    provs = [p for p in PROVIDERS if any(p in r["providers"] or p in r["skipped"] for r in rows)]
+    for batch in sorted({r["batch"] for r in rows}):
+        rs = [r for r in rows if r["batch"] == batch]
+        out += [f"**Batch {batch}** ({rs[0]['dtype']}; ms: median ± half the interquartile range)", "",
+                "| φ | res | params | GMACs | " + " | ".join(LABELS[p] for p in provs) +
+                " | fused vs eager | fused vs compile | fused vs ORT |", "|" + "---|" * (4 + len(provs) + 3)]
+        for r in rs:
+            cells = [f"{r['phi']:g}", str(r["resolution"]), f"{r['params'] / 1e6:.1f}M", f"{r['macs'] / 1e9:.2f}"]
+            cells += [_ms(r["providers"].get(p)) for p in provs]
+            fused = r["providers"].get("fused")
+            eager = best_eager(r)
+            for base in (eager, *(r["providers"][k]["median_ms"] if k in r["providers"] else None
+                                  for k in ("compile", "ort"))):
+                cells.append(f"{base / fused['median_ms']:.2f}×" if fused and base else "—")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
-def bench_eager(phis, batch: int = 1, repeats: int = 5, warmup: int = 1, formats=("nchw", "channels_last"),
-                progress=None) -> List[dict]:
-    rows = []
-    for phi in phis:
-        sc = compound(phi)
-        cost = model_cost(phi)
-        model = randomize_bn_(efficientnet(phi)).eval()
-        x = torch.randn(batch, 3, sc.resolution, sc.resolution)
-        row = {"phi": phi, "resolution": sc.resolution, "params": cost.params, "macs": cost.macs, "batch": batch}
-        for fmt in formats:
-            mf = FORMATS[fmt]
-            m = model.to(memory_format=mf)
-            xf = x.contiguous(memory_format=mf)
-            with torch.inference_mode():
-                row[fmt] = summarize(time_fn(lambda: m(xf), warmup, repeats))
-            if progress:
-                progress(f"phi={phi:g} {fmt}: {row[fmt]['median_ms']:.1f} ms")
-        rows.append(row)
-    return rows
-
-
-def markdown_table(rows: List[dict], formats) -> str:
-    head = "| φ | res | params (M) | GMACs | " + " | ".join(f"eager {f} ms (q1–q3)" for f in formats) + " |"
-    sep = "|" + "---|" * (4 + len(formats))
-    lines = [head, sep]
-    for r in rows:
-        cells = [f"{r['phi']:g}", str(r["resolution"]), f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e9:.2f}"]
-        for f in formats:
-            s = r[f]
-            cells.append(f"{s['median_ms']:.1f} ({s['q1_ms']:.1f}–{s['q3_ms']:.1f})")
-        lines.append("| " + " | ".join(cells) + " |")
+def budget_table(rows: List[dict], budgets_ms=(5, 10, 20, 50, 100, 200, 500, 1000, 2000)) -> str:
+    """The largest measured φ whose fused batch-1 median fits each latency budget."""
+    rs = sorted((r for r in rows if r["batch"] == 1 and "fused" in r["providers"]), key=lambda r: r["phi"])
+    if not rs:
+        return ""
+    lines = ["| latency budget | largest measured φ (fused, batch 1) | its latency |", "|---|---|---|"]
+    for b in budgets_ms:
+        fit = [r for r in rs if r["providers"]["fused"]["median_ms"] <= b]
+        if fit:
+            r = fit[-1]
+            lines.append(f"| {b} ms | {r['phi']:g} | {r['providers']['fused']['median_ms']:.1f} ms |")
+        else:
+            lines.append(f"| {b} ms | none of those measured | |")
     return "\n".join(lines)
 
 
-def machine_info() -> dict:
-    d = info()
-    d.update({"processor": platform.processor() or platform.machine(), "node": platform.node(),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+def markdown(result: dict) -> str:
+    m, st = result["machine"], result["settings"]
+    lines = [f"# effnet-bench — {m['device_name']} ({m['device']}), {m['date']}", "",
+             f"torch {m['torch']}, triton {m['triton']}, onnxruntime {m['onnxruntime']}, effnet_kernels "
+             f"{m['effnet_kernels']}, CPU kernel path {m.get('isa')}, {m['threads']} threads, {st['dtype']}"
+             f"{', --quick' if st['quick'] else ''}. Medians of {st['rounds']} interleaved rounds × {st['per_round']} "
+             f"runs after warm-up{'; CUDA-graph replays at batch 1' if m['device'].startswith('cuda') else ''}.", ""]
+    if result.get("interrupted"):
+        lines += ["**Interrupted: the tables hold what was measured before the stop.**", ""]
+    if result["e2e"]:
+        lines += ["## End to end", "", e2e_table(result["e2e"])]
+        bt = budget_table(result["e2e"])
+        if bt:
+            lines += ["### Which φ fits a latency budget", "", bt, "",
+                      "Between the measured φ: `effnet-bench fit --latency-ms MS` (bisection to 0.01).", ""]
+        errs = [f"- φ={r['phi']:g} batch {r['batch']} {k}: {v}" for r in result["e2e"] for k, v in r["errors"].items()]
+        if errs:
+            lines += ["Errors:", "", *errs, ""]
+    if result["notes"]:
+        lines += ["Notes:", "", *[f"- {n}" for n in result["notes"]], ""]
+    ops = result.get("ops", {})
+    if "dwconv" in ops:
+        from .bench_ops import markdown as dw_md
+        lines += ["## Depthwise conv + BN + Swish per layer shape", "", dw_md(ops["dwconv"], _op_phis(ops["dwconv"]))]
+    if "se" in ops:
+        from .bench_se import markdown as se_md
+        lines += ["## Squeeze-excitation per layer shape", "", se_md(ops["se"], _op_phis(ops["se"]))]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _op_phis(op_result: dict) -> List[int]:
+    return op_result.get("phis", ALL_PHIS)
+
+
+# ----------------------------------------------------------------------------------------------------- run
+
+def _plan(args, device, phis):
+    quick = args.quick
+    cfg = QUICK if quick else FULL
+    throughput = args.batch if args.batch is not None else (64 if device.type == "cuda" else 8)
+    plan = {"rounds": args.rounds or cfg["rounds"], "per_round": args.per_round or cfg["per_round"],
+            "compile_phis": _resolve_phis(args.compile_phis, phis, QUICK["compile_phis"] if quick else "all"),
+            "ort_phis": _resolve_phis(args.ort_phis, phis,
+                                      [p for p in phis if p <= QUICK["ort_phi_max"]] if quick else "all"),
+            "batches": [1] + ([throughput] if throughput > 1 else []),
+            "throughput_phis": [p for p in phis if p in QUICK["throughput_phis"]] if quick else list(phis)}
+    jobs = []  # (batch, φ, providers)
+    for batch in plan["batches"]:
+        for phi in (phis if batch == 1 else plan["throughput_phis"]):
+            provs = [p for p in args.providers if (p != "compile" or phi in plan["compile_phis"])
+                     and (p != "ort" or phi in plan["ort_phis"])]
+            if quick and batch > 1:  # the throughput batch: eager and fused (compiling again would double the time)
+                provs = [p for p in provs if p != "compile"]
+            jobs.append((batch, phi, provs))
+    return plan, jobs
+
+
+def _notes(args, plan, phis, device) -> List[str]:
+    notes = []
+    if args.quick:
+        notes.append("--quick: every φ for eager and fused at batch 1; the rest limited as listed")
+    for name, key in (("torch.compile", "compile_phis"), ("ONNX Runtime", "ort_phis")):
+        prov = "compile" if key == "compile_phis" else "ort"
+        if prov in args.providers and plan[key] != list(phis) and not (prov == "ort" and device.type == "cuda"):
+            shown = ", ".join(f"{p:g}" for p in plan[key]) or "none"
+            notes.append(f"{name} measured at φ = {shown} only"
+                         + (" (compiling takes tens of seconds per model)" if prov == "compile" else ""))
+    if len(plan["batches"]) > 1 and plan["throughput_phis"] != list(phis):
+        notes.append(f"throughput batch {plan['batches'][1]} measured at φ = "
+                     f"{', '.join(f'{p:g}' for p in plan['throughput_phis']) or 'none'} only")
+    return notes
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    p = run_parser()
+    args = p.parse_args(argv)
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    d["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return d
+        device, dtype = _device_and_dtype(args)
+    except CliError as exc:
+        p.error(str(exc))
+    phis = args.phis if args.phis is not None else ALL_PHIS
+    try:
+        plan, jobs = _plan(args, device, phis)
+    except CliError as exc:
+        p.error(str(exc))
+    if args.ops_only:
+        jobs = []
+    op_batches = args.op_batches or (QUICK["op_batches"] if args.quick else plan["batches"])
+    op_phis = sorted(set(args.op_phis))
+    do_ops = not args.no_ops
+    meta = machine_info(device)
+    record_isa({"machine": meta})
+    result = {"schema": SCHEMA_ID, "machine": meta, "complete": False, "interrupted": False,
+              "settings": {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "quick": args.quick,
+                           "phis": list(phis), "providers": list(args.providers), "rounds": plan["rounds"],
+                           "per_round": plan["per_round"], "batches": plan["batches"],
+                           "compile_phis": plan["compile_phis"], "ort_phis": plan["ort_phis"],
+                           "throughput_phis": plan["throughput_phis"], "ops": do_ops, "op_batches": op_batches,
+                           "op_phis": op_phis,
+                           "argv": list(sys.argv[1:] if argv is None else argv)},
+              "notes": _notes(args, plan, phis, device), "e2e": [], "ops": {}}
+    n_ops = 0
+    if do_ops:
+        from .bench_ops import dw_layer_shapes
+        from .bench_se import se_layer_shapes
+        n_ops = (len(dw_layer_shapes(op_phis)) + len(se_layer_shapes(op_phis))) * len(op_batches) * len(FORMATS)
+    progress = Progress(sum(len(j[2]) for j in jobs) * plan["rounds"] + n_ops, enabled=not args.no_progress)
+    print(f"# effnet-bench on {meta['device_name']} ({device}), {result['settings']['dtype']}, {meta['threads']} "
+          f"threads; writing to {args.out}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    cut_short = False
+    try:
+        from .bench_e2e import bench_phi
+        for i, (batch, phi, provs) in enumerate(jobs):
+            if i > 0 and args.time_limit_s is not None and time.perf_counter() - start > args.time_limit_s:
+                result["notes"].append(f"--time-limit-s {args.time_limit_s:g} reached: not measured: "
+                                       + ", ".join(f"φ={q:g} batch {b}" for b, q, _ in jobs[i:]))
+                cut_short, do_ops = True, False
+                break
+            t0 = time.perf_counter()
+            result["e2e"].append(bench_phi(phi, batch, provs, plan["rounds"], plan["per_round"], device, dtype,
+                                           progress=progress.step))
+            result["e2e"][-1]["seconds"] = round(time.perf_counter() - t0, 1)
+            for name in result["e2e"][-1]["errors"]:
+                progress.step(f"{name} failed", n=plan["rounds"])
+        if do_ops:
+            if args.time_limit_s is not None and time.perf_counter() - start > args.time_limit_s:
+                result["notes"].append(f"--time-limit-s {args.time_limit_s:g} reached: op benchmarks not run")
+                cut_short = True
+            else:
+                _run_ops(result, device, dtype, op_phis, op_batches, args.quick, progress)
+        result["complete"] = not cut_short
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        result["notes"].append("interrupted (Ctrl-C or SIGTERM): results up to the stop")
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        progress.close()
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        write_results(result, args.out, plots=not args.no_plots)
+    return 130 if result["interrupted"] else 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _run_ops(result: dict, device, dtype, phis, batches, quick: bool, progress: Progress) -> None:
+    from .bench_ops import bench_dwconv
+    from .bench_se import bench_se
+
+    cfg = QUICK if quick else FULL
+    common = dict(batches=batches, formats=list(FORMATS), min_seconds=cfg["op_min_seconds"], progress=progress.step,
+                  device=device, dtype=dtype, all_backends=not quick)
+    result["ops"]["dwconv"] = dict(bench_dwconv(phis, repeats=cfg["op_repeats"], **common), phis=phis)
+    try:
+        import torchvision  # noqa: F401  (the eager SE is torchvision's SqueezeExcitation)
+    except ImportError:
+        result["notes"].append("SE op benchmark skipped: torchvision is not installed (its SqueezeExcitation is "
+                               "the eager baseline)")
+        return
+    result["ops"]["se"] = dict(bench_se(phis, block_phis=() if quick or 0 not in phis else (0,),
+                                        rounds=3 if quick else 5, repeats=cfg["op_repeats"], **common), phis=phis)
+
+
+def write_results(result: dict, out: Path, plots: bool = True) -> None:
+    """results.json, results.md and (with matplotlib) latency.png / speedup.png under ``out``; prints the
+    Markdown to stdout."""
+    text = markdown(result)
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "results.md").write_text(text)
+    if plots and result["e2e"]:
+        from .bench_plots import plot_results
+        made = plot_results(result, out)
+        if made:
+            print(f"plots: {', '.join(str(p) for p in made)}", file=sys.stderr)
+        else:
+            print("plots skipped: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------- fit
+
+def fit_main(argv: List[str]) -> int:
+    from .budget import fit_phi
+
+    p = fit_parser()
+    args = p.parse_args(argv)
+    if args.latency_ms is None and args.macs is None and args.params is None:
+        p.error("give a budget: --latency-ms, --macs or --params")
+    try:
+        device, dtype = _device_and_dtype(args)
+    except CliError as exc:
+        p.error(str(exc))
+    show = None if args.no_progress else (lambda s: print("  " + s, file=sys.stderr, flush=True))
+    try:
+        res = fit_phi(latency_ms=args.latency_ms, macs=args.macs, params=args.params, device=device,
+                      batch=args.batch, dtype=dtype, phi_max=args.phi_max, progress=show)
+    except ValueError as exc:
+        print(f"effnet-bench fit: {exc}", file=sys.stderr)
+        return 1
+    print(res.line())
+    if args.json:
+        print(json.dumps(res.as_dict()))
+    return 0
+
+
+def profile_main(argv: List[str]) -> int:
+    from .bench_e2e import profile_fused, profile_table
+    from ._benchutil import write_op_results
+
+    args = profile_parser().parse_args(argv)
+    meta = machine_info()
+    profiles = [profile_fused(phi, args.batch) for phi in args.phis]
+    text = (f"Fused model, per-step profile (median of 10 runs), batch {args.batch} — {meta.get('cpu', '')}, "
+            f"{meta['threads']} threads, {meta['date']}\n\n{profile_table(profiles)}\n")
+    write_op_results({"machine": meta, "profiles": profiles}, text, args.out, "fused_profile")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m effnet_kernels.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phis", type=float, nargs="+", default=list(range(8)), help="compound coefficients (default 0…7)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per model and format after warm-up")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
-    p.add_argument("--out", type=Path, default=None, help="folder for results.json and results.md")
-    args = p.parse_args(argv)
-    for name in ("batch", "repeats"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        p.error(f"--warmup must be >= 0, got {args.warmup}")
-    if any(not (phi >= 0) for phi in args.phis):
-        p.error(f"--phis must be real numbers >= 0, got {args.phis}")
-    phis = [int(v) if float(v).is_integer() else v for v in args.phis]
-    meta = machine_info()
-    print(f"# eager EfficientNet latency, batch {args.batch}, fp32, {meta['threads']} threads, "
-          f"torch {meta['torch']}, {meta.get('cpu', meta['processor'])}", flush=True)
-    rows = bench_eager(phis, args.batch, args.repeats, args.warmup, args.formats,
-                       progress=lambda s: print("  " + s, file=sys.stderr, flush=True))
-    table = markdown_table(rows, args.formats)
-    print(table)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=2))
-        (args.out / "results.md").write_text(
-            f"Eager latency, batch {args.batch}, fp32, {meta['threads']} threads — {meta.get('cpu', '')}, "
-            f"torch {meta['torch']}, {meta['date']}\n\n{table}\n")
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "fit":
+        return fit_main(argv[1:])
+    if argv and argv[0] == "profile":
+        return profile_main(argv[1:])
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    return run(argv)
 
 
 if __name__ == "__main__":

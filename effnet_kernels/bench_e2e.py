@@ -1,58 +1,57 @@
-"""End-to-end CPU benchmark of ``fuse(model)`` against eager PyTorch (NCHW and channels_last), ONNX Runtime
-(when installed) and ``torch.compile`` (inductor with freezing, for the φ listed in ``--compile-phis``).
+"""End-to-end benchmark of ``fuse(model)`` against eager PyTorch (NCHW and channels_last), ``torch.compile``
+and, on the CPU, ONNX Runtime — the measuring half of ``effnet-bench`` (:mod:`effnet_kernels.bench`).
 
-    python -m effnet_kernels.bench_e2e --phis 0 1 2 --batch 1 --out benchmarks/results/cpu-x86_64-2core
-
-Every model is this package's EfficientNet at φ with randomized BatchNorm statistics, fp32, at the paper's
-resolution. Providers are timed in interleaved rounds (a few runs each per round, so drift on a shared
-machine hits all of them alike); the table gives medians over all rounds and the ratios against eager in
-its faster memory format and against ONNX Runtime. All runs use ``torch.inference_mode()``, the default
-thread count and the default precision flags; the fused time includes nothing the caller would not do
-(the input goes in as NCHW). For φ ≥ 4 it also gives the fused model's multiply-adds per second against
-``torch.mm``'s rate on this machine, measured in the same run (the GEMM floor).
+Every model is this package's EfficientNet at φ with randomized BatchNorm statistics (calibrated, so the
+activations are of order 1, not denormal), at the paper's resolution. Providers are timed in interleaved
+rounds (a few runs each per round, so drift on a shared machine hits all of them alike); a row keeps every
+sample. All runs use ``torch.inference_mode()``, the default thread count and the default precision flags
+(TF32 off in fp32 on a GPU, for every provider); the fused time includes nothing the caller would not do
+(the input goes in as NCHW). On a GPU, batch-1 latency is measured on CUDA-graph replays of every provider
+(``torch.compile`` in its ``reduce-overhead`` mode, which uses CUDA graphs itself).
 """
 from __future__ import annotations
 
-import argparse
+import copy
 import io
-import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .bench import machine_info, summarize, write_op_results
+from ._benchutil import cuda_graphed, summarize, time_fn
 from .fuse import fuse
 from .models import efficientnet
 from .scaling import compound, model_cost
 from .testing import randomize_bn_, rel_error
 
 PROVIDERS = ("eager_nchw", "eager_cl", "compile", "ort", "fused")
+LABELS = {"eager_nchw": "eager NCHW", "eager_cl": "eager channels_last", "compile": "torch.compile",
+          "ort": "ONNX Runtime", "fused": "fused (effnet_kernels)"}
 
 
 def mm_rate(seconds: float = 1.0) -> float:
     """torch.mm multiply-adds per second on 1024 x 1024 fp32 (the machine's GEMM rate, all threads)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     out = torch.empty(1024, 1024)
-    for _ in range(3):
-        torch.mm(a, b, out=out)
-    samples = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        samples.append(time.perf_counter() - t0)
+    samples = time_fn(lambda: torch.mm(a, b, out=out), warmup=3, repeats=3, min_seconds=seconds)
     return 1024 ** 3 / sorted(samples)[len(samples) // 2]
 
 
-def ort_session(model: torch.nn.Module, x: torch.Tensor):
-    """An ONNX Runtime CPU session for ``model`` (None when onnxruntime / the exporter is unavailable)."""
+def ort_available() -> bool:
     try:
-        import onnxruntime as ort
+        import onnx  # noqa: F401  (the TorchScript exporter writes through it)
+        import onnxruntime  # noqa: F401
     except ImportError:
-        return None
+        return False
+    return True
+
+
+def ort_session(model: torch.nn.Module, x: torch.Tensor):
+    """An ONNX Runtime CPU session for ``model`` exported with the TorchScript exporter (opset 17, dynamic
+    batch) at the caller's thread count; returns a callable on CPU tensors."""
+    import onnxruntime as ort
+
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -64,70 +63,153 @@ def ort_session(model: torch.nn.Module, x: torch.Tensor):
     return lambda xin: torch.from_numpy(sess.run(None, {"x": xin.numpy()})[0])
 
 
-def compiled(model: torch.nn.Module, x: torch.Tensor):
-    """torch.compile (inductor, freezing) of the eager model in channels_last; freezing is restored after."""
+def compiled(model: torch.nn.Module, x: torch.Tensor, graphs: bool = False):
+    """torch.compile of the eager model in channels_last, compiled here (outside any timed region). On the CPU
+    inductor with freezing (restored after); on a GPU ``mode="reduce-overhead"`` (CUDA graphs) when
+    ``graphs``."""
     import torch._inductor.config as cfg
+
     old = cfg.freezing
-    cfg.freezing = True
+    cfg.freezing = x.device.type == "cpu"
     try:
-        m = torch.compile(model.to(memory_format=torch.channels_last))
+        m = torch.compile(model.to(memory_format=torch.channels_last),
+                          mode="reduce-overhead" if graphs else None)
         xc = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            m(xc)  # compiles here, outside the timed rounds
+            for _ in range(3 if graphs else 1):  # reduce-overhead records its graph on a later call
+                m(xc)
     finally:
         cfg.freezing = old
     return lambda xin: m(xin.contiguous(memory_format=torch.channels_last))
 
 
-def bench_phi(phi, batch: int, rounds: int, per_round: int, compile_it: bool, use_ort: bool,
-              progress: Callable[[str], None]) -> dict:
+def build_model(phi, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
+    """efficientnet(phi) in eval mode with calibrated random BN statistics, on ``device`` in ``dtype``."""
+    res = compound(phi).resolution
+    model = randomize_bn_(efficientnet(phi).eval(), seed=seed, calibration_size=(1, 3, res, res))
+    return model.to(device, dtype)
+
+
+def bench_phi(phi, batch: int, providers=PROVIDERS, rounds: int = 3, per_round: int = 2, device="cpu",
+              dtype: torch.dtype = torch.float32, graphs: Optional[bool] = None,
+              progress: Optional[Callable[[str], None]] = None) -> dict:
+    """One row: every provider in ``providers`` that can run here, timed in ``rounds`` interleaved rounds of
+    ``per_round`` runs after one warm-up call. Providers that cannot run are listed under ``skipped`` with the
+    reason, ones that fail under ``errors``. ``graphs`` (default: batch 1 on CUDA) times CUDA-graph replays.
+    ``progress(text)`` is called once per provider and round."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    graphs = (cuda and batch == 1) if graphs is None else graphs
+    if cuda:  # fp32 means fp32 for every provider: no TF32 in cuDNN or cuBLAS (restored after)
+        flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            return _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, progress)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+    return _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, progress)
+
+
+def make_providers(model: torch.nn.Module, x: torch.Tensor, names=PROVIDERS, graphs: bool = False) -> dict:
+    """The providers ``names`` for ``model`` (eval, on x's device and dtype) as zero-argument callables on
+    ``x`` (CUDA-graph replays when ``graphs``), in ``"calls"``; what cannot run here in ``"skipped"`` (name →
+    reason), what failed to build in ``"errors"``, and the fused model's error against eager
+    (``"fused_rel_err"``, before any graph capture). Shared by effnet-bench and the pytest-benchmark suite."""
+    out = {"calls": {}, "skipped": {}, "errors": {}}
+    fns: Dict[str, Callable] = {}
+    cuda = x.device.type == "cuda"
+
+    def add(name, make):
+        try:
+            fns[name] = make()
+        except Exception as exc:  # noqa: BLE001  (one provider failing must not lose the others' numbers)
+            out["errors"][name] = f"{type(exc).__name__}: {exc}"[:500]
+
+    def make_cl():
+        m = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        return lambda xin: m(xin.contiguous(memory_format=torch.channels_last))
+
+    for name in names:
+        if name == "eager_nchw":
+            add(name, lambda: (lambda xin: model(xin)))
+        elif name == "eager_cl":
+            add(name, make_cl)
+        elif name == "fused":
+            add(name, lambda: fuse(model))
+        elif name == "ort":
+            if cuda:
+                out["skipped"][name] = "CPU only (the CUDA execution provider is not benchmarked)"
+            elif x.dtype != torch.float32:
+                out["skipped"][name] = "fp32 only"
+            elif not ort_available():
+                out["skipped"][name] = "onnxruntime / onnx not installed (pip install onnxruntime onnx)"
+            else:
+                add(name, lambda: ort_session(model, x))
+        elif name == "compile":
+            add(name, lambda: compiled(copy.deepcopy(model), x, graphs=graphs))
+        else:
+            raise ValueError(f"providers: unknown provider {name!r}, expected some of {PROVIDERS}")
+    with torch.inference_mode():
+        if "fused" in fns:
+            try:
+                out["fused_rel_err"] = rel_error(fns["fused"](x), model(x))
+            except Exception as exc:  # noqa: BLE001
+                out["errors"]["fused"] = f"{type(exc).__name__}: {exc}"[:500]
+                del fns["fused"]
+        for name, fn in fns.items():
+            if graphs and name != "compile":  # reduce-overhead already replays a CUDA graph
+                try:
+                    out["calls"][name] = cuda_graphed(fn, x)
+                except Exception as exc:  # noqa: BLE001
+                    out["errors"][name] = f"CUDA graph capture: {type(exc).__name__}: {exc}"[:500]
+            else:
+                out["calls"][name] = lambda fn=fn: fn(x)
+    return out
+
+
+def _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, progress) -> dict:
+    cuda = device.type == "cuda"
     sc = compound(phi)
     cost = model_cost(phi)
     res = sc.resolution
-    model = randomize_bn_(efficientnet(phi).eval(), calibration_size=(2, 3, res, res))
-    x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1))
-    eager_cl = efficientnet(phi).eval()
-    eager_cl.load_state_dict(model.state_dict())
-    eager_cl = eager_cl.to(memory_format=torch.channels_last)
-    fns: Dict[str, Callable] = {
-        "eager_nchw": lambda xin: model(xin),
-        "eager_cl": lambda xin: eager_cl(xin.contiguous(memory_format=torch.channels_last)),
-        "fused": fuse(model),
-    }
-    if use_ort:
-        f = ort_session(model, x)
-        if f is not None:
-            fns["ort"] = f
-    if compile_it:
-        c = efficientnet(phi).eval()
-        c.load_state_dict(model.state_dict())
-        fns["compile"] = compiled(c, x)
-    row = {"phi": phi, "resolution": res, "batch": batch, "params": cost.params, "macs": cost.macs * batch}
-    samples: Dict[str, List[float]] = {k: [] for k in fns}
+    model = build_model(phi, device, dtype)
+    x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    made = make_providers(model, x, providers, graphs)
+    row = {"phi": phi, "resolution": res, "width": sc.width, "depth": sc.depth, "batch": batch,
+           "dtype": str(dtype).replace("torch.", ""), "device": str(device), "cuda_graphs": graphs,
+           "params": cost.params, "macs": cost.macs * batch, "providers": {}, "skipped": made["skipped"],
+           "errors": made["errors"]}
+    if "fused_rel_err" in made:
+        row["fused_rel_err"] = made["fused_rel_err"]
+    call = made["calls"]
+    samples: Dict[str, List[float]] = {k: [] for k in call}
     with torch.inference_mode():
-        ref = model(x)
-        row["fused_rel_err"] = rel_error(fns["fused"](x), ref)
-        if "ort" in fns:
-            row["ort_rel_err"] = rel_error(fns["ort"](x), ref)
-        for fn in fns.values():  # warm-up
-            fn(x)
+        slow = {}
+        for name in list(call):  # warm-up, and a first sample to tell fast models from slow ones
+            try:
+                t0 = time.perf_counter()
+                call[name]()
+                if cuda:
+                    torch.cuda.synchronize(device)
+                slow[name] = time.perf_counter() - t0 > 0.05
+            except Exception as exc:  # noqa: BLE001
+                row["errors"][name] = f"{type(exc).__name__}: {exc}"[:500]
+                del call[name], samples[name]
         for r in range(rounds):
             for name in PROVIDERS:
-                if name not in fns:
+                if name not in call:
                     continue
-                # Let the previous provider's worker threads stop spinning (ONNX Runtime's and OpenMP's
-                # spin for milliseconds after a run and would take the cores from the next provider).
-                time.sleep(0.05)
-                fns[name](x)
-                for _ in range(per_round):
-                    t0 = time.perf_counter()
-                    fns[name](x)
-                    samples[name].append(time.perf_counter() - t0)
-            progress(f"phi={phi:g} round {r + 1}/{rounds}: " + "  ".join(
-                f"{k} {sorted(v)[len(v) // 2] * 1e3:.1f}" for k, v in samples.items()))
+                if not cuda:
+                    # Let the previous provider's worker threads stop spinning (ONNX Runtime's and OpenMP's spin
+                    # for milliseconds after a run and would take the cores from the next provider); a fast
+                    # model also gets one untimed run to bring its caches back.
+                    time.sleep(0.05)
+                samples[name] += time_fn(call[name], 0 if slow[name] else 1, per_round, device=device)
+                if progress:
+                    progress(f"phi={phi:g} batch {batch} {name} round {r + 1}/{rounds}: "
+                             f"{sorted(samples[name])[len(samples[name]) // 2] * 1e3:.2f} ms")
     for name, s in samples.items():
-        row[name] = summarize(s)
-        row[name]["samples_ms"] = [v * 1e3 for v in s]
+        row["providers"][name] = summarize(s, keep_samples=True)
     return row
 
 
@@ -136,8 +218,7 @@ def profile_fused(phi, batch: int = 1, runs: int = 10) -> dict:
     forward passes), summed per kind of step (stem, expand_dw: the banded expand + depthwise of large
     layers, expand, dw, se_gate, project, head, classifier)."""
     res = compound(phi).resolution
-    model = randomize_bn_(efficientnet(phi).eval(), calibration_size=(2, 3, res, res))
-    fused = fuse(model)
+    fused = fuse(build_model(phi))
     x = torch.randn(batch, 3, res, res)
     with torch.inference_mode():
         fused(x)
@@ -167,76 +248,3 @@ def profile_table(profiles: List[dict]) -> str:
             f"{p['kinds_ms'].get(k, 0.0):.2f} ({100 * p['kinds_ms'].get(k, 0.0) / total:.0f} %)" for k in kinds) +
             f" | {total:.2f} |")
     return "\n".join(lines)
-
-
-def table(rows: List[dict], mm: float) -> str:
-    provs = [p for p in PROVIDERS if any(p in r for r in rows)]
-    head = ("| φ | res | batch | " + " | ".join(f"{p} ms" for p in provs) +
-            " | fused vs eager (best) | fused vs ORT | fused GMAC/s (% of mm) |")
-    lines = [head, "|" + "---|" * (3 + len(provs) + 3)]
-    for r in rows:
-        cells = [f"{r['phi']:g}", str(r["resolution"]), str(r["batch"])]
-        for p in provs:
-            cells.append(f"{r[p]['median_ms']:.1f}" if p in r else "—")
-        fused = r["fused"]["median_ms"]
-        eager = min(r["eager_nchw"]["median_ms"], r["eager_cl"]["median_ms"])
-        cells.append(f"{eager / fused:.2f}×")
-        cells.append(f"{r['ort']['median_ms'] / fused:.2f}×" if "ort" in r else "—")
-        rate = r["macs"] / (fused / 1e3)
-        cells.append(f"{rate / 1e9:.1f} ({100 * rate / mm:.0f} %)")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m effnet_kernels.bench_e2e", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phis", type=float, nargs="+", default=list(range(8)))
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--per-round", type=int, default=3, help="runs of each provider per round")
-    p.add_argument("--compile-phis", type=float, nargs="*", default=[0],
-                   help="phis for which torch.compile is also timed (compiling takes tens of seconds each)")
-    p.add_argument("--no-ort", action="store_true")
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--name", default="e2e")
-    p.add_argument("--profile", action="store_true",
-                   help="only profile the fused model per phi (per-step times inside the C++ engine)")
-    args = p.parse_args(argv)
-    if args.batch < 1 or args.rounds < 1 or args.per_round < 1:
-        p.error("--batch, --rounds and --per-round must be >= 1")
-    if any(not (v >= 0) for v in args.phis):
-        p.error(f"--phis must be numbers >= 0, got {args.phis}")
-    phis = [int(v) if float(v).is_integer() else v for v in args.phis]
-    meta = machine_info()
-    mm = mm_rate()
-    meta["mm_macs_per_s"] = mm
-    try:
-        import onnxruntime
-        meta["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        meta["onnxruntime"] = None
-    if args.profile:
-        profiles = [profile_fused(phi, args.batch) for phi in phis]
-        text = (f"Fused model, per-step profile (median of 10 runs), batch {args.batch} — {meta.get('cpu', '')}, "
-                f"{meta['threads']} threads, {meta['date']}\n\n{profile_table(profiles)}\n")
-        write_op_results({"machine": meta, "profiles": profiles}, text, args.out, args.name)
-        return 0
-    rows = []
-
-    def progress(s):
-        print("  " + s, file=sys.stderr, flush=True)
-
-    title = (f"End to end, batch {args.batch}, fp32, {meta['threads']} threads — {meta.get('cpu', '')}, torch "
-             f"{meta['torch']}, onnxruntime {meta['onnxruntime']}, {meta['date']}; torch.mm {mm / 1e9:.1f} GMAC/s")
-    try:
-        for phi in phis:
-            rows.append(bench_phi(phi, args.batch, args.rounds, args.per_round, phi in args.compile_phis,
-                                  not args.no_ort, progress))
-    except KeyboardInterrupt:
-        print("interrupted: writing the rows measured so far", file=sys.stderr)
-    write_op_results({"machine": meta, "rows": rows}, f"{title}\n\n{table(rows, mm)}\n", args.out, args.name)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,8 +22,8 @@ import torch.nn as nn
 from . import ops
 from ._cpu import output_size
 from ._ext import has_cpp
-from .bench import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
-                    summed_over, time_fn, write_op_results)
+from ._benchutil import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
+                         summed_over, time_fn, write_op_results)
 from .reference import fold_bn
 from .scaling import DepthwiseShape, depthwise_shapes
 
@@ -45,12 +45,13 @@ class DwSetup:
     # in inference mode are inference tensors, which keep no version counter, so the ops cannot cache
     # their packed form and would repack them on every call.
     @torch.inference_mode(False)
-    def __init__(self, shape: DepthwiseShape, batch: int, fmt: str, seed: int = 0):
+    def __init__(self, shape: DepthwiseShape, batch: int, fmt: str, seed: int = 0, device="cpu",
+                 dtype: torch.dtype = torch.float32):
         g = torch.Generator().manual_seed(seed)
         c, h, w, k, s = shape
         mf = FORMATS[fmt]
         self.shape, self.batch, self.fmt = shape, batch, fmt
-        self.x = torch.randn(batch, c, h, w, generator=g).contiguous(memory_format=mf)
+        self.x = torch.randn(batch, c, h, w, generator=g).to(device, dtype).contiguous(memory_format=mf)
         self.conv = nn.Conv2d(c, c, k, s, padding=k // 2, groups=c, bias=False)
         self.bn = nn.BatchNorm2d(c).eval()
         with torch.no_grad():
@@ -59,18 +60,20 @@ class DwSetup:
             self.bn.bias.copy_(torch.randn(c, generator=g) * 0.1)
             self.bn.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
             self.bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-        self.eager = nn.Sequential(self.conv, self.bn, nn.SiLU()).eval().to(memory_format=mf)
         wf, bf = fold_bn(self.conv.weight.detach().double(), self.bn.weight.double(), self.bn.bias.double(),
                          self.bn.running_mean.double(), self.bn.running_var.double(), self.bn.eps)
-        self.w, self.b = wf.float(), bf.float()
+        self.eager = nn.Sequential(self.conv, self.bn, nn.SiLU()).eval().to(device, dtype).to(memory_format=mf)
+        self.w, self.b = wf.to(device, dtype), bf.to(device, dtype)
         _, _, out_h, out_w = output_size(h, w, k, s, "symmetric")
-        self.in_bytes = self.x.numel() * 4
-        self.out_bytes = batch * c * out_h * out_w * 4
+        size = self.x.element_size()
+        self.in_bytes = self.x.numel() * size
+        self.out_bytes = batch * c * out_h * out_w * size
         self.macs = batch * c * out_h * out_w * k * k
-        half = (self.in_bytes + self.out_bytes) // 8  # floats: read + write = input + output bytes
-        self.src, self.dst = torch.randn(half), torch.empty(half)
+        half = (self.in_bytes + self.out_bytes) // (2 * size)  # elements: read + write = input + output bytes
+        self.src = torch.randn(half).to(device, dtype)
+        self.dst = torch.empty_like(self.src)
         # Swish values that stay put under repeated in-place Swish (swish(30) = 30): no denormals creep in.
-        self.act = torch.full((self.out_bytes // 4,), 30.0)
+        self.act = torch.full((self.out_bytes // size,), 30.0)
 
     def run_eager(self):
         return self.eager(self.x)
@@ -88,39 +91,57 @@ class DwSetup:
         _C.swish_inplace(self.act.data_ptr(), self.act.numel())
 
 
-def mm_rate(seconds: float = 0.3) -> float:
-    """Multiply-adds per second torch.mm reaches on an in-cache 512³ fp32 problem (the compute floor)."""
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
-    samples = time_fn(lambda: torch.mm(a, b), warmup=3, repeats=10, min_seconds=seconds)
-    return 512 ** 3 / sorted(samples)[len(samples) // 2]
+def mm_rate(seconds: float = 0.3, device="cpu", dtype: torch.dtype = torch.float32) -> float:
+    """Multiply-adds per second torch.mm reaches on an in-cache 512³ problem (the compute floor); on a GPU,
+    4096³ in ``dtype``."""
+    n = 4096 if torch.device(device).type == "cuda" else 512
+    a, b = torch.randn(n, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
+    samples = time_fn(lambda: torch.mm(a, b), warmup=3, repeats=10, min_seconds=seconds, device=device)
+    return n ** 3 / sorted(samples)[len(samples) // 2]
 
 
 def bench_dwconv(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), min_seconds: float = 0.05,
-                 progress=None) -> dict:
-    rate = mm_rate()
+                 progress=None, device="cpu", dtype: torch.dtype = torch.float32, all_backends: bool = False,
+                 repeats: int = 5) -> dict:
+    """Every distinct depthwise layer shape of ``phis``: eager, the fused op (its default backend on this device;
+    with ``all_backends`` every other available backend too, as ``backend_<name>_ms``), the copy floor, the
+    multiply-add floor and on the CPU the Swish floor. ``progress(text)`` is called after each shape."""
+    device = torch.device(device)
+    cpu = device.type == "cpu"
+    rate = mm_rate(device=device, dtype=dtype)
+    default = ops.available_backends(device.type)[0]
+    extra = [b for b in ops.available_backends(device.type)[1:] if all_backends]
     rows = []
     shapes = dw_layer_shapes(phis)
     with torch.inference_mode():
         for batch in batches:
             for fmt in formats:
                 for shape in shapes:
-                    st = DwSetup(shape, batch, fmt)
+                    st = DwSetup(shape, batch, fmt, device=device, dtype=dtype)
                     providers = [("eager", st.run_eager), ("fused", st.run_fused), ("copy", st.run_copy)]
-                    if has_cpp():
+                    providers += [(f"backend_{b}", lambda b=b: st.run_fused(b)) for b in extra]
+                    if cpu and has_cpp() and dtype == torch.float32:
                         providers.append(("swish", st.run_swish))
-                    t = {name: summarize(time_fn(fn, warmup=2, repeats=5, min_seconds=min_seconds))["median_ms"]
+                    t = {name: summarize(time_fn(fn, warmup=2, repeats=repeats, min_seconds=min_seconds,
+                                                 device=device))["median_ms"]
                          for name, fn in providers}
                     mac_floor = st.macs / rate * 1e3
                     swish_floor = t.get("swish", 0.0) / torch.get_num_threads()
                     row = dict(shape=list(shape), batch=batch, format=fmt, eager_ms=t["eager"], fused_ms=t["fused"],
-                               copy_ms=t["copy"], mac_floor_ms=mac_floor, swish_floor_ms=swish_floor,
-                               bytes=st.in_bytes + st.out_bytes,
-                               macs=st.macs)
+                               backend=default, copy_ms=t["copy"], mac_floor_ms=mac_floor, swish_floor_ms=swish_floor,
+                               bytes=st.in_bytes + st.out_bytes, macs=st.macs,
+                               **{f"{k}_ms": v for k, v in t.items() if k.startswith("backend_")})
                     rows.append(row)
                     if progress:
-                        progress(f"b{batch} {fmt} {tuple(shape)}: eager {t['eager']:.3f} fused {t['fused']:.3f} "
+                        progress(f"dw b{batch} {fmt} {tuple(shape)}: eager {t['eager']:.3f} fused {t['fused']:.3f} "
                                  f"copy {t['copy']:.3f} ms")
-    return {"machine": machine_info(), "mm_rate_gmacs": rate / 1e9, "rows": rows}
+    return {"machine": machine_info(device), "dtype": str(dtype).replace("torch.", ""), "mm_rate_gmacs": rate / 1e9,
+            "rows": rows}
+
+
+def gbps(nbytes: int, ms: float) -> float:
+    """Bytes the op must read and write once, per second, in GB/s."""
+    return nbytes / (ms * 1e-3) / 1e9
 
 
 def layer_sums(result: dict, phi, batch: int, fmt: str) -> dict:
@@ -130,8 +151,9 @@ def layer_sums(result: dict, phi, batch: int, fmt: str) -> dict:
 
 def markdown(result: dict, phis) -> str:
     m = result["machine"]
-    lines = [f"Depthwise conv + BN + Swish, fp32, {m['threads']} threads, {m.get('cpu', m['processor'])}, "
-             f"torch {m['torch']}, ISA {m.get('isa', '?')}, {m['date']}. torch.mm 512³ rate "
+    lines = [f"Depthwise conv + BN + Swish, {result.get('dtype', 'float32')}, {m['threads']} threads, "
+             f"{m.get('device_name', m.get('cpu', m['processor']))}, "
+             f"torch {m['torch']}, ISA {m.get('isa', '?')}, {m['date']}. torch.mm rate "
              f"{result['mm_rate_gmacs']:.1f} GMAC/s. Times in µs (median).", ""]
     batches = sorted({r["batch"] for r in result["rows"]})
     formats = list(dict.fromkeys(r["format"] for r in result["rows"]))
@@ -144,15 +166,16 @@ def markdown(result: dict, phis) -> str:
                 lines.append(f"| B{phi} | {b} | {f} | {s['eager_ms']:.2f} | {s['fused_ms']:.2f} | {s['speedup']:.1f}× |")
     lines += ["", "### Per layer", "",
               "| C | H×W | k | s | batch | format | eager | fused | copy floor | MAC floor | Swish floor | "
-              "eager/fused | fused/max(copy, MAC) | fused/(MAC + Swish) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "fused GB/s | copy GB/s | eager/fused | fused/max(copy, MAC) | fused/(MAC + Swish) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         c, h, w, k, s = r["shape"]
         floor = max(r["copy_ms"], r["mac_floor_ms"])
         compute = r["mac_floor_ms"] + r["swish_floor_ms"]
         lines.append(f"| {c} | {h}×{w} | {k} | {s} | {r['batch']} | {r['format']} | {r['eager_ms'] * 1e3:.1f} | "
                      f"{r['fused_ms'] * 1e3:.1f} | {r['copy_ms'] * 1e3:.1f} | {r['mac_floor_ms'] * 1e3:.1f} | "
-                     f"{r['swish_floor_ms'] * 1e3:.1f} | {r['eager_ms'] / r['fused_ms']:.1f}× | "
+                     f"{r['swish_floor_ms'] * 1e3:.1f} | {gbps(r['bytes'], r['fused_ms']):.1f} | "
+                     f"{gbps(r['bytes'], r['copy_ms']):.1f} | {r['eager_ms'] / r['fused_ms']:.1f}× | "
                      f"{r['fused_ms'] / floor:.2f} | {r['fused_ms'] / compute:.2f} |")
     return "\n".join(lines) + "\n"
 

@@ -25,8 +25,9 @@ import torch.nn as nn
 
 from . import ops
 from ._cpu import Conv1x1, SeProjection
-from .bench import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
-                    summed_over, time_fn, write_op_results)
+from ._benchutil import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
+                         summed_over, time_fn, write_op_results)
+from .bench_ops import gbps
 from .scaling import SEShape, _out, arch_spec, se_shapes
 
 
@@ -47,21 +48,26 @@ class SeSetup:
     # in inference mode are inference tensors, which keep no version counter, so the ops cannot cache
     # their packed form and would repack them on every call.
     @torch.inference_mode(False)
-    def __init__(self, shape: SEShape, batch: int, fmt: str, seed: int = 0):
+    def __init__(self, shape: SEShape, batch: int, fmt: str, seed: int = 0, device="cpu",
+                 dtype: torch.dtype = torch.float32):
         from torchvision.ops import SqueezeExcitation
 
         g = torch.Generator().manual_seed(seed)
         c, s, h, w, _ = shape
         self.shape, self.batch, self.fmt = shape, batch, fmt
-        self.x = (torch.randn(batch, c, h, w, generator=g) + 0.3).contiguous(memory_format=FORMATS[fmt])
+        self.x = (torch.randn(batch, c, h, w, generator=g) + 0.3).to(device, dtype).contiguous(
+            memory_format=FORMATS[fmt])
         self.module = SqueezeExcitation(c, s, activation=nn.SiLU).eval()
         with torch.no_grad():
             for p, t in zip(self.module.parameters(), _se_weights(c, s, g)):
                 p.copy_(t)
+        self.module.to(device, dtype)
         self.weights = tuple(p.detach() for p in self.module.parameters())
-        self.bytes = 3 * self.x.numel() * 4
-        half = self.bytes // 8
-        self.src, self.dst = torch.randn(half), torch.empty(half)
+        size = self.x.element_size()
+        self.bytes = 3 * self.x.numel() * size
+        half = self.bytes // (2 * size)
+        self.src = torch.randn(half).to(device, dtype)
+        self.dst = torch.empty_like(self.src)
 
     def run_eager(self):
         return self.module(self.x)
@@ -128,32 +134,43 @@ def model_blocks(phi):
     return out
 
 
-def _median(fn, min_seconds):
-    return summarize(time_fn(fn, warmup=2, repeats=7, min_seconds=min_seconds))["median_ms"]
+def _median(fn, min_seconds, device=None, repeats=7):
+    return summarize(time_fn(fn, warmup=2, repeats=repeats, min_seconds=min_seconds, device=device))["median_ms"]
 
 
-def interleaved(fns: dict, min_seconds: float, rounds: int = 5) -> dict:
+def interleaved(fns: dict, min_seconds: float, rounds: int = 5, device=None, repeats: int = 7) -> dict:
     """Median per callable over ``rounds`` rounds that each time every callable in turn: on this shared,
     noisy machine a burst of noise then hits all of them about equally."""
     samples = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            samples[k].append(_median(fn, min_seconds / rounds))
+            samples[k].append(_median(fn, min_seconds / rounds, device, repeats))
     return {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
 
 
 def bench_se(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), block_phis=(0,),
-             min_seconds: float = 0.05, progress=None) -> dict:
+             min_seconds: float = 0.05, progress=None, device="cpu", dtype: torch.dtype = torch.float32,
+             all_backends: bool = False, rounds: int = 5, repeats: int = 7) -> dict:
+    """Every distinct SE shape of ``phis``: eager torchvision ``SqueezeExcitation``, the fused op (default
+    backend; with ``all_backends`` the others too, as ``backend_<name>_ms``) and the copy floor; then the
+    fused blocks of ``block_phis`` with and without their SE (CPU only). ``progress(text)`` after each."""
+    device = torch.device(device)
+    default = ops.available_backends(device.type)[0]
+    extra = [b for b in ops.available_backends(device.type)[1:] if all_backends]
+    if device.type != "cpu":
+        block_phis = ()  # the block setup is the CPU engine's (packed GEMM weights)
     rows, blocks = [], []
     with torch.inference_mode():
         for batch in batches:
             for fmt in formats:
                 for shape in se_layer_shapes(phis):
-                    st = SeSetup(shape, batch, fmt)
+                    st = SeSetup(shape, batch, fmt, device=device, dtype=dtype)
                     big = st.x.numel() > (1 << 22)  # tens of ms per call: 3 rounds, not 5
-                    t = interleaved({"eager": st.run_eager, "fused": st.run_fused, "copy": st.run_copy}, min_seconds,
-                                    rounds=3 if big else 5)
-                    rows.append(dict(shape=list(shape), batch=batch, format=fmt, bytes=st.bytes,
+                    fns = {"eager": st.run_eager, "fused": st.run_fused, "copy": st.run_copy}
+                    fns.update({f"backend_{b}": (lambda b=b: st.run_fused(b)) for b in extra})
+                    t = interleaved(fns, min_seconds, rounds=min(rounds, 3) if big else rounds, device=device,
+                                    repeats=repeats)
+                    rows.append(dict(shape=list(shape), batch=batch, format=fmt, bytes=st.bytes, backend=default,
                                      **{f"{k}_ms": v for k, v in t.items()}))
                     if progress:
                         progress(f"SE b{batch} {fmt} {tuple(shape)}: eager {t['eager']:.3f} fused {t['fused']:.3f} "
@@ -168,7 +185,8 @@ def bench_se(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), b
                 blocks.append(row)
                 if progress:
                     progress(f"B{phi} block {i}: with SE {row['with_se_ms']:.3f} without {row['without_se_ms']:.3f} ms")
-    return {"machine": machine_info(), "rows": rows, "blocks": blocks}
+    return {"machine": machine_info(device), "dtype": str(dtype).replace("torch.", ""), "rows": rows,
+            "blocks": blocks}
 
 
 def se_sums(result: dict, phi, batch: int, fmt: str) -> dict:
@@ -178,7 +196,8 @@ def se_sums(result: dict, phi, batch: int, fmt: str) -> dict:
 
 def markdown(result: dict, phis) -> str:
     m = result["machine"]
-    lines = [f"Squeeze-excitation, fp32, {m['threads']} threads, {m.get('cpu', m['processor'])}, torch {m['torch']}, "
+    lines = [f"Squeeze-excitation, {result.get('dtype', 'float32')}, {m['threads']} threads, "
+             f"{m.get('device_name', m.get('cpu', m['processor']))}, torch {m['torch']}, "
              f"ISA {m.get('isa', '?')}, {m['date']}. Times: medians, one run.", ""]
     batches = sorted({r["batch"] for r in result["rows"]})
     formats = list(dict.fromkeys(r["format"] for r in result["rows"]))
@@ -205,12 +224,13 @@ def markdown(result: dict, phis) -> str:
         for phi, (a, b) in totals.items():
             lines.append(f"| B{phi} | all | | | | | | {a * 1e3:.1f} | {b * 1e3:.1f} | **{a / b:.3f}** |")
     lines += ["", "### Per SE shape", "",
-              "| C | S | H×W | batch | format | eager µs | fused µs | copy floor µs | eager/fused | fused/copy |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| C | S | H×W | batch | format | eager µs | fused µs | copy floor µs | fused GB/s | copy GB/s | "
+              "eager/fused | fused/copy |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         c, s, h, w, _ = r["shape"]
         lines.append(f"| {c} | {s} | {h}×{w} | {r['batch']} | {r['format']} | {r['eager_ms'] * 1e3:.1f} | "
-                     f"{r['fused_ms'] * 1e3:.1f} | {r['copy_ms'] * 1e3:.1f} | {r['eager_ms'] / r['fused_ms']:.1f}× | "
+                     f"{r['fused_ms'] * 1e3:.1f} | {r['copy_ms'] * 1e3:.1f} | {gbps(r['bytes'], r['fused_ms']):.1f} | "
+                     f"{gbps(r['bytes'], r['copy_ms']):.1f} | {r['eager_ms'] / r['fused_ms']:.1f}× | "
                      f"{r['fused_ms'] / r['copy_ms']:.2f} |")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,224 @@
+"""What every benchmark in this package shares: timing on CPU and CUDA, summaries, machine facts, progress
+output, result files, and the command-line parser that reports a user error in one line.
+
+Times are wall-clock (``time.perf_counter``) on the CPU and CUDA events on a GPU; a summary is the median
+with the quartiles of repeated runs after warm-up, and keeps every sample.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class CliError(Exception):
+    """A user error on the command line: reported as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (``prog: error: …``) and exit status 2: no
+    usage block, no traceback."""
+
+    def error(self, message: str):  # noqa: D102  (argparse API)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parse_device(text: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine; anything else raises CliError."""
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise CliError(f"--device must be cpu, cuda or cuda:N, got {text!r}") from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise CliError(f"--device must be cpu, cuda or cuda:N, got {text!r}")
+    if not torch.cuda.is_available():
+        raise CliError(f"--device {text}: no CUDA device on this machine (torch.cuda.is_available() is False)")
+    index = 0 if dev.index is None else dev.index
+    if index >= torch.cuda.device_count():
+        raise CliError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def op_bench_args(prog: str, description: str, out_name: str) -> argparse.ArgumentParser:
+    """The command-line options every op microbenchmark (bench_ops, bench_se) takes."""
+    p = OneLineParser(prog=prog, description=description)
+    p.add_argument("--phis", type=int, nargs="+", default=list(range(8)), choices=range(8), metavar="PHI")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    p.add_argument("--min-seconds", type=float, default=0.05, help="minimum timed seconds per measurement")
+    p.add_argument("--out", type=Path, default=None, help=f"folder for {out_name}.json and {out_name}.md")
+    return p
+
+
+def check_batches(p: argparse.ArgumentParser, args) -> None:
+    if any(b < 1 for b in args.batches):
+        p.error(f"--batches must be >= 1, got {args.batches}")
+
+
+def progress_line(line: str) -> None:
+    print("  " + line, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """A progress bar on stderr: redrawn in place on a terminal, one line per step otherwise (logs)."""
+
+    def __init__(self, total: int, enabled: bool = True, stream=None):
+        self.total, self.done, self.enabled = max(int(total), 1), 0, enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+
+    def step(self, text: str, n: int = 1) -> None:
+        self.done = min(self.done + n, self.total)
+        if not self.enabled:
+            return
+        frac = self.done / self.total
+        elapsed = time.perf_counter() - self.start
+        head = f"[{'#' * int(24 * frac):<24}] {100 * frac:3.0f}% {elapsed:5.0f}s"
+        if self.tty:
+            self.stream.write(f"\r\033[K{head} {text[:80]}")
+            if self.done == self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"{head} {text}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty and self.done < self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def record_isa(result: dict) -> None:
+    """Put the CPU kernel path in use into the result's machine info (its tables print it)."""
+    try:
+        from ._cpu import isa_info
+        result["machine"]["isa"] = isa_info()["default"]
+    except RuntimeError:
+        result["machine"]["isa"] = "none (reference fallback)"
+
+
+def write_op_results(result: dict, text: str, out: Optional[Path], name: str) -> None:
+    """Print the table; write NAME.json and NAME.md under out (when given)."""
+    print(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+        (out / f"{name}.md").write_text(text)
+
+
+def summed_over(result: dict, shapes, batch: int, fmt: str) -> dict:
+    """Eager and fused time of an op benchmark's rows summed over ``shapes`` (a model's layer shapes, repeats
+    counted) at one batch and memory format."""
+    by_shape = {(tuple(r["shape"]), r["batch"], r["format"]): r for r in result["rows"]}
+    eager = fused = 0.0
+    for s in shapes:
+        r = by_shape[(tuple(s), batch, fmt)]
+        eager += r["eager_ms"]
+        fused += r["fused_ms"]
+    return {"eager_ms": eager, "fused_ms": fused, "speedup": eager / fused}
+
+
+def _is_cuda(device) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def time_fn(fn: Callable[[], object], warmup: int, repeats: int, min_seconds: float = 0.0,
+            device=None) -> List[float]:
+    """Samples (seconds) of ``fn()`` after ``warmup`` calls; at least ``repeats`` samples, more while the total
+    is under ``min_seconds``. On a CUDA ``device`` each sample is the time between two CUDA events around the
+    call (the GPU's time, the launch included); elsewhere wall-clock time."""
+    cuda = _is_cuda(device)
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    samples: List[float] = []
+    start = time.perf_counter()
+    while len(samples) < repeats or time.perf_counter() - start < min_seconds:
+        if cuda:
+            with torch.cuda.device(device):
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                b.synchronize()
+                samples.append(a.elapsed_time(b) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def cuda_graphed(fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], object]:
+    """``fn`` on a static copy of ``x`` captured in a CUDA graph (after three warm-up calls on a side stream);
+    returns the replay. Batch-1 GPU latency is launch-bound, and a deployment that cares replays a graph."""
+    static = x.clone()
+    with torch.cuda.device(x.device):
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                fn(static)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn(static)
+    return g.replay
+
+
+def summarize(samples: List[float], keep_samples: bool = False) -> Dict[str, object]:
+    """Median, quartiles, minimum and count (ms) of ``samples`` (seconds); with ``keep_samples`` also every
+    sample in ms, in the order taken."""
+    ms = [s * 1e3 for s in samples]
+    srt = sorted(ms)
+    q = statistics.quantiles(srt, n=4) if len(srt) >= 2 else [srt[0]] * 3
+    out: Dict[str, object] = {"median_ms": statistics.median(srt), "q1_ms": q[0], "q3_ms": q[2], "min_ms": srt[0],
+                              "n": len(srt)}
+    if keep_samples:
+        out["samples_ms"] = ms
+    return out
+
+
+def machine_info(device=None) -> dict:
+    """Versions (``effnet_kernels.info()``), the CPU model, the date and, for a CUDA device, its name."""
+    from . import info
+
+    d = info()
+    d.update({"processor": platform.processor() or platform.machine(), "node": platform.node(),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    d["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    d["device"] = str(dev)
+    d["device_name"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else d.get("cpu", d["processor"])
+    try:
+        import onnxruntime
+        d["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        d["onnxruntime"] = None
+    return d

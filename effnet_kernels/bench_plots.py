@@ -1,0 +1,83 @@
+"""The plots of an effnet-bench run (matplotlib, optional): ``latency.png`` — median latency per φ and
+provider on a log scale, the interquartile range as error bars, one panel per batch; ``speedup.png`` — each
+provider's speed-up over eager PyTorch (its faster memory format) per φ, one panel per batch."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+from .bench_e2e import LABELS, PROVIDERS
+
+STYLE = {"eager_nchw": ("#7f7f7f", "o", "--"), "eager_cl": ("#bcbd22", "s", "--"), "compile": ("#1f77b4", "^", "-"),
+         "ort": ("#9467bd", "D", "-"), "fused": ("#d62728", "*", "-")}
+
+
+def plot_results(result: dict, out: Path) -> List[Path]:
+    """Write latency.png and speedup.png under ``out``; returns their paths ([] without matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    rows = result["e2e"]
+    batches = sorted({r["batch"] for r in rows})
+    m = result["machine"]
+    title = f"{m['device_name']} ({m['device']}), {result['settings']['dtype']}, {m['threads']} threads — {m['date'][:10]}"
+    paths = []
+
+    fig, axes = plt.subplots(1, len(batches), figsize=(6.5 * len(batches), 4.6), squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        rs = sorted((r for r in rows if r["batch"] == batch), key=lambda r: r["phi"])
+        for prov in PROVIDERS:
+            pts = [(r["phi"], r["providers"][prov]) for r in rs if prov in r["providers"]]
+            if not pts:
+                continue
+            color, marker, ls = STYLE[prov]
+            x = [p for p, _ in pts]
+            y = [s["median_ms"] for _, s in pts]
+            err = [[s["median_ms"] - s["q1_ms"] for _, s in pts], [s["q3_ms"] - s["median_ms"] for _, s in pts]]
+            ax.errorbar(x, y, yerr=err, color=color, marker=marker, linestyle=ls, capsize=2, label=LABELS[prov])
+        phis = [r["phi"] for r in rs]
+        if phis and max(phis) - min(phis) < 1:  # one φ (or a narrow range): give the points room
+            ax.set_xlim(min(phis) - 0.5, max(phis) + 0.5)
+        ax.set_yscale("log")
+        ax.set_xlabel("compound coefficient φ")
+        ax.set_ylabel(f"latency per batch of {batch} (ms, log)")
+        ax.set_title(f"batch {batch}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"EfficientNet latency per φ — {title}", fontsize=10)
+    fig.tight_layout()
+    paths.append(out / "latency.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(batches), figsize=(6.5 * len(batches), 4.6), squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        rs = sorted((r for r in rows if r["batch"] == batch), key=lambda r: r["phi"])
+        provs = [p for p in ("fused", "compile", "ort") if any(p in r["providers"] for r in rs)]
+        width = 0.8 / max(len(provs), 1)
+        for i, prov in enumerate(provs):
+            xs, ys = [], []
+            for j, r in enumerate(rs):
+                eager = [r["providers"][k]["median_ms"] for k in ("eager_nchw", "eager_cl") if k in r["providers"]]
+                if prov in r["providers"] and eager:
+                    xs.append(j + (i - (len(provs) - 1) / 2) * width)
+                    ys.append(min(eager) / r["providers"][prov]["median_ms"])
+            ax.bar(xs, ys, width=width, color=STYLE[prov][0], label=LABELS[prov])
+            for x, y in zip(xs, ys):
+                ax.annotate(f"{y:.1f}", (x, y), ha="center", va="bottom", fontsize=6)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(rs)), [f"{r['phi']:g}" for r in rs])
+        ax.set_xlabel("compound coefficient φ")
+        ax.set_ylabel("speed-up over eager (faster memory format)")
+        ax.set_title(f"batch {batch}")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Speed-up over eager PyTorch — {title}", fontsize=10)
+    fig.tight_layout()
+    paths.append(out / "speedup.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,253 @@
+"""effnet-bench: the run writes schema-valid results (JSON, Markdown, plots), survives Ctrl-C / SIGTERM,
+rejects bad arguments in one line; `fit` answers the largest φ (to 0.01) that fits a budget."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import effnet_kernels as ek
+from effnet_kernels import bench, bench_e2e
+from effnet_kernels.bench_schema import SCHEMA, validate
+from effnet_kernels.budget import fit_phi, measure_fused_latency
+from effnet_kernels.scaling import model_cost
+
+FAST = ["--rounds", "1", "--per-round", "1", "--no-progress"]
+
+
+def _run(tmp_path, *args):
+    code = bench.main([*args, *FAST, "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "results.json").read_text())
+    validate(data)
+    return code, data
+
+
+def test_run_writes_valid_results_tables_and_plots(tmp_path, capsys):
+    code, data = _run(tmp_path, "--phis", "0", "0.5", "--batch", "2", "--compile-phis", "none", "--op-phis", "0",
+                      "--op-batches", "1")
+    assert code == 0 and data["complete"] and not data["interrupted"]
+    rows = {(r["phi"], r["batch"]): r for r in data["e2e"]}
+    assert set(rows) == {(0, 1), (0.5, 1), (0, 2), (0.5, 2)}
+    for r in rows.values():
+        assert {"eager_nchw", "eager_cl", "fused"} <= set(r["providers"]) and not r["errors"]
+        assert r["fused_rel_err"] < 1e-3
+        assert "compile" not in r["providers"]
+    assert rows[(0, 1)]["params"] == model_cost(0).params and rows[(0, 2)]["macs"] == 2 * model_cost(0).macs
+    if bench_e2e.ort_available():
+        assert "ort" in rows[(0, 1)]["providers"]
+    else:
+        assert "not installed" in rows[(0, 1)]["skipped"]["ort"]
+    # op microbenchmarks: every depthwise and SE layer shape of B0, both formats, the copy floor
+    dw, se = data["ops"]["dwconv"]["rows"], data["ops"]["se"]["rows"]
+    assert len(dw) == 2 * len(ek.scaling.depthwise_shapes(0, distinct=True))
+    assert len(se) == 2 * len(ek.scaling.se_shapes(0, distinct=True))
+    assert all(r["copy_ms"] > 0 and r["fused_ms"] > 0 for r in dw + se)
+    md = (tmp_path / "results.md").read_text()
+    assert "| 0.5 | 232 |" in md and "fused vs eager" in md and "Which φ fits a latency budget" in md
+    assert "torch.compile measured at φ = none only" in md
+    assert md in capsys.readouterr().out
+    pytest.importorskip("matplotlib")
+    for name in ("latency.png", "speedup.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_plan_covers_every_phi_for_eager_and_fused_and_says_what_it_limits():
+    args = bench.run_parser().parse_args(["--quick"])
+    plan, jobs = bench._plan(args, torch.device("cpu"), bench.ALL_PHIS)
+    latency = {phi: provs for batch, phi, provs in jobs if batch == 1}
+    assert sorted(latency) == list(range(8))
+    assert all({"eager_nchw", "eager_cl", "fused"} <= set(p) for p in latency.values())
+    assert [phi for phi, p in latency.items() if "compile" in p] == [0]
+    notes = bench._notes(args, plan, bench.ALL_PHIS, torch.device("cpu"))
+    assert any("torch.compile measured at φ = 0 only" in n for n in notes)
+    assert any("ONNX Runtime measured at φ = 0, 1, 2, 3, 4 only" in n for n in notes)
+
+
+def test_compile_provider_runs_and_matches_eager():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.SiLU()).eval()
+    x = torch.randn(2, 3, 16, 16)
+    fn = bench_e2e.compiled(model, x)
+    with torch.inference_mode():
+        torch.testing.assert_close(fn(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not bench_e2e.ort_available(), reason="onnxruntime / onnx not installed")
+def test_ort_provider_matches_eager():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.SiLU()).eval()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(bench_e2e.ort_session(model, x)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["keyboard", "sigterm"])
+def test_interrupt_writes_what_was_measured(tmp_path, monkeypatch, how):
+    real = bench_e2e.bench_phi
+    calls = []
+
+    def second_call_interrupts(*a, **k):
+        calls.append(a[0])
+        if len(calls) == 2:
+            if how == "keyboard":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # the run's handler turns it into the same stop
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench_e2e, "bench_phi", second_call_interrupts)
+    before = signal.getsignal(signal.SIGTERM)
+    code, data = _run(tmp_path, "--phis", "0", "1", "--batch", "1", "--providers", "eager_nchw", "fused")
+    assert code == 130 and data["interrupted"] and not data["complete"]
+    assert [r["phi"] for r in data["e2e"]] == [0] and data["ops"] == {}
+    assert "Interrupted" in (tmp_path / "results.md").read_text()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_time_limit_lists_what_it_skipped(tmp_path):
+    code, data = _run(tmp_path, "--phis", "0", "0.3", "--batch", "1", "--providers", "fused", "--time-limit-s", "1e-9")
+    assert code == 0 and not data["complete"]
+    assert [r["phi"] for r in data["e2e"]] == [0]  # the first job always runs
+    assert any("not measured: φ=0.3 batch 1" in n for n in data["notes"])
+
+
+def test_schema_rejects_a_malformed_result(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    _, data = _run(tmp_path, "--phis", "0", "--batch", "1", "--providers", "fused", "--no-ops")
+    assert SCHEMA["$id"] == data["schema"]
+    bad = json.loads(json.dumps(data))
+    bad["e2e"][0]["providers"]["magic"] = bad["e2e"][0]["providers"]["fused"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad)
+    bad = json.loads(json.dumps(data))
+    bad["e2e"][0]["providers"]["fused"]["median_ms"] = -1.0
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad)
+    bad = json.loads(json.dumps(data))
+    bad["e2e"][0]["providers"]["fused"]["samples_ms"].append(1e9)
+    with pytest.raises(ValueError, match="disagrees"):
+        validate(bad)
+
+
+BAD_RUN = [
+    (["--phis", "-1"], "--phis"), (["--phis", "nan"], "--phis"), (["--phis", "inf"], "--phis"),
+    (["--batch", "0"], "--batch"), (["--batch", "x"], "--batch"), (["--device", "tpu"], "--device"),
+    (["--device", "cuda:99"], "--device"), (["--rounds", "-3"], "--rounds"), (["--time-limit-s", "-1"], "--time-limit"),
+    (["--providers", "tensorrt"], "--providers"), (["--dtype", "fp8"], "--dtype"), (["--compile-phis", "all", "0"], "stand alone"),
+]
+BAD_FIT = [
+    ([], "give a budget"), (["--latency-ms", "-5"], "--latency-ms"), (["--latency-ms", "nan"], "--latency-ms"),
+    (["--macs", "0"], "--macs"), (["--params", "ten"], "--params"), (["--macs", "1e9", "--device", "gpu"], "--device"),
+    (["--macs", "1e9", "--phi-max", "-1"], "--phi-max"), (["--latency-ms", "5", "--batch", "0"], "--batch"),
+]
+if not torch.cuda.is_available():
+    BAD_RUN.append((["--device", "cuda"], "no CUDA device"))
+    BAD_RUN.append((["--dtype", "fp16"], "fp32 only"))
+
+
+@pytest.mark.parametrize("args,needle", BAD_RUN + [(["fit", *a], n) for a, n in BAD_FIT],
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_arguments_exit_nonzero_with_one_line(args, needle, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        bench.main([*args, "--out", str(tmp_path)] if args[:1] != ["fit"] else args)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_console_script_reports_user_errors_without_traceback():
+    exe = Path(sys.executable).with_name("effnet-bench")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "effnet_kernels.bench"]
+    for args in (["--phis", "nan"], ["fit", "--macs", "-1"], ["fit", "--latency-ms", "0.001", "--no-progress"]):
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "no phi >= 0 fits" in lines[0]  # the last one: a budget nothing meets is an answer, not a crash
+    assert exe.exists() or shutil.which("effnet-bench") is None
+
+
+# ---------------------------------------------------------------------------------------------------- fit
+
+COST_BUDGETS = [model_cost(p).macs for p in (0, 3, 7)] + [1e9, 3.14e8 * 1.3, 2e10]
+
+
+@pytest.mark.parametrize("macs", COST_BUDGETS)
+def test_fit_macs_is_the_largest_phi_to_001_that_fits(macs):
+    r = fit_phi(macs=macs)
+    assert model_cost(r.phi).macs <= macs < model_cost(round(r.phi + 0.01, 2)).macs
+    assert r.latency_ms is None and r.macs == model_cost(r.phi).macs and len(r.evaluated) < 30
+
+
+@pytest.mark.parametrize("params", [model_cost(p).params for p in (0, 5)] + [10e6, 100e6])
+def test_fit_params_and_both_budgets(params):
+    r = fit_phi(params=params)
+    assert model_cost(r.phi).params <= params < model_cost(round(r.phi + 0.01, 2)).params
+    both = fit_phi(params=params, macs=1e9)
+    assert both.phi == min(r.phi, fit_phi(macs=1e9).phi)
+
+
+def test_fit_cli_prints_phi_line(capsys):
+    assert bench.main(["fit", "--macs", "1e9", "--no-progress", "--json"]) == 0
+    line, js = capsys.readouterr().out.strip().splitlines()
+    ans = json.loads(js)
+    assert line.startswith(f"phi={ans['phi']:.2f} ") and f"resolution={ans['resolution']}" in line
+    assert ans["phi"] == fit_phi(macs=1e9).phi
+
+
+def test_fit_latency_search_with_a_known_latency_curve():
+    curve = lambda phi: {"median_ms": 10 * 1.6 ** phi, "spread_ms": 0.1}  # noqa: E731
+    seen = []
+    r = fit_phi(latency_ms=50, measure=lambda phi: seen.append(phi) or curve(phi))
+    assert curve(r.phi)["median_ms"] <= 50 < curve(r.phi + 0.01)["median_ms"]
+    assert len(seen) == len(set(seen)) <= 14 and r.latency_ms == curve(r.phi)["median_ms"]
+    top = fit_phi(latency_ms=1e9, measure=curve, phi_max=2.5)
+    assert top.phi == 2.5 and top.at_phi_max and "phi_max reached" in top.line()
+    with pytest.raises(ValueError, match="no phi >= 0 fits"):
+        fit_phi(latency_ms=5, measure=curve)
+
+
+@pytest.mark.parametrize("kwargs,err", [
+    (dict(), ValueError), (dict(macs=-1), ValueError), (dict(macs=float("nan")), ValueError),
+    (dict(latency_ms="5"), TypeError), (dict(params=True), TypeError), (dict(macs=1e9, phi_max=-1), ValueError),
+    (dict(macs=1e9, batch=0), ValueError), (dict(macs=1e9, device="tpu"), ValueError),
+    (dict(macs=1e9, dtype=torch.float16), ValueError), (dict(macs=1e9, dtype="fp32"), TypeError),
+])
+def test_fit_api_rejects_bad_budgets(kwargs, err):
+    with pytest.raises(err):
+        fit_phi(**kwargs)
+
+
+def test_fit_latency_measures_this_cpu_and_brackets_the_answer():
+    """A real search on this CPU with a small budget (about 1.3× B0's fused latency): the answer was measured
+    within the budget, φ + 0.01 was measured over it, and the answer's numbers are the measured ones."""
+    budget = 1.3 * measure_fused_latency(0, rounds=2, per_round=3)["median_ms"]
+    r = fit_phi(latency_ms=budget)
+    by_phi = {e["phi"]: e for e in r.evaluated}
+    assert by_phi[r.phi]["fits"] and by_phi[r.phi]["latency_ms"] <= budget
+    if not r.at_phi_max:
+        above = by_phi[round(r.phi + 0.01, 2)]
+        assert not above["fits"] and above["latency_ms"] > budget
+    assert r.latency_ms == by_phi[r.phi]["latency_ms"] and r.spread_ms >= 0 and len(r.evaluated) <= 16
+    assert f"phi={r.phi:.2f}" in r.line() and "latency=" in r.line()
+
+
+@pytest.mark.perf
+def test_fit_latency_answer_fits_on_remeasurement_and_phi_plus_01_does_not():
+    """The acceptance check, opt-in (``pytest -m perf``): with a budget between B2's and B3's fused latency
+    (where 0.1 of φ costs ~4–6 %), an independent re-measurement at the answer is within budget + the
+    reported spread, and the model at φ + 0.1 is over budget. On this project's shared 2-core machine the
+    same model's latency drifts by 15–70 % from one minute to the next, more than the 0.1-φ step, so this
+    check is a measurement to run on a quiet machine, not a CI gate; it gets three attempts."""
+    failures = []
+    for _ in range(3):
+        lo, hi = measure_fused_latency(2)["median_ms"], measure_fused_latency(3)["median_ms"]
+        budget = (lo * hi) ** 0.5
+        r = fit_phi(latency_ms=budget)
+        at = measure_fused_latency(r.phi)
+        above = measure_fused_latency(round(r.phi + 0.1, 2))
+        if at["median_ms"] <= budget + r.spread_ms and above["median_ms"] > budget:
+            return
+        failures.append((budget, r.phi, r.latency_ms, r.spread_ms, at["median_ms"], above["median_ms"]))
+    pytest.fail(f"(budget, phi, latency, spread, re-measured, at phi+0.1) per attempt: {failures}")
