@@ -4,6 +4,7 @@
     model = ek.efficientnet("b0").eval()          # or a real phi: ek.efficientnet(2.5)
     ek.compound(3)                                 # Scaling(width=1.2, depth=1.4, resolution=300, dropout=0.3)
     ek.model_cost("b0")                            # ModelCost(params=5288548, macs=...)
+    ek.fit_phi(latency_ms=20)                      # the largest phi whose fused model runs in 20 ms here
     ours = ek.from_torchvision(torchvision_model)  # or ek.from_timm(timm_model)
 """
 from __future__ import annotations
@@ -19,11 +20,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EfficientNet", "efficientnet", "from_torchvision", "from_timm", "compound", "model_cost",
-    "round_filters", "round_repeats", "has_cpp", "info", "fuse", "__version__",
+    "round_filters", "round_repeats", "has_cpp", "info", "fuse", "fit_phi", "__version__",
 ]
 
 
 from .fuse import fuse  # noqa: E402
+from .budget import fit_phi  # noqa: E402
 
 
 def info() -> dict:

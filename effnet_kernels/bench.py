@@ -171,16 +171,19 @@ def best_eager(row: dict) -> Optional[float]:
     return min(t) if t else None
 
 
-def e2e_table(rows: List[dict]) -> str:
-    """One table per batch: φ, resolution, cost, each provider's median ± half the IQR (ms), and the fused
-    model's speed-up over eager (its faster memory format), torch.compile and ONNX Runtime."""
+def e2e_table(rows: List[dict], mm_gmacs: Optional[float] = None) -> str:
+    """One table per batch: φ, resolution, cost, each provider's median ± half the IQR (ms), the fused
+    model's speed-up over eager (its faster memory format), torch.compile and ONNX Runtime, and (given the
+    device's torch.mm rate) its multiply-add rate against that."""
     out = []
+    rate = mm_gmacs is not None
     provs = [p for p in PROVIDERS if any(p in r["providers"] or p in r["skipped"] for r in rows)]
     for batch in sorted({r["batch"] for r in rows}):
         rs = [r for r in rows if r["batch"] == batch]
         out += [f"**Batch {batch}** ({rs[0]['dtype']}; ms: median ± half the interquartile range)", "",
                 "| φ | res | params | GMACs | " + " | ".join(LABELS[p] for p in provs) +
-                " | fused vs eager | fused vs compile | fused vs ORT |", "|" + "---|" * (4 + len(provs) + 3)]
+                " | fused vs eager | fused vs compile | fused vs ORT |" + (" fused GMAC/s (% of mm) |" if rate else ""),
+                "|" + "---|" * (4 + len(provs) + 3 + rate)]
         for r in rs:
             cells = [f"{r['phi']:g}", str(r["resolution"]), f"{r['params'] / 1e6:.1f}M", f"{r['macs'] / 1e9:.2f}"]
             cells += [_ms(r["providers"].get(p)) for p in provs]
@@ -189,6 +192,9 @@ def e2e_table(rows: List[dict]) -> str:
             for base in (eager, *(r["providers"][k]["median_ms"] if k in r["providers"] else None
                                   for k in ("compile", "ort"))):
                 cells.append(f"{base / fused['median_ms']:.2f}×" if fused and base else "—")
+            if rate:
+                g = r["macs"] / (fused["median_ms"] * 1e6) if fused else None
+                cells.append(f"{g:.1f} ({100 * g / mm_gmacs:.0f} %)" if g else "—")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
@@ -220,7 +226,12 @@ def markdown(result: dict) -> str:
     if result.get("interrupted"):
         lines += ["**Interrupted: the tables hold what was measured before the stop.**", ""]
     if result["e2e"]:
-        lines += ["## End to end", "", e2e_table(result["e2e"])]
+        mm = m.get("mm_gmacs")
+        lines += ["## End to end", ""]
+        if mm:
+            lines += [f"torch.mm on this device: {mm:.1f} GMAC/s (the GEMM rate the fused model's multiply-adds are "
+                      "compared with).", ""]
+        lines += [e2e_table(result["e2e"], mm)]
         bt = budget_table(result["e2e"])
         if bt:
             lines += ["### Which φ fits a latency budget", "", bt, "",
@@ -302,6 +313,13 @@ def run(argv: Optional[List[str]] = None) -> int:
     do_ops = not args.no_ops
     meta = machine_info(device)
     record_isa({"machine": meta})
+    if jobs:  # the GEMM rate of this device, the floor the fused model's multiply-adds are held against
+        if device.type == "cuda":
+            from .bench_ops import mm_rate as gpu_mm_rate
+            meta["mm_gmacs"] = gpu_mm_rate(device=device, dtype=dtype) / 1e9
+        else:
+            from .bench_e2e import mm_rate
+            meta["mm_gmacs"] = mm_rate(0.5) / 1e9
     result = {"schema": SCHEMA_ID, "machine": meta, "complete": False, "interrupted": False,
               "settings": {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "quick": args.quick,
                            "phis": list(phis), "providers": list(args.providers), "rounds": plan["rounds"],

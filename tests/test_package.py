@@ -1,11 +1,9 @@
-import json
 import subprocess
 import sys
 import tempfile
 import textwrap
 
 import effnet_kernels as ek
-from effnet_kernels import bench
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -56,23 +54,6 @@ def test_info_reports_versions():
     assert "torch" in d["backends"]["cpu"]
     if d["cpp_module"]:
         assert d["isa"] in d["isa_supported"] and "cpp" in d["backends"]["cpu"]
-
-
-def test_bench_cli_runs_and_writes_results(tmp_path, capsys):
-    assert bench.main(["--phis", "0", "0.5", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "| 0 | 224 |" in out and "| 0.5 | 232 |" in out
-    data = json.loads((tmp_path / "results.json").read_text())
-    assert [r["phi"] for r in data["rows"]] == [0, 0.5]
-    assert all(r["nchw"]["median_ms"] > 0 and r["channels_last"]["median_ms"] > 0 for r in data["rows"])
-    assert "eager nchw" in (tmp_path / "results.md").read_text()
-
-
-def test_bench_cli_rejects_bad_arguments(tmp_path):
-    for args in (["--phis", "-1"], ["--batch", "0"], ["--phis", "nan"]):
-        proc = subprocess.run([sys.executable, "-m", "effnet_kernels.bench", *args], capture_output=True, text=True,
-                              cwd=tmp_path)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_effnet_isa_environment_variable_forces_a_path():
