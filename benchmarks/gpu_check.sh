@@ -49,12 +49,13 @@ log "fused model: correctness in fp32, fp16 and autocast against float64"
 timeout 30 "$PY" "$ROOT/benchmarks/gpu_check_fuse.py" --out "$OUT" >"$OUT/bench_fuse.log" 2>&1
 fuse_rc=$?
 tail -8 "$OUT/bench_fuse.log"
-log "effnet-bench end to end (B0, B4, B7; fp16; batch 1 with CUDA graphs and batch 128; stops after 40 s)"
-# SIGINT on the timeout: effnet-bench writes what it measured before stopping.
+log "effnet-bench end to end (B0, B4, B7; fp16; batch 1 with CUDA graphs and batch 128; nothing new after 35 s)"
+# SIGINT on the timeout: effnet-bench writes what it measured before stopping (exit 130: partial, not failed).
 timeout -s INT 60 "$PY" -m effnet_kernels.bench --device cuda --no-ops --phis 0 4 7 --batch 128 \
-  --compile-phis none --rounds 3 --per-round 5 --time-limit-s 40 --no-progress --out "$OUT/effnet-bench" \
+  --compile-phis none --rounds 3 --per-round 5 --time-limit-s 35 --no-progress --out "$OUT/effnet-bench" \
   >"$OUT/effnet_bench.log" 2>&1
 e2e_rc=$?
+if [ "$e2e_rc" = 130 ]; then log "effnet-bench stopped by its timeout: partial results"; e2e_rc=0; fi
 grep -A6 "Batch 1\*\*" "$OUT/effnet_bench.log" | head -8
 if [ "${EFFNET_GPU_PROBE:-0}" != 0 ]; then
   log "probe: launch overhead vs kernel time (benchmarks/gpu_probe.py)"

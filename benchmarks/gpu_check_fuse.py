@@ -1,7 +1,7 @@
 """GPU check, fused model: fuse(model) on CUDA against float64 — fp32 with TF32 off, fp16 by the
 2x-eager-error rule, autocast. (Its speed: effnet-bench --device cuda, the next step of gpu_check.sh.)
 
-    python benchmarks/gpu_check_fuse.py --out $OUT --budget-s 20
+    python benchmarks/gpu_check_fuse.py --out $OUT
 
 Every step records its error instead of stopping the check (the fused GPU path had never run on a GPU
 when this script was written). Writes gpu_fuse.json and gpu_fuse.md under --out.
@@ -22,7 +22,6 @@ from effnet_kernels.testing import randomize_bn_, rel_error
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=Path("."))
-    p.add_argument("--budget-s", type=float, default=20.0, help="unused: kept so the check script's call stays the same")
     args = p.parse_args()
     start = time.time()
     torch.backends.cuda.matmul.allow_tf32 = False

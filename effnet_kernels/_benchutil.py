@@ -7,6 +7,7 @@ with the quartiles of repeated runs after warm-up, and keeps every sample.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -68,8 +69,11 @@ def op_bench_args(prog: str, description: str, out_name: str) -> argparse.Argume
 
 
 def check_batches(p: argparse.ArgumentParser, args) -> None:
+    """The op benchmarks' own checks: batches >= 1, a finite non-negative --min-seconds."""
     if any(b < 1 for b in args.batches):
         p.error(f"--batches must be >= 1, got {args.batches}")
+    if not (0 <= args.min_seconds < float("inf")):
+        p.error(f"--min-seconds must be a finite number >= 0, got {args.min_seconds}")
 
 
 def progress_line(line: str) -> None:
@@ -124,13 +128,15 @@ def write_op_results(result: dict, text: str, out: Optional[Path], name: str) ->
         (out / f"{name}.md").write_text(text)
 
 
-def summed_over(result: dict, shapes, batch: int, fmt: str) -> dict:
+def summed_over(result: dict, shapes, batch: int, fmt: str) -> Optional[dict]:
     """Eager and fused time of an op benchmark's rows summed over ``shapes`` (a model's layer shapes, repeats
-    counted) at one batch and memory format."""
+    counted) at one batch and memory format; None when a shape was not measured (an interrupted run)."""
     by_shape = {(tuple(r["shape"]), r["batch"], r["format"]): r for r in result["rows"]}
     eager = fused = 0.0
     for s in shapes:
-        r = by_shape[(tuple(s), batch, fmt)]
+        r = by_shape.get((tuple(s), batch, fmt))
+        if r is None:
+            return None
         eager += r["eager_ms"]
         fused += r["fused_ms"]
     return {"eager_ms": eager, "fused_ms": fused, "speedup": eager / fused}
@@ -190,12 +196,46 @@ def summarize(samples: List[float], keep_samples: bool = False) -> Dict[str, obj
     sample in ms, in the order taken."""
     ms = [s * 1e3 for s in samples]
     srt = sorted(ms)
-    q = statistics.quantiles(srt, n=4) if len(srt) >= 2 else [srt[0]] * 3
+    q = statistics.quantiles(srt, n=4, method="inclusive") if len(srt) >= 2 else [srt[0]] * 3
     out: Dict[str, object] = {"median_ms": statistics.median(srt), "q1_ms": q[0], "q3_ms": q[2], "min_ms": srt[0],
                               "n": len(srt)}
     if keep_samples:
         out["samples_ms"] = ms
     return out
+
+
+@contextlib.contextmanager
+def exact_fp32(device=None):
+    """On a CUDA device: fp32 means fp32 for every provider — no TF32 in cuBLAS or cuDNN — for the duration
+    (restored after; through ``fp32_precision`` where torch has it, else the ``allow_tf32`` flags)."""
+    if not _is_cuda(device):
+        yield
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        old = torch.backends.cuda.matmul.fp32_precision, conv.fp32_precision
+        torch.backends.cuda.matmul.fp32_precision = conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.fp32_precision, conv.fp32_precision = old
+    else:
+        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def mm_rate(n: int = 512, seconds: float = 0.3, device="cpu", dtype: torch.dtype = torch.float32) -> float:
+    """Multiply-adds per second ``torch.mm`` reaches on n×n×n in ``dtype`` on ``device`` (median of repeated
+    runs): the GEMM rate that the kernels' multiply-adds are held against."""
+    a, b = torch.randn(n, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
+    out = torch.empty_like(a)
+    with exact_fp32(device):
+        samples = time_fn(lambda: torch.mm(a, b, out=out), warmup=3, repeats=5, min_seconds=seconds, device=device)
+    return n ** 3 / statistics.median(samples)
 
 
 def machine_info(device=None) -> dict:

@@ -6,6 +6,7 @@ channels_last), torch.compile and, on the CPU, ONNX Runtime — and which φ fit
     effnet-bench fit --latency-ms 20          # the largest φ whose fused model runs in 20 ms here
     effnet-bench fit --macs 1e9 --params 10e6 # by cost alone (no measuring)
     effnet-bench profile --phis 0 4           # where the fused CPU model's time goes
+    effnet-bench render DIR/results.json      # the tables and plots again from a results file
 
 The run writes, under ``--out`` (default ``./effnet-bench-results``): ``results.json`` (machine, versions,
 settings and every sample; schema: :mod:`effnet_kernels.bench_schema`), ``results.md`` (the tables) and
@@ -25,9 +26,11 @@ from typing import List, Optional
 
 import torch
 
-from ._benchutil import (DTYPES, FORMATS, CliError, OneLineParser, Progress, default_device, machine_info,  # noqa: F401
-                         parse_device, record_isa, summarize, time_fn)
+from ._benchutil import (DTYPES, FORMATS, CliError, OneLineParser, Progress, default_device, machine_info, mm_rate,
+                         parse_device, record_isa, summarize)
 from .bench_e2e import LABELS, PROVIDERS
+from .budget import check_budget
+from .scaling import _check_phi
 
 SCHEMA_ID = "effnet-bench/1"
 ALL_PHIS = list(range(8))
@@ -39,13 +42,17 @@ FULL = {"rounds": 3, "per_round": 2, "op_min_seconds": 0.05, "op_repeats": 5}
 
 # ----------------------------------------------------------------------------------------------- arguments
 
+PHI_MAX = 40.0  # beyond this a model does not fit any machine (and fit's search stops there too)
+
+
 def _phi(text: str) -> float:
+    """An argparse type: a real φ in [0, 40] (scaling's own check, as a one-line argparse error)."""
     try:
-        v = float(text)
+        v = _check_phi(float(text), "phi")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}") from None
+    if v > PHI_MAX:
+        raise argparse.ArgumentTypeError(f"must be <= {PHI_MAX:g}, got {text!r}")
     return int(v) if v.is_integer() else v
 
 
@@ -60,13 +67,11 @@ def _positive_int(text: str) -> int:
 
 
 def _budget(text: str) -> float:
+    """An argparse type: a finite number > 0 (the budget API's own check, as a one-line argparse error)."""
     try:
-        v = float(text)
+        return check_budget(float(text), "value")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return v
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
 
 
 def _phi_set(text: str):
@@ -225,7 +230,7 @@ def markdown(result: dict) -> str:
              f"runs after warm-up{'; CUDA-graph replays at batch 1' if m['device'].startswith('cuda') else ''}.", ""]
     if result.get("interrupted"):
         lines += ["**Interrupted: the tables hold what was measured before the stop.**", ""]
-    if result["e2e"]:
+    if result["e2e"] or result.get("failed"):
         mm = m.get("mm_gmacs")
         lines += ["## End to end", ""]
         if mm:
@@ -237,15 +242,16 @@ def markdown(result: dict) -> str:
             lines += ["### Which φ fits a latency budget", "", bt, "",
                       "Between the measured φ: `effnet-bench fit --latency-ms MS` (bisection to 0.01).", ""]
         errs = [f"- φ={r['phi']:g} batch {r['batch']} {k}: {v}" for r in result["e2e"] for k, v in r["errors"].items()]
+        errs += [f"- φ={f['phi']:g} batch {f['batch']}: {f['error']}" for f in result.get("failed", [])]
         if errs:
             lines += ["Errors:", "", *errs, ""]
     if result["notes"]:
         lines += ["Notes:", "", *[f"- {n}" for n in result["notes"]], ""]
     ops = result.get("ops", {})
-    if "dwconv" in ops:
+    if "rows" in ops.get("dwconv", {}):
         from .bench_ops import markdown as dw_md
         lines += ["## Depthwise conv + BN + Swish per layer shape", "", dw_md(ops["dwconv"], _op_phis(ops["dwconv"]))]
-    if "se" in ops:
+    if "rows" in ops.get("se", {}):
         from .bench_se import markdown as se_md
         lines += ["## Squeeze-excitation per layer shape", "", se_md(ops["se"], _op_phis(ops["se"]))]
     return "\n".join(lines).rstrip() + "\n"
@@ -279,14 +285,25 @@ def _plan(args, device, phis):
 
 
 def _notes(args, plan, phis, device) -> List[str]:
+    """What the end-to-end tables leave out on purpose (empty for --ops-only)."""
+    from .bench_e2e import ort_available
+
     notes = []
+    if args.ops_only:
+        return notes
     if args.quick:
-        notes.append("--quick: every φ for eager and fused at batch 1; the rest limited as listed")
+        notes.append("--quick: every φ for eager and fused at batch 1; the rest limited as listed (and torch.compile "
+                     "not at the throughput batch)")
     for name, key in (("torch.compile", "compile_phis"), ("ONNX Runtime", "ort_phis")):
         prov = "compile" if key == "compile_phis" else "ort"
-        if prov in args.providers and plan[key] != list(phis) and not (prov == "ort" and device.type == "cuda"):
-            shown = ", ".join(f"{p:g}" for p in plan[key]) or "none"
-            notes.append(f"{name} measured at φ = {shown} only"
+        if prov not in args.providers or plan[key] == list(phis):
+            continue
+        if prov == "ort" and (device.type == "cuda" or not ort_available()):
+            continue  # the rows say why (CPU only / not installed)
+        if not plan[key]:
+            notes.append(f"{name} not measured")
+        else:
+            notes.append(f"{name} measured at φ = {', '.join(f'{p:g}' for p in plan[key])} only"
                          + (" (compiling takes tens of seconds per model)" if prov == "compile" else ""))
     if len(plan["batches"]) > 1 and plan["throughput_phis"] != list(phis):
         notes.append(f"throughput batch {plan['batches'][1]} measured at φ = "
@@ -301,7 +318,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         device, dtype = _device_and_dtype(args)
     except CliError as exc:
         p.error(str(exc))
-    phis = args.phis if args.phis is not None else ALL_PHIS
+    phis = list(dict.fromkeys(args.phis)) if args.phis is not None else ALL_PHIS
     try:
         plan, jobs = _plan(args, device, phis)
     except CliError as exc:
@@ -311,15 +328,15 @@ def run(argv: Optional[List[str]] = None) -> int:
     op_batches = args.op_batches or (QUICK["op_batches"] if args.quick else plan["batches"])
     op_phis = sorted(set(args.op_phis))
     do_ops = not args.no_ops
+    try:  # find out now, not after minutes of measuring, that the results cannot be written
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").touch()
+    except OSError as exc:
+        p.error(f"--out {args.out}: cannot write results there ({exc.strerror or exc})")
     meta = machine_info(device)
     record_isa({"machine": meta})
     if jobs:  # the GEMM rate of this device, the floor the fused model's multiply-adds are held against
-        if device.type == "cuda":
-            from .bench_ops import mm_rate as gpu_mm_rate
-            meta["mm_gmacs"] = gpu_mm_rate(device=device, dtype=dtype) / 1e9
-        else:
-            from .bench_e2e import mm_rate
-            meta["mm_gmacs"] = mm_rate(0.5) / 1e9
+        meta["mm_gmacs"] = mm_rate(4096 if device.type == "cuda" else 1024, 0.5, device, dtype) / 1e9
     result = {"schema": SCHEMA_ID, "machine": meta, "complete": False, "interrupted": False,
               "settings": {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "quick": args.quick,
                            "phis": list(phis), "providers": list(args.providers), "rounds": plan["rounds"],
@@ -328,13 +345,17 @@ def run(argv: Optional[List[str]] = None) -> int:
                            "throughput_phis": plan["throughput_phis"], "ops": do_ops, "op_batches": op_batches,
                            "op_phis": op_phis,
                            "argv": list(sys.argv[1:] if argv is None else argv)},
-              "notes": _notes(args, plan, phis, device), "e2e": [], "ops": {}}
+              "notes": _notes(args, plan, phis, device), "e2e": [], "failed": [], "ops": {}}
     n_ops = 0
     if do_ops:
         from .bench_ops import dw_layer_shapes
-        from .bench_se import se_layer_shapes
+        from .bench_se import model_blocks, se_layer_shapes
         n_ops = (len(dw_layer_shapes(op_phis)) + len(se_layer_shapes(op_phis))) * len(op_batches) * len(FORMATS)
-    progress = Progress(sum(len(j[2]) for j in jobs) * plan["rounds"] + n_ops, enabled=not args.no_progress)
+        n_ops += len(model_blocks(0)) if _se_block_phis(args.quick, op_phis, device) else 0
+    from .bench_e2e import ort_available
+    runs_ort = device.type == "cpu" and ort_available()
+    n_e2e = sum(len([p for p in j[2] if p != "ort" or runs_ort]) for j in jobs) * plan["rounds"]
+    progress = Progress(n_e2e + n_ops, enabled=not args.no_progress)
     print(f"# effnet-bench on {meta['device_name']} ({device}), {result['settings']['dtype']}, {meta['threads']} "
           f"threads; writing to {args.out}", file=sys.stderr, flush=True)
     start = time.perf_counter()
@@ -349,10 +370,17 @@ def run(argv: Optional[List[str]] = None) -> int:
                 cut_short, do_ops = True, False
                 break
             t0 = time.perf_counter()
-            result["e2e"].append(bench_phi(phi, batch, provs, plan["rounds"], plan["per_round"], device, dtype,
-                                           progress=progress.step))
-            result["e2e"][-1]["seconds"] = round(time.perf_counter() - t0, 1)
-            for name in result["e2e"][-1]["errors"]:
+            try:
+                row = bench_phi(phi, batch, provs, plan["rounds"], plan["per_round"], device, dtype,
+                                progress=progress.step)
+            except Exception as exc:  # noqa: BLE001  (out of memory, a failing provider mid-round: go on)
+                result["failed"].append({"phi": phi, "batch": batch, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                progress.step(f"phi={phi:g} batch {batch} failed: {type(exc).__name__}", n=0)
+                continue
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            result["e2e"].append(row)
+            write_results(result, args.out, plots=False, quiet=True)  # what is measured survives even a crash
+            for name in row["errors"]:
                 progress.step(f"{name} failed", n=plan["rounds"])
         if do_ops:
             if args.time_limit_s is not None and time.perf_counter() - start > args.time_limit_s:
@@ -369,36 +397,48 @@ def run(argv: Optional[List[str]] = None) -> int:
         progress.close()
         result["seconds"] = round(time.perf_counter() - start, 1)
         write_results(result, args.out, plots=not args.no_plots)
-    return 130 if result["interrupted"] else 0
+    if result["interrupted"]:
+        return 130
+    # A provider or a whole model that failed is a failed run (the tables and the JSON say which and why).
+    return 1 if result["failed"] or any(r["errors"] for r in result["e2e"]) else 0
 
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _se_block_phis(quick: bool, op_phis, device) -> tuple:
+    """B0's fused blocks with and without SE: in a full CPU run that covers B0."""
+    return () if quick or 0 not in op_phis or device.type != "cpu" else (0,)
+
+
 def _run_ops(result: dict, device, dtype, phis, batches, quick: bool, progress: Progress) -> None:
+    """The op microbenchmarks, their rows landing in ``result["ops"]`` as they are measured."""
     from .bench_ops import bench_dwconv
     from .bench_se import bench_se
 
     cfg = QUICK if quick else FULL
     common = dict(batches=batches, formats=list(FORMATS), min_seconds=cfg["op_min_seconds"], progress=progress.step,
                   device=device, dtype=dtype, all_backends=not quick)
-    result["ops"]["dwconv"] = dict(bench_dwconv(phis, repeats=cfg["op_repeats"], **common), phis=phis)
+    result["ops"]["dwconv"] = {"phis": list(phis)}
+    bench_dwconv(phis, repeats=cfg["op_repeats"], into=result["ops"]["dwconv"], **common)
     try:
         import torchvision  # noqa: F401  (the eager SE is torchvision's SqueezeExcitation)
     except ImportError:
         result["notes"].append("SE op benchmark skipped: torchvision is not installed (its SqueezeExcitation is "
                                "the eager baseline)")
         return
-    result["ops"]["se"] = dict(bench_se(phis, block_phis=() if quick or 0 not in phis else (0,),
-                                        rounds=3 if quick else 5, repeats=cfg["op_repeats"], **common), phis=phis)
+    result["ops"]["se"] = {"phis": list(phis)}
+    bench_se(phis, block_phis=_se_block_phis(quick, phis, device), rounds=3 if quick else 5, repeats=cfg["op_repeats"],
+             into=result["ops"]["se"], **common)
 
 
-def write_results(result: dict, out: Path, plots: bool = True) -> None:
+def write_results(result: dict, out: Path, plots: bool = True, quiet: bool = False) -> None:
     """results.json, results.md and (with matplotlib) latency.png / speedup.png under ``out``; prints the
-    Markdown to stdout."""
+    Markdown to stdout unless ``quiet``."""
     text = markdown(result)
-    print(text)
+    if not quiet:
+        print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "results.md").write_text(text)
@@ -428,9 +468,12 @@ def fit_main(argv: List[str]) -> int:
     try:
         res = fit_phi(latency_ms=args.latency_ms, macs=args.macs, params=args.params, device=device,
                       batch=args.batch, dtype=dtype, phi_max=args.phi_max, progress=show)
-    except ValueError as exc:
+    except ValueError as exc:  # no φ fits
         print(f"effnet-bench fit: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("effnet-bench fit: interrupted", file=sys.stderr)
+        return 130
     print(res.line())
     if args.json:
         print(json.dumps(res.as_dict()))
@@ -441,7 +484,11 @@ def profile_main(argv: List[str]) -> int:
     from .bench_e2e import profile_fused, profile_table
     from ._benchutil import write_op_results
 
-    args = profile_parser().parse_args(argv)
+    p = profile_parser()
+    args = p.parse_args(argv)
+    from ._ext import IMPORT_ERROR, has_cpp
+    if not has_cpp():
+        p.error(f"the fused CPU engine needs the compiled module effnet_kernels._C ({IMPORT_ERROR}); pip install .")
     meta = machine_info()
     profiles = [profile_fused(phi, args.batch) for phi in args.phis]
     text = (f"Fused model, per-step profile (median of 10 runs), batch {args.batch} — {meta.get('cpu', '')}, "
@@ -450,10 +497,32 @@ def profile_main(argv: List[str]) -> int:
     return 0
 
 
+def render_main(argv: List[str]) -> int:
+    """Tables and plots again from a results.json (another machine's, or after a change to the tables)."""
+    p = OneLineParser(prog="effnet-bench render", description=render_main.__doc__)
+    p.add_argument("results", type=Path, help="a results.json written by effnet-bench")
+    p.add_argument("--out", type=Path, default=None, help="folder for results.md and the plots (default: its own)")
+    args = p.parse_args(argv)
+    try:
+        result = json.loads(args.results.read_text())
+    except (OSError, ValueError) as exc:
+        p.error(f"results: cannot read {args.results} as JSON ({exc})")
+    if result.get("schema") != SCHEMA_ID:
+        p.error(f"results: {args.results} is not an effnet-bench result (schema {result.get('schema')!r}, "
+                f"expected {SCHEMA_ID!r})")
+    for row in result.get("e2e", []):  # the summaries again from the samples (the same rule as a run's)
+        for name, summary in row["providers"].items():
+            row["providers"][name] = summarize([v / 1e3 for v in summary["samples_ms"]], keep_samples=True)
+    write_results(result, args.out or args.results.parent)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "fit":
         return fit_main(argv[1:])
+    if argv and argv[0] == "render":
+        return render_main(argv[1:])
     if argv and argv[0] == "profile":
         return profile_main(argv[1:])
     if argv and argv[0] == "run":

@@ -4,22 +4,24 @@ and, on the CPU, ONNX Runtime — the measuring half of ``effnet-bench`` (:mod:`
 Every model is this package's EfficientNet at φ with randomized BatchNorm statistics (calibrated, so the
 activations are of order 1, not denormal), at the paper's resolution. Providers are timed in interleaved
 rounds (a few runs each per round, so drift on a shared machine hits all of them alike); a row keeps every
-sample. All runs use ``torch.inference_mode()``, the default thread count and the default precision flags
-(TF32 off in fp32 on a GPU, for every provider); the fused time includes nothing the caller would not do
-(the input goes in as NCHW). On a GPU, batch-1 latency is measured on CUDA-graph replays of every provider
-(``torch.compile`` in its ``reduce-overhead`` mode, which uses CUDA graphs itself).
+sample. All runs use ``torch.inference_mode()`` and torch's thread count; on a GPU, fp32 means no TF32 for any
+provider (:func:`~effnet_kernels._benchutil.exact_fp32`). The fused time includes nothing the caller would
+not do (the input goes in as NCHW). On a GPU, batch-1 latency is measured on CUDA-graph replays of every
+provider, ``torch.compile``'d model included.
 """
 from __future__ import annotations
 
 import copy
+import gc
 import io
+import statistics
 import time
 import warnings
 from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ._benchutil import cuda_graphed, summarize, time_fn
+from ._benchutil import cuda_graphed, exact_fp32, summarize, time_fn
 from .fuse import fuse
 from .models import efficientnet
 from .scaling import compound, model_cost
@@ -28,14 +30,6 @@ from .testing import randomize_bn_, rel_error
 PROVIDERS = ("eager_nchw", "eager_cl", "compile", "ort", "fused")
 LABELS = {"eager_nchw": "eager NCHW", "eager_cl": "eager channels_last", "compile": "torch.compile",
           "ort": "ONNX Runtime", "fused": "fused (effnet_kernels)"}
-
-
-def mm_rate(seconds: float = 1.0) -> float:
-    """torch.mm multiply-adds per second on 1024 x 1024 fp32 (the machine's GEMM rate, all threads)."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    out = torch.empty(1024, 1024)
-    samples = time_fn(lambda: torch.mm(a, b, out=out), warmup=3, repeats=3, min_seconds=seconds)
-    return 1024 ** 3 / sorted(samples)[len(samples) // 2]
 
 
 def ort_available() -> bool:
@@ -63,21 +57,21 @@ def ort_session(model: torch.nn.Module, x: torch.Tensor):
     return lambda xin: torch.from_numpy(sess.run(None, {"x": xin.numpy()})[0])
 
 
-def compiled(model: torch.nn.Module, x: torch.Tensor, graphs: bool = False):
-    """torch.compile of the eager model in channels_last, compiled here (outside any timed region). On the CPU
-    inductor with freezing (restored after); on a GPU ``mode="reduce-overhead"`` (CUDA graphs) when
-    ``graphs``."""
+def compiled(model: torch.nn.Module, x: torch.Tensor):
+    """torch.compile (inductor) of the eager model in channels_last, compiled here, outside any timed region;
+    with freezing on the CPU (the setting is restored after)."""
     import torch._inductor.config as cfg
 
+    # A fresh dynamo state per model: compiled code of earlier models (kept alive by dynamo's caches, and
+    # counted against its recompile limit, past which it silently runs eager) would otherwise pile up.
+    # fullgraph=True: a model that cannot be compiled whole is an error here, not a quiet eager fallback.
+    torch._dynamo.reset()
     old = cfg.freezing
     cfg.freezing = x.device.type == "cpu"
     try:
-        m = torch.compile(model.to(memory_format=torch.channels_last),
-                          mode="reduce-overhead" if graphs else None)
-        xc = x.contiguous(memory_format=torch.channels_last)
+        m = torch.compile(model.to(memory_format=torch.channels_last), fullgraph=True)
         with torch.inference_mode():
-            for _ in range(3 if graphs else 1):  # reduce-overhead records its graph on a later call
-                m(xc)
+            m(x.contiguous(memory_format=torch.channels_last))
     finally:
         cfg.freezing = old
     return lambda xin: m(xin.contiguous(memory_format=torch.channels_last))
@@ -98,16 +92,9 @@ def bench_phi(phi, batch: int, providers=PROVIDERS, rounds: int = 3, per_round: 
     reason, ones that fail under ``errors``. ``graphs`` (default: batch 1 on CUDA) times CUDA-graph replays.
     ``progress(text)`` is called once per provider and round."""
     device = torch.device(device)
-    cuda = device.type == "cuda"
-    graphs = (cuda and batch == 1) if graphs is None else graphs
-    if cuda:  # fp32 means fp32 for every provider: no TF32 in cuDNN or cuBLAS (restored after)
-        flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        try:
-            return _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, progress)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
-    return _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, progress)
+    graphs = (device.type == "cuda" and batch == 1) if graphs is None else graphs
+    with exact_fp32(device):
+        return _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, progress)
 
 
 def make_providers(model: torch.nn.Module, x: torch.Tensor, names=PROVIDERS, graphs: bool = False) -> dict:
@@ -146,7 +133,7 @@ def make_providers(model: torch.nn.Module, x: torch.Tensor, names=PROVIDERS, gra
             else:
                 add(name, lambda: ort_session(model, x))
         elif name == "compile":
-            add(name, lambda: compiled(copy.deepcopy(model), x, graphs=graphs))
+            add(name, lambda: compiled(copy.deepcopy(model), x))
         else:
             raise ValueError(f"providers: unknown provider {name!r}, expected some of {PROVIDERS}")
     with torch.inference_mode():
@@ -157,7 +144,7 @@ def make_providers(model: torch.nn.Module, x: torch.Tensor, names=PROVIDERS, gra
                 out["errors"]["fused"] = f"{type(exc).__name__}: {exc}"[:500]
                 del fns["fused"]
         for name, fn in fns.items():
-            if graphs and name != "compile":  # reduce-overhead already replays a CUDA graph
+            if graphs:
                 try:
                     out["calls"][name] = cuda_graphed(fn, x)
                 except Exception as exc:  # noqa: BLE001
@@ -204,12 +191,19 @@ def _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, 
                     # for milliseconds after a run and would take the cores from the next provider); a fast
                     # model also gets one untimed run to bring its caches back.
                     time.sleep(0.05)
-                samples[name] += time_fn(call[name], 0 if slow[name] else 1, per_round, device=device)
+                try:
+                    samples[name] += time_fn(call[name], 0 if slow[name] else 1, per_round, device=device)
+                except Exception as exc:  # noqa: BLE001  (drop this provider, keep the others' numbers)
+                    row["errors"][name] = f"round {r + 1}: {type(exc).__name__}: {exc}"[:500]
+                    del call[name], samples[name]
+                    continue
                 if progress:
                     progress(f"phi={phi:g} batch {batch} {name} round {r + 1}/{rounds}: "
-                             f"{sorted(samples[name])[len(samples[name]) // 2] * 1e3:.2f} ms")
+                             f"{statistics.median(samples[name]) * 1e3:.2f} ms")
     for name, s in samples.items():
         row["providers"][name] = summarize(s, keep_samples=True)
+    del made, call
+    gc.collect()  # this φ's models, sessions and compiled code go before the next φ's are built
     return row
 
 
@@ -232,7 +226,7 @@ def profile_fused(phi, batch: int = 1, runs: int = 10) -> dict:
                     steps.setdefault(name, []).append(sec * 1e3)
         finally:
             net.set_profiling(False)
-    med = {k: sorted(v)[len(v) // 2] for k, v in steps.items()}
+    med = {k: statistics.median(v) for k, v in steps.items()}
     kinds: Dict[str, float] = {}
     for k, v in med.items():
         kinds[k.split(".")[0]] = kinds.get(k.split(".")[0], 0.0) + v

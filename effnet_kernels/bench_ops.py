@@ -22,8 +22,8 @@ import torch.nn as nn
 from . import ops
 from ._cpu import output_size
 from ._ext import has_cpp
-from ._benchutil import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
-                         summed_over, time_fn, write_op_results)
+from ._benchutil import (FORMATS, check_batches, exact_fp32, machine_info, mm_rate, op_bench_args, progress_line,
+                         record_isa, summarize, summed_over, time_fn, write_op_results)
 from .reference import fold_bn
 from .scaling import DepthwiseShape, depthwise_shapes
 
@@ -72,8 +72,9 @@ class DwSetup:
         half = (self.in_bytes + self.out_bytes) // (2 * size)  # elements: read + write = input + output bytes
         self.src = torch.randn(half).to(device, dtype)
         self.dst = torch.empty_like(self.src)
-        # Swish values that stay put under repeated in-place Swish (swish(30) = 30): no denormals creep in.
-        self.act = torch.full((self.out_bytes // size,), 30.0)
+        # The Swish floor's buffer (CPU fp32 only): values that stay put under repeated in-place Swish
+        # (swish(30) = 30), so no denormals creep in.
+        self.act = torch.full((self.out_bytes // size,), 30.0) if self.x.device.type == "cpu" else None
 
     def run_eager(self):
         return self.eager(self.x)
@@ -91,29 +92,24 @@ class DwSetup:
         _C.swish_inplace(self.act.data_ptr(), self.act.numel())
 
 
-def mm_rate(seconds: float = 0.3, device="cpu", dtype: torch.dtype = torch.float32) -> float:
-    """Multiply-adds per second torch.mm reaches on an in-cache 512³ problem (the compute floor); on a GPU,
-    4096³ in ``dtype``."""
-    n = 4096 if torch.device(device).type == "cuda" else 512
-    a, b = torch.randn(n, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
-    samples = time_fn(lambda: torch.mm(a, b), warmup=3, repeats=10, min_seconds=seconds, device=device)
-    return n ** 3 / sorted(samples)[len(samples) // 2]
-
-
 def bench_dwconv(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), min_seconds: float = 0.05,
                  progress=None, device="cpu", dtype: torch.dtype = torch.float32, all_backends: bool = False,
-                 repeats: int = 5) -> dict:
+                 repeats: int = 5, into: Optional[dict] = None) -> dict:
     """Every distinct depthwise layer shape of ``phis``: eager, the fused op (its default backend on this device;
     with ``all_backends`` every other available backend too, as ``backend_<name>_ms``), the copy floor, the
-    multiply-add floor and on the CPU the Swish floor. ``progress(text)`` is called after each shape."""
+    multiply-add floor and on the CPU the Swish floor. ``progress(text)`` is called after each shape. The result
+    is filled in ``into`` (a dict) as rows are measured, so an interrupted run keeps them."""
     device = torch.device(device)
     cpu = device.type == "cpu"
-    rate = mm_rate(device=device, dtype=dtype)
     default = ops.available_backends(device.type)[0]
     extra = [b for b in ops.available_backends(device.type)[1:] if all_backends]
     rows = []
+    result = into if into is not None else {}
+    result.update(machine=machine_info(device), dtype=str(dtype).replace("torch.", ""), rows=rows, backend=default)
+    rate = mm_rate(4096 if device.type == "cuda" else 512, device=device, dtype=dtype)
+    result["mm_rate_gmacs"] = rate / 1e9
     shapes = dw_layer_shapes(phis)
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_fp32(device):
         for batch in batches:
             for fmt in formats:
                 for shape in shapes:
@@ -135,8 +131,7 @@ def bench_dwconv(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"
                     if progress:
                         progress(f"dw b{batch} {fmt} {tuple(shape)}: eager {t['eager']:.3f} fused {t['fused']:.3f} "
                                  f"copy {t['copy']:.3f} ms")
-    return {"machine": machine_info(device), "dtype": str(dtype).replace("torch.", ""), "mm_rate_gmacs": rate / 1e9,
-            "rows": rows}
+    return result
 
 
 def gbps(nbytes: int, ms: float) -> float:
@@ -153,8 +148,8 @@ def markdown(result: dict, phis) -> str:
     m = result["machine"]
     lines = [f"Depthwise conv + BN + Swish, {result.get('dtype', 'float32')}, {m['threads']} threads, "
              f"{m.get('device_name', m.get('cpu', m['processor']))}, "
-             f"torch {m['torch']}, ISA {m.get('isa', '?')}, {m['date']}. torch.mm rate "
-             f"{result['mm_rate_gmacs']:.1f} GMAC/s. Times in µs (median).", ""]
+             f"torch {m['torch']}, ISA {m.get('isa', '?')}, {m['date']}; fused = the `{result.get('backend', 'cpp')}` "
+             f"backend. torch.mm rate {result.get('mm_rate_gmacs', float('nan')):.1f} GMAC/s. Times in µs (median).", ""]
     batches = sorted({r["batch"] for r in result["rows"]})
     formats = list(dict.fromkeys(r["format"] for r in result["rows"]))
     lines += ["### Summed over every depthwise layer of the model", "",
@@ -163,6 +158,8 @@ def markdown(result: dict, phis) -> str:
         for b in batches:
             for f in formats:
                 s = layer_sums(result, phi, b, f)
+                if s is None:
+                    continue
                 lines.append(f"| B{phi} | {b} | {f} | {s['eager_ms']:.2f} | {s['fused_ms']:.2f} | {s['speedup']:.1f}× |")
     lines += ["", "### Per layer", "",
               "| C | H×W | k | s | batch | format | eager | fused | copy floor | MAC floor | Swish floor | "
@@ -171,10 +168,11 @@ def markdown(result: dict, phis) -> str:
     for r in result["rows"]:
         c, h, w, k, s = r["shape"]
         floor = max(r["copy_ms"], r["mac_floor_ms"])
-        compute = r["mac_floor_ms"] + r["swish_floor_ms"]
+        compute = r["mac_floor_ms"] + r["swish_floor_ms"]  # (no Swish floor on a GPU: then the MAC floor alone)
+        swish = f"{r['swish_floor_ms'] * 1e3:.1f}" if r["swish_floor_ms"] > 0 else "—"
         lines.append(f"| {c} | {h}×{w} | {k} | {s} | {r['batch']} | {r['format']} | {r['eager_ms'] * 1e3:.1f} | "
                      f"{r['fused_ms'] * 1e3:.1f} | {r['copy_ms'] * 1e3:.1f} | {r['mac_floor_ms'] * 1e3:.1f} | "
-                     f"{r['swish_floor_ms'] * 1e3:.1f} | {gbps(r['bytes'], r['fused_ms']):.1f} | "
+                     f"{swish} | {gbps(r['bytes'], r['fused_ms']):.1f} | "
                      f"{gbps(r['bytes'], r['copy_ms']):.1f} | {r['eager_ms'] / r['fused_ms']:.1f}× | "
                      f"{r['fused_ms'] / floor:.2f} | {r['fused_ms'] / compute:.2f} |")
     return "\n".join(lines) + "\n"

@@ -46,7 +46,8 @@ def plot_results(result: dict, out: Path) -> List[Path]:
         ax.set_ylabel(f"latency per batch of {batch} (ms, log)")
         ax.set_title(f"batch {batch}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(f"EfficientNet latency per φ — {title}", fontsize=10)
     fig.tight_layout()
     paths.append(out / "latency.png")
@@ -74,7 +75,8 @@ def plot_results(result: dict, out: Path) -> List[Path]:
         ax.set_ylabel("speed-up over eager (faster memory format)")
         ax.set_title(f"batch {batch}")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(f"Speed-up over eager PyTorch — {title}", fontsize=10)
     fig.tight_layout()
     paths.append(out / "speedup.png")

@@ -5,7 +5,8 @@
 
 A result holds ``machine`` (versions, device, CPU kernel path, threads, date), ``settings`` (what was asked
 for), ``e2e`` (one row per φ and batch: every provider's samples and summary, what was skipped and why, what
-failed), ``ops`` (the op microbenchmarks' rows per layer shape) and ``notes``. Times are milliseconds; a
+failed), ``failed`` (models that could not be measured at all, with the error), ``ops`` (the op
+microbenchmarks' rows per layer shape) and ``notes``. Times are milliseconds; a
 summary is the median, quartiles and minimum of its ``samples_ms``. ``complete`` is false when the run was
 interrupted (``interrupted``) or stopped by its time limit before the end.
 """
@@ -56,7 +57,7 @@ OP_ROW = {
 
 OP_RESULT = {
     "type": "object",
-    "required": ["machine", "dtype", "rows", "phis"],
+    "required": ["machine", "dtype", "rows", "phis", "backend"],
     "properties": {"dtype": {"type": "string"}, "rows": {"type": "array", "items": OP_ROW},
                    "phis": {"type": "array", "items": _nonneg}},
 }
@@ -66,7 +67,8 @@ SCHEMA = {
     "$id": "effnet-bench/1",
     "title": "effnet-bench results",
     "type": "object",
-    "required": ["schema", "machine", "settings", "complete", "interrupted", "notes", "e2e", "ops", "seconds"],
+    "required": ["schema", "machine", "settings", "complete", "interrupted", "notes", "e2e", "failed", "ops",
+                 "seconds"],
     "properties": {
         "schema": {"const": "effnet-bench/1"},
         "machine": {
@@ -89,6 +91,7 @@ SCHEMA = {
         "complete": {"type": "boolean"}, "interrupted": {"type": "boolean"},
         "notes": {"type": "array", "items": {"type": "string"}},
         "e2e": {"type": "array", "items": E2E_ROW},
+        "failed": {"type": "array", "items": {"type": "object", "required": ["phi", "batch", "error"]}},
         "ops": {"type": "object", "properties": {"dwconv": OP_RESULT, "se": OP_RESULT}, "additionalProperties": False},
         "seconds": _nonneg,
     },

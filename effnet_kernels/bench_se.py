@@ -25,8 +25,8 @@ import torch.nn as nn
 
 from . import ops
 from ._cpu import Conv1x1, SeProjection
-from ._benchutil import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summarize,
-                         summed_over, time_fn, write_op_results)
+from ._benchutil import (FORMATS, check_batches, exact_fp32, machine_info, op_bench_args, progress_line, record_isa,
+                         summarize, summed_over, time_fn, write_op_results)
 from .bench_ops import gbps
 from .scaling import SEShape, _out, arch_spec, se_shapes
 
@@ -150,17 +150,21 @@ def interleaved(fns: dict, min_seconds: float, rounds: int = 5, device=None, rep
 
 def bench_se(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), block_phis=(0,),
              min_seconds: float = 0.05, progress=None, device="cpu", dtype: torch.dtype = torch.float32,
-             all_backends: bool = False, rounds: int = 5, repeats: int = 7) -> dict:
+             all_backends: bool = False, rounds: int = 5, repeats: int = 7, into: Optional[dict] = None) -> dict:
     """Every distinct SE shape of ``phis``: eager torchvision ``SqueezeExcitation``, the fused op (default
     backend; with ``all_backends`` the others too, as ``backend_<name>_ms``) and the copy floor; then the
-    fused blocks of ``block_phis`` with and without their SE (CPU only). ``progress(text)`` after each."""
+    fused blocks of ``block_phis`` with and without their SE (CPU only). ``progress(text)`` after each. The
+    result is filled in ``into`` (a dict) as rows are measured, so an interrupted run keeps them."""
     device = torch.device(device)
     default = ops.available_backends(device.type)[0]
     extra = [b for b in ops.available_backends(device.type)[1:] if all_backends]
     if device.type != "cpu":
         block_phis = ()  # the block setup is the CPU engine's (packed GEMM weights)
     rows, blocks = [], []
-    with torch.inference_mode():
+    result = into if into is not None else {}
+    result.update(machine=machine_info(device), dtype=str(dtype).replace("torch.", ""), rows=rows, blocks=blocks,
+                  backend=default)
+    with torch.inference_mode(), exact_fp32(device):
         for batch in batches:
             for fmt in formats:
                 for shape in se_layer_shapes(phis):
@@ -185,8 +189,7 @@ def bench_se(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), b
                 blocks.append(row)
                 if progress:
                     progress(f"B{phi} block {i}: with SE {row['with_se_ms']:.3f} without {row['without_se_ms']:.3f} ms")
-    return {"machine": machine_info(device), "dtype": str(dtype).replace("torch.", ""), "rows": rows,
-            "blocks": blocks}
+    return result
 
 
 def se_sums(result: dict, phi, batch: int, fmt: str) -> dict:
@@ -197,7 +200,8 @@ def se_sums(result: dict, phi, batch: int, fmt: str) -> dict:
 def markdown(result: dict, phis) -> str:
     m = result["machine"]
     lines = [f"Squeeze-excitation, {result.get('dtype', 'float32')}, {m['threads']} threads, "
-             f"{m.get('device_name', m.get('cpu', m['processor']))}, torch {m['torch']}, "
+             f"{m.get('device_name', m.get('cpu', m['processor']))}, fused = the `{result.get('backend', 'cpp')}` "
+             f"backend, torch {m['torch']}, "
              f"ISA {m.get('isa', '?')}, {m['date']}. Times: medians, one run.", ""]
     batches = sorted({r["batch"] for r in result["rows"]})
     formats = list(dict.fromkeys(r["format"] for r in result["rows"]))
@@ -207,6 +211,8 @@ def markdown(result: dict, phis) -> str:
         for b in batches:
             for f in formats:
                 s = se_sums(result, phi, b, f)
+                if s is None:
+                    continue
                 lines.append(f"| B{phi} | {b} | {f} | {s['eager_ms']:.3f} | {s['fused_ms']:.3f} | {s['speedup']:.1f}× |")
     if result["blocks"]:
         lines += ["", "### Fused MBConv blocks with and without their SE (batch 1, channels_last)", "",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -62,7 +63,7 @@ class FitResult:
         return s
 
 
-def _budget(value, name: str) -> Optional[float]:
+def check_budget(value, name: str) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -79,7 +80,7 @@ def measure_fused_latency(phi: float, device="cpu", batch: int = 1, dtype: torch
     weights, calibrated BN statistics): median and quartiles of ``rounds × per_round`` runs after warm-up,
     and ``spread_ms`` — the larger of the interquartile range and the range of the per-round medians. CUDA
     batch-1 runs replay a CUDA graph."""
-    from ._benchutil import cuda_graphed, summarize, time_fn
+    from ._benchutil import cuda_graphed, exact_fp32, summarize, time_fn
     from .bench_e2e import build_model
     from .fuse import fuse
 
@@ -87,27 +88,28 @@ def measure_fused_latency(phi: float, device="cpu", batch: int = 1, dtype: torch
     res = compound(phi).resolution
     model = fuse(build_model(phi, device, dtype))
     x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1)).to(device, dtype)
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_fp32(device):
         fn = cuda_graphed(model, x) if device.type == "cuda" and batch == 1 else (lambda: model(x))
         samples, medians = [], []
         for r in range(rounds):
             s = time_fn(fn, warmup=2 if r == 0 else 0, repeats=per_round, device=device)
             samples += s
-            medians.append(sorted(s)[len(s) // 2] * 1e3)
+            medians.append(statistics.median(s) * 1e3)
     out = summarize(samples)
     out["spread_ms"] = max(out["q3_ms"] - out["q1_ms"], max(medians) - min(medians))
     return out
 
 
-def fit_phi(latency_ms=None, macs=None, params=None, *, device="cpu", batch: int = 1, dtype=None,
+def fit_phi(latency_ms=None, macs=None, params=None, *, device=None, batch: int = 1, dtype=None,
             phi_max: float = 12.0, measure: Optional[Callable[[float], dict]] = None,
             progress: Optional[Callable[[str], None]] = None) -> FitResult:
     """The largest φ (a multiple of 0.01, at most ``phi_max``) whose model fits every budget given:
-    ``latency_ms`` — the fused model's median latency on ``device`` at ``batch`` (measured; ``measure(phi)``
+    ``latency_ms`` — the fused model's median latency on ``device`` (default: CUDA when present, else the CPU;
+    fp16 on a GPU, fp32 on the CPU unless ``dtype``) at ``batch`` (measured; ``measure(phi)``
     replaces the measurement, returning at least ``median_ms`` and ``spread_ms``); ``macs`` — multiply-adds
     per image at the φ's resolution; ``params`` — parameters. Raises ValueError when not even φ = 0 fits."""
-    budgets = {"latency_ms": _budget(latency_ms, "latency_ms"), "macs": _budget(macs, "macs"),
-               "params": _budget(params, "params")}
+    budgets = {"latency_ms": check_budget(latency_ms, "latency_ms"), "macs": check_budget(macs, "macs"),
+               "params": check_budget(params, "params")}
     budgets = {k: v for k, v in budgets.items() if v is not None}
     if not budgets:
         raise ValueError("fit_phi needs a budget: latency_ms, macs or params (got none)")
@@ -115,8 +117,10 @@ def fit_phi(latency_ms=None, macs=None, params=None, *, device="cpu", batch: int
         raise ValueError(f"phi_max must be a number in [0, 40], got {phi_max!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+    from ._benchutil import default_device
+
     try:
-        dev = torch.device(device)
+        dev = default_device() if device is None else torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
     if dev.type not in ("cpu", "cuda"):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start 2: set up (.venv, install, build) and run the whole test suite:
-#   pytest (tests/), the C++ tests natively (ctest) and the aarch64 build of the C++ core and tests
-#   under qemu-aarch64 (ctest with CMAKE_CROSSCOMPILING_EMULATOR).
+#   pytest (tests/), the C++ tests natively (ctest), again built with ASan + UBSan, and the aarch64 build
+#   of the C++ core and tests under qemu-aarch64 (ctest with CMAKE_CROSSCOMPILING_EMULATOR).
 # Tools that are missing are installed with apt-get when running as root; otherwise their tests skip
 # with a visible reason — unless EFFNET_REQUIRE_ALL=1 (as in CI), which turns every skip into a failure.
 # Extra arguments go to pytest.
@@ -46,6 +46,15 @@ t0=$(date +%s)
 "$cmake_bin" --build build/native
 "$VENV/bin/ctest" --test-dir build/native --output-on-failure || status=1
 echo "[effnet] native C++ build + tests took $(( $(date +%s) - t0 )) s"
+
+echo "[effnet] C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (EFFNET_SANITIZE=ON)"
+t0=$(date +%s)
+"$cmake_bin" -S . -B build/sanitize -G Ninja -DCMAKE_MAKE_PROGRAM="$ninja_bin" -DEFFNET_BUILD_PYTHON=OFF \
+  -DEFFNET_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+"$cmake_bin" --build build/sanitize
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  "$VENV/bin/ctest" --test-dir build/sanitize --output-on-failure || status=1
+echo "[effnet] sanitizer C++ build + tests took $(( $(date +%s) - t0 )) s"
 
 if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then
   echo "[effnet] C++ tests (aarch64 cross build, run under qemu-aarch64)"

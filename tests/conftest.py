@@ -2,6 +2,15 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
+# Property-based tests (tests/test_fuzz.py, tests/triton/test_triton_fuzz.py): a bounded, reproducible example
+# count in the default run; `--hypothesis-profile=long` for a deeper search.
+settings.register_profile("ci", max_examples=int(os.environ.get("EFFNET_FUZZ_EXAMPLES", "40")), deadline=None,
+                          derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("long", max_examples=2000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("ci")
 
 # Parameter counts of torchvision's efficientnet_b0…b7 (the model and model_cost must match them).
 TORCHVISION_PARAMS = [5288548, 7794184, 9109994, 12233232, 19341616, 30389784, 43040704, 66347960]

@@ -43,3 +43,81 @@ def test_env_keeps_the_pool(tmp_path):
                          capture_output=True, text=True, check=True,
                          cwd=tmp_path)  # (not the source tree, whose package has no compiled module)
     assert out.stdout.strip() == "pool"
+
+
+def _op_cases():
+    """(name, callable) for every public CPU op on a few shapes, both layouts, with weights made once."""
+    g = torch.Generator().manual_seed(1)
+    cases = []
+    for n, c, h, w, k, s in [(1, 24, 17, 19, 3, 1), (3, 40, 13, 11, 5, 2), (2, 7, 5, 6, 3, 1)]:
+        for cl in (False, True):
+            x = torch.randn(n, c, h, w, generator=g)
+            x = x.contiguous(memory_format=torch.channels_last) if cl else x
+            wt, b = torch.randn(c, 1, k, k, generator=g) / k, torch.randn(c, generator=g)
+            sq = max(1, c // 4)
+            se = (torch.randn(sq, c, generator=g) / 5, torch.randn(sq, generator=g), torch.randn(c, sq, generator=g) / 3,
+                  torch.randn(c, generator=g))
+            proj = (torch.randn(16, c, generator=g) / c ** 0.5, torch.randn(16, generator=g))
+            pooled = x.mean((2, 3))
+            tag = f"{(n, c, h, w, k, s)} cl={cl}"
+            cases += [
+                (f"dwconv {tag}", lambda x=x, wt=wt, b=b, s=s: ops.dwconv_bias_swish(x, wt, b, s, "same")),
+                (f"dwconv_pool {tag}", lambda x=x, wt=wt, b=b, s=s: ops.dwconv_bias_swish_pool(x, wt, b, s)),
+                (f"squeeze_excite {tag}", lambda x=x, se=se: ops.squeeze_excite(x, *se)),
+                (f"se_gate {tag}", lambda p=pooled, se=se: ops.se_gate(p, *se)),
+                (f"se_project {tag}", lambda x=x, p=pooled, se=se, proj=proj: ops.se_project(x, p, *se, *proj)),
+            ]
+    return cases
+
+
+def _flat(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+def test_ops_from_8_threads_are_bit_identical_to_serial_calls():
+    """8 Python threads calling every op in shuffled orders at once (the kernels release the GIL) give what
+    serial calls give, bit for bit; and no call leaves state that changes a later call's result."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _C is None:
+        skip_or_fail("effnet_kernels._C is not built")
+    cases = _op_cases()
+    with torch.inference_mode():
+        serial = {name: _flat(fn()) for name, fn in cases}
+
+        def work(seed):
+            order = cases * 3
+            random.Random(seed).shuffle(order)
+            return [(name, _flat(fn())) for name, fn in order]
+
+        with ThreadPoolExecutor(8) as pool:
+            results = [r for batch in pool.map(work, range(8)) for r in batch]
+        again = {name: _flat(fn()) for name, fn in cases}
+    assert len(results) == 8 * 3 * len(cases)
+    for name, outs in results + list(again.items()):
+        assert all(torch.equal(a, b) for a, b in zip(outs, serial[name])), name
+
+
+def test_thread_count_changes_between_calls_are_followed():
+    """torch.set_num_threads between calls: each count gives its own deterministic result (the split of work
+    depends on the shape and the count, never on timing), and every count agrees within rounding."""
+    if _C is None:
+        skip_or_fail("effnet_kernels._C is not built")
+    before = torch.get_num_threads()
+    cases = _op_cases()
+    try:
+        runs = {}
+        for t in (1, 2, 3, 1, 2):
+            torch.set_num_threads(t)
+            with torch.inference_mode():
+                out = {name: _flat(fn()) for name, fn in cases}
+            if t in runs:
+                for name in out:
+                    assert all(torch.equal(a, b) for a, b in zip(out[name], runs[t][name])), (t, name)
+            runs[t] = out
+        for name in runs[1]:
+            for a, b in zip(runs[1][name], runs[3][name]):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    finally:
+        torch.set_num_threads(before)

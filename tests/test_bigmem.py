@@ -1,0 +1,71 @@
+"""Tensors past 2³¹ elements (int64 indexing everywhere): opt-in with `pytest -m bigmem tests/test_bigmem.py`
+(about 18 GB of memory, a minute or two on 2 cores); not part of the default run.
+
+A 1×32×8192×8200 fp32 input (2.15e9 elements, 8.6 GB) and its output through the C++ kernels in both memory
+formats; outputs are checked against a float64 reference computed on small patches around sampled positions,
+including the last rows and columns, where 32-bit offsets would have wrapped."""
+import pytest
+import torch
+
+from effnet_kernels import ops, reference
+
+pytestmark = pytest.mark.bigmem
+
+N, C, H, W = 1, 32, 8192, 8200  # C·H·W = 2,149,580,800 > 2³¹ = 2,147,483,648
+
+
+def sample_positions(oh, ow, count=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pts = [(oh - 1, ow - 1), (oh - 1, 0), (0, ow - 1), (oh // 2, ow // 2)]
+    pts += [(int(torch.randint(oh, (1,), generator=g)), int(torch.randint(ow, (1,), generator=g)))
+            for _ in range(count)]
+    return pts
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, "symmetric"), (5, 2, "same")])
+def test_dwconv_past_2_31_elements(channels_last, k, stride, padding):
+    assert C * H * W > 2 ** 31
+    g = torch.Generator().manual_seed(1)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.empty((N, C, H, W), memory_format=fmt)
+    # Values that differ along every axis (a wrapped offset reads a different value), filled in slabs.
+    for c in range(C):
+        x[0, c].copy_(torch.linspace(-3, 3, W).expand(H, W) * (1 + c / C) +
+                      torch.linspace(-2, 2, H)[:, None] * ((c % 5) - 2))
+    w = torch.randn(C, 1, k, k, generator=g) / k
+    b = torch.randn(C, generator=g) * 0.1
+    y, pooled = ops.dwconv_bias_swish_pool(x, w, b, stride, padding, backend="cpp")
+    oh, ow = y.shape[2:]
+    assert y.is_contiguous(memory_format=fmt)
+    for (i, j) in sample_positions(oh, ow):
+        # The input window of output (i, j), with the padding the op applies, computed in float64.
+        top = i * stride - (k // 2 if padding == "symmetric" else _same_pad(H, k, stride)[0])
+        left = j * stride - (k // 2 if padding == "symmetric" else _same_pad(W, k, stride)[0])
+        win = torch.zeros(C, k, k, dtype=torch.float64)
+        r0, r1, c0, c1 = max(top, 0), min(top + k, H), max(left, 0), min(left + k, W)
+        win[:, r0 - top:r1 - top, c0 - left:c1 - left] = x[0, :, r0:r1, c0:c1].double()
+        ref = torch.nn.functional.silu((win * w[:, 0].double()).sum((1, 2)) + b.double())
+        torch.testing.assert_close(y[0, :, i, j].double(), ref, rtol=1e-5, atol=1e-5, msg=f"output ({i}, {j})")
+    # The pooled means against a float64 mean of the output itself, one channel plane at a time.
+    means = torch.stack([y[0, c].double().mean() for c in range(C)])
+    torch.testing.assert_close(pooled[0].double(), means, rtol=1e-5, atol=1e-6)
+
+
+def _same_pad(size, k, stride):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def test_squeeze_excite_past_2_31_elements():
+    g = torch.Generator().manual_seed(2)
+    x = torch.empty((N, C, H, W), memory_format=torch.channels_last)
+    for c in range(C):
+        x[0, c].fill_(0.01 * (c + 1)).add_(torch.linspace(0, 1, W))
+    se = (torch.randn(8, C, generator=g) / 5, torch.randn(8, generator=g), torch.randn(C, 8, generator=g) / 3,
+          torch.randn(C, generator=g))
+    y = ops.squeeze_excite(x, *se, backend="cpp")
+    gate = reference.se_gate(x[0].double().mean((1, 2))[None], *[t.double() for t in se])[0]
+    for (i, j) in sample_positions(H, W):
+        torch.testing.assert_close(y[0, :, i, j].double(), x[0, :, i, j].double() * gate, rtol=1e-5, atol=1e-6)
