@@ -250,7 +250,8 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     }
   });
   // Buffer sizes for this input: walk the shapes once.
-  int64_t x_max = hh * ww * stem_cout_, e_max = hh * ww * head_cout_, y_max = 0, c_max = head_cout_;
+  // (e holds the expand outputs and, at the last resolution, the head's: not the head at the stem's resolution)
+  int64_t x_max = hh * ww * stem_cout_, e_max = 0, y_max = 0, c_max = head_cout_;
   {
     int64_t th = hh, tw = ww;
     for (const Block& b : blocks_) {
