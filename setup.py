@@ -36,6 +36,9 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_path.parent}",
             "-DEFFNET_BUILD_PYTHON=ON",
             "-DEFFNET_BUILD_TESTS=OFF",
+            # Stated on every configure: the CMake cache in build_temp is shared between builds, and a
+            # sanitized one (scripts/sanitize.sh: EFFNET_CMAKE_ARGS=-DEFFNET_SANITIZE=ON) must not stick.
+            "-DEFFNET_SANITIZE=OFF",
         ]
         try:  # Ninja from the pip package, when the build environment has it.
             import ninja

@@ -67,8 +67,9 @@ SCHEMA = {
     "$id": "effnet-bench/1",
     "title": "effnet-bench results",
     "type": "object",
-    "required": ["schema", "machine", "settings", "complete", "interrupted", "notes", "e2e", "failed", "ops",
-                 "seconds"],
+    # ("seconds", the run's length, is written when the run ends: a process killed outright, e.g. by the OOM
+    # killer, leaves the rows written so far without it)
+    "required": ["schema", "machine", "settings", "complete", "interrupted", "notes", "e2e", "failed", "ops"],
     "properties": {
         "schema": {"const": "effnet-bench/1"},
         "machine": {
