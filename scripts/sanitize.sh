@@ -17,7 +17,7 @@ preload="$(g++ -print-file-name=libasan.so):$(g++ -print-file-name=libubsan.so)"
 tests=("$@")
 if [ ${#tests[@]} = 0 ]; then
   tests=(tests/test_dwconv_ops.py tests/test_se_ops.py tests/test_gemm.py tests/test_fuse.py tests/test_fuzz.py
-         tests/test_threads.py)
+         tests/test_threads.py tests/test_special_values.py)
 fi
 echo "[effnet] pytest ${tests[*]} with $preload"
 # (PYTHONPATH puts the sanitized copy ahead of the venv's: the tests import it)

@@ -1,0 +1,133 @@
+"""Special values through every public op, every CPU backend and ISA path, and a fused model: NaN and ±inf in
+the input propagate exactly as eager PyTorch's do (same NaN positions, same signed infinities); ±1e30 gives
+eager's Swish / sigmoid saturation, never NaN from an overflowing exp approximation; denormals are ordinary
+tiny numbers (no flush-to-zero leaks out: the caller's thread is checked after each call).
+
+The Triton kernels get the same cases through the interpreter in tests/triton/test_triton_special.py.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import effnet_kernels as ek
+from effnet_kernels import _cpu, ops
+from effnet_kernels.testing import randomize_bn_
+
+from special_values import (DW_CASES, PROJECT_SIZES, SE_SIZES, assert_like_eager, check_dw, check_gate, dw_case,
+                            eager_dw, gate_case, project_case, se_case, sprinkle)
+from test_dwconv_ops import ISAS
+
+# (backend, isa): the default dispatch, each C++ ISA path forced, the eager reference.
+PATHS = [(None, None)] + [("cpp", isa) for isa in ISAS] + [("torch", None)]
+PATH_IDS = [f"{b}-{i}" if i else str(b) for b, i in PATHS]
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+def _run(path, fn, *args, **kwargs):
+    backend, isa = path
+    if isa is None:
+        return fn(*args, backend=backend, **kwargs)
+    with _cpu.use_isa(isa):
+        return fn(*args, backend=backend, **kwargs)
+
+
+def _denormals_survive() -> bool:
+    """Whether this thread still computes with denormals (a kernel that set FTZ/DAZ and leaked it would
+    make this False)."""
+    tiny = torch.tensor([1e-39])
+    return (tiny * 0.5).item() != 0.0
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("k,stride,padding", DW_CASES)
+@pytest.mark.parametrize("fmt", LAYOUTS, ids=["nchw", "nhwc"])
+def test_dwconv_and_pool(path, k, stride, padding, fmt):
+    for c in (19, 32):  # a vector tail, and whole vectors
+        x, w, b, ref, bound = dw_case(c, k, stride, padding, fmt, seed=c + k + stride)
+        what = f"{path} c={c}"
+        check_dw(_run(path, ops.dwconv_bias_swish, x, w, b, stride, padding), None, ref, bound, what)
+        check_dw(*_run(path, ops.dwconv_bias_swish_pool, x, w, b, stride, padding), ref, bound, what + " (pool)")
+        assert _denormals_survive(), f"{what}: flush-to-zero leaked to the caller's thread"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_dwconv_bn_swish(path):
+    c, k = 21, 3
+    g = torch.Generator().manual_seed(5)
+    x = sprinkle(torch.randn(2, c, 8, 8, generator=g), seed=7)
+    w = torch.randn(c, 1, k, k, generator=g) / k
+    bn = [torch.rand(c, generator=g) + 0.5, torch.randn(c, generator=g), torch.randn(c, generator=g) * 0.1,
+          torch.rand(c, generator=g) + 0.5]
+    ref = F.silu(F.batch_norm(F.conv2d(x, w, padding=1, groups=c), bn[2], bn[3], bn[0], bn[1], False, 0.0, 1e-3))
+    scale = (bn[0] / (bn[3] + 1e-3).sqrt()).abs()[None, :, None, None]
+    bound = F.conv2d(x.abs().nan_to_num(0, 0, 0), w.abs(), padding=1, groups=c) * scale + 10
+    y = _run(path, ops.dwconv_bn_swish, x, w, bn[0], bn[1], bn[2], bn[3], eps=1e-3, stride=1, padding="symmetric")
+    assert_like_eager(y, ref, bound, what=str(path))
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("fmt", LAYOUTS, ids=["nchw", "nhwc"])
+def test_squeeze_excite(path, fmt):
+    for c, s in SE_SIZES:
+        x, weights, ref = se_case(c, s, fmt)
+        assert_like_eager(_run(path, ops.squeeze_excite, x, *weights), ref, x.abs(), what=f"{path} c={c}")
+        assert _denormals_survive(), f"{path}: flush-to-zero leaked to the caller's thread"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_se_gate(path):
+    for c, s in SE_SIZES:
+        pooled, weights, ref = gate_case(c, s)
+        check_gate(_run(path, ops.se_gate, pooled, *weights), ref, f"{path} c={c}")
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("fmt", LAYOUTS, ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("where", ["y", "pooled", "residual"])
+def test_se_project(path, fmt, where):
+    for cin, cout, s in PROJECT_SIZES:
+        args, ref, bound = project_case(cin, cout, s, fmt, where)
+        assert_like_eager(_run(path, ops.se_project, *args), ref, bound, what=f"{path} {where} cin={cin}")
+
+
+@pytest.fixture(scope="module")
+def b0():
+    model = ek.efficientnet("b0").eval()
+    randomize_bn_(model, calibration_size=(2, 3, 64, 64))
+    return model, ek.fuse(model)
+
+
+@pytest.mark.parametrize("fmt", LAYOUTS, ids=["nchw", "nhwc"])
+def test_fused_model(b0, fmt):
+    """One special value in one sample: that sample's logits go NaN (or not) exactly as eager's do, the other
+    samples' logits are untouched."""
+    model, fused = b0
+    x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x[0, 1, 30, 30] = float("nan")
+    x[1, 0, 0, 63] = float("inf")
+    x[2, 2, 10, 11] = float("-inf")
+    x[3, :, 20:40, 20:40] = 1e30
+    x = x.contiguous(memory_format=fmt)
+    with torch.inference_mode():
+        ref, out = model(x), fused(x)
+        clean = fused(x[4:].clone())
+    assert_like_eager(out, ref, ref.abs().nan_to_num(0, 0, 0).amax(1, keepdim=True).expand_as(ref), rtol=1e-3,
+                      what="fused B0")
+    assert torch.equal(out[4:], clean), "a special value in one sample changed another sample's logits"
+    assert _denormals_survive()
+
+
+def test_denormal_inputs_are_not_flushed():
+    """Denormal inputs are numbers, not zeros: outputs scale with them like eager's (a kernel running with
+    DAZ would return silu(bias) exactly)."""
+    c = 16
+    x = torch.full((1, c, 5, 5), 1e-39)
+    w = torch.full((c, 1, 3, 3), 4.0)
+    b = torch.zeros(c)
+    ref, _ = eager_dw(x, w, b, 1, "symmetric")
+    for path in PATHS:
+        y = _run(path, ops.dwconv_bias_swish, x, w, b)
+        assert (y > 0).all(), path
+        assert torch.allclose(y, ref, rtol=1e-3, atol=0), path
+    assert _denormals_survive()
+
