@@ -6,7 +6,7 @@
 # fused depthwise op against eager and torch.compile (benchmarks/gpu_check.py), then the SE and the SE
 # folded into the projection against eager (benchmarks/gpu_check_se.py), then fuse(model)'s correctness on
 # CUDA (benchmarks/gpu_check_fuse.py) and its speed (effnet-bench, results in the same format as the CPU
-# runs under $OUT/effnet-bench). Each step has its own
+# runs under $OUT/effnet-bench), then the ops past 2^31 elements (tests/test_bigmem.py). Each step has its own
 # time limit so the whole check ends in under 5 minutes; the short table is printed last.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,10 +57,15 @@ timeout -s INT 60 "$PY" -m effnet_kernels.bench --device cuda --no-ops --phis 0 
 e2e_rc=$?
 if [ "$e2e_rc" = 130 ]; then log "effnet-bench stopped by its timeout: partial results"; e2e_rc=0; fi
 grep -A6 "Batch 1\*\*" "$OUT/effnet_bench.log" | head -8
+log "past 2^31 elements on the GPU (tests/test_bigmem.py -k triton: int64 offsets, sampled against float64)"
+timeout 45 "$PY" -m pytest -q -x -p no:cacheprovider -m bigmem -k triton "$ROOT/tests/test_bigmem.py" \
+  >"$OUT/bigmem.log" 2>&1
+bigmem_rc=$?
+tail -3 "$OUT/bigmem.log"
 if [ "${EFFNET_GPU_PROBE:-0}" != 0 ]; then
   log "probe: launch overhead vs kernel time (benchmarks/gpu_probe.py)"
   timeout 150 "$PY" "$ROOT/benchmarks/gpu_probe.py" --out "$OUT" >"$OUT/probe.log" 2>&1
   tail -12 "$OUT/probe.log"
 fi
-log "done: tests rc $tests_rc, bench rc $bench_rc, SE bench rc $se_rc, fuse rc $fuse_rc, effnet-bench rc $e2e_rc; tables in $OUT/gpu_dwconv.md, $OUT/gpu_se.md, $OUT/gpu_fuse.md, $OUT/effnet-bench/results.md"
-exit $(( tests_rc != 0 || bench_rc != 0 || se_rc != 0 || fuse_rc != 0 || e2e_rc != 0 ))
+log "done: tests rc $tests_rc, bench rc $bench_rc, SE bench rc $se_rc, fuse rc $fuse_rc, effnet-bench rc $e2e_rc, bigmem rc $bigmem_rc; tables in $OUT/gpu_dwconv.md, $OUT/gpu_se.md, $OUT/gpu_fuse.md, $OUT/effnet-bench/results.md"
+exit $(( tests_rc != 0 || bench_rc != 0 || se_rc != 0 || fuse_rc != 0 || e2e_rc != 0 || bigmem_rc != 0 ))

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from ._ext import _C, require_cpp
-from .padding import check_padding, pad_amounts
+from .padding import _pad_amounts, check_padding
 
 _forced_isa = ""  # "" = the C++ default (EFFNET_ISA if set, else the best path that passes its self-test)
 
@@ -91,8 +91,8 @@ def check_dwconv_args(x, weight, bias, stride, padding, dtypes=(torch.float32,),
 
 def output_size(h: int, w: int, k: int, stride: int, padding: str) -> Tuple[int, int, int, int]:
     """(pad_top, pad_left, out_h, out_w)."""
-    top, _, out_h = pad_amounts(h, k, stride, padding)
-    left, _, out_w = pad_amounts(w, k, stride, padding)
+    top, _, out_h = _pad_amounts(h, k, stride, padding)
+    left, _, out_w = _pad_amounts(w, k, stride, padding)
     return top, left, out_h, out_w
 
 
@@ -271,8 +271,10 @@ def check_se_weights(c: int, reduce_weight, reduce_bias, expand_weight, expand_b
             raise TypeError(f"{name} must be {expected} for {what}, got {str(t.dtype).replace('torch.', '')}")
         if t.device != device:
             raise ValueError(f"{name} must be on {device} (the input's device), got {t.device}")
-    if len({t.dtype for _, t in named}) != 1:
-        raise TypeError(f"the SE weights and biases must share one dtype, got {[str(t.dtype) for _, t in named]}")
+    for name, t in named[1:]:
+        if t.dtype != reduce_weight.dtype:
+            raise TypeError(f"{name} must have reduce_weight's dtype {reduce_weight.dtype} (the SE weights and biases "
+                            f"share one dtype), got {t.dtype}")
     w1 = _as_matrix(reduce_weight, "reduce_weight", None, c, what)
     s = w1.shape[0]
     if s < 1:

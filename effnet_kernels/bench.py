@@ -7,6 +7,7 @@ channels_last), torch.compile and, on the CPU, ONNX Runtime — and which φ fit
     effnet-bench fit --macs 1e9 --params 10e6 # by cost alone (no measuring)
     effnet-bench profile --phis 0 4           # where the fused CPU model's time goes
     effnet-bench render DIR/results.json      # the tables and plots again from a results file
+    effnet-bench denormal --out DIR           # what subnormal inputs cost the fused ops and eager here
 
 The run writes, under ``--out`` (default ``./effnet-bench-results``): ``results.json`` (machine, versions,
 settings and every sample; schema: :mod:`effnet_kernels.bench_schema`), ``results.md`` (the tables) and
@@ -27,7 +28,7 @@ from typing import List, Optional
 import torch
 
 from ._benchutil import (DTYPES, FORMATS, CliError, OneLineParser, Progress, default_device, machine_info, mm_rate,
-                         parse_device, record_isa, summarize)
+                         parse_device, progress_line, record_isa, summarize, write_op_results)
 from .bench_e2e import LABELS, PROVIDERS
 from .budget import check_budget
 from .scaling import _check_phi
@@ -482,8 +483,6 @@ def fit_main(argv: List[str]) -> int:
 
 def profile_main(argv: List[str]) -> int:
     from .bench_e2e import profile_fused, profile_table
-    from ._benchutil import write_op_results
-
     p = profile_parser()
     args = p.parse_args(argv)
     from ._ext import IMPORT_ERROR, has_cpp
@@ -495,6 +494,30 @@ def profile_main(argv: List[str]) -> int:
             f"{meta['threads']} threads, {meta['date']}\n\n{profile_table(profiles)}\n")
     write_op_results({"machine": meta, "profiles": profiles}, text, args.out, "fused_profile")
     return 0
+
+
+def denormal_main(argv: List[str]) -> int:
+    from .bench_special import __doc__ as doc, bench_denormal, denormal_table
+
+    p = OneLineParser(prog="effnet-bench denormal", description=doc.split("\n\n")[0])
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
+    p.add_argument("--batch", type=_positive_int, default=1)
+    p.add_argument("--format", choices=list(FORMATS), default="channels_last")
+    p.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--per-round", type=_positive_int, default=5, help="timed runs per variant and round")
+    p.add_argument("--out", type=Path, default=None, help="folder for denormal.json and denormal.md")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        device = default_device() if args.device is None else parse_device(args.device)
+    except CliError as exc:
+        p.error(str(exc))
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        p.error(f"--out must be a folder, got the file {args.out}")
+    result = bench_denormal(device, args.batch, args.format, args.rounds, args.per_round,
+                            progress=None if args.no_progress else progress_line)
+    write_op_results(result, denormal_table(result), args.out, "denormal")
+    return 1 if result["ftz_leaked"] else 0
 
 
 def render_main(argv: List[str]) -> int:
@@ -525,6 +548,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return render_main(argv[1:])
     if argv and argv[0] == "profile":
         return profile_main(argv[1:])
+    if argv and argv[0] == "denormal":
+        return denormal_main(argv[1:])
     if argv and argv[0] == "run":
         argv = argv[1:]
     return run(argv)

@@ -78,9 +78,13 @@ def compiled(model: torch.nn.Module, x: torch.Tensor):
 
 
 def build_model(phi, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
-    """efficientnet(phi) in eval mode with calibrated random BN statistics, on ``device`` in ``dtype``."""
+    """efficientnet(phi) in eval mode with calibrated random BN statistics, on ``device`` in ``dtype``: the same
+    model for the same (phi, seed) in every run (the caller's global RNG is left as it was)."""
     res = compound(phi).resolution
-    model = randomize_bn_(efficientnet(phi).eval(), seed=seed, calibration_size=(1, 3, res, res))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = efficientnet(phi).eval()
+    model = randomize_bn_(model, seed=seed, calibration_size=(1, 3, res, res))
     return model.to(device, dtype)
 
 

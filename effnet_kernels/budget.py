@@ -130,7 +130,8 @@ def fit_phi(latency_ms=None, macs=None, params=None, *, device=None, batch: int 
     if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
     if dev.type == "cpu" and dtype != torch.float32:
-        raise ValueError(f"dtype: the fused CPU model runs in float32 only, got {dtype}")
+        raise ValueError(f"dtype must be torch.float32 on the CPU (the fused CPU model runs in float32 only), got "
+                         f"{dtype}")
     if measure is None and "latency_ms" in budgets:
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: no CUDA device on this machine")

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import ops
 from .models import ConvBNAct, EfficientNet, MBConv
-from .padding import pad_amounts
+from .padding import _pad_amounts
 from .reference import fold_bn
 
 __all__ = ["fuse", "FusedEfficientNet"]
@@ -207,9 +207,11 @@ class FusedEfficientNet(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         if x.device != self.stem_weight.device:
-            raise ValueError(f"x is on {x.device} but the fused model is on {self.stem_weight.device}: move one")
+            raise ValueError(f"x must be on the fused model's device {self.stem_weight.device}, got {x.device}: move "
+                             f"one")
         if x.device.type == "cpu" and (x.dtype != torch.float32 or self.stem_weight.dtype != torch.float32):
-            raise TypeError(f"on the CPU a fused model runs in float32 (its C++ kernels are fp32), got x "
+            raise TypeError(f"x must be float32 on the CPU, where a fused model runs in float32 (its C++ kernels "
+                            f"are fp32), got x "
                             f"{x.dtype} and weights {self.stem_weight.dtype}: use .float() on both (under "
                             f"torch.autocast('cpu') it also computes in float32)")
         if torch.jit.is_tracing():
@@ -237,8 +239,8 @@ class FusedEfficientNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
             k, s = self.stem_kernel, self.stem_stride
             if self.padding == "same":
-                top, bottom, _ = pad_amounts(x.shape[-2], k, s, "same")
-                left, right, _ = pad_amounts(x.shape[-1], k, s, "same")
+                top, bottom, _ = _pad_amounts(x.shape[-2], k, s, "same")
+                left, right, _ = _pad_amounts(x.shape[-1], k, s, "same")
                 x = F.conv2d(F.pad(x, (left, right, top, bottom)), self.stem_weight.to(t), self.stem_bias.to(t), s)
             else:
                 x = F.conv2d(x, self.stem_weight.to(t), self.stem_bias.to(t), s, k // 2)
@@ -261,7 +263,7 @@ def _has_engine() -> bool:
 def _convert(model: nn.Module) -> EfficientNet:
     """This package's EfficientNet for ``model`` (refused unless a supported family in eval mode)."""
     if isinstance(model, FusedEfficientNet):
-        raise TypeError("model is already fused")
+        raise TypeError("model must be an unfused EfficientNet, got a FusedEfficientNet (it is already fused)")
     name = type(model).__module__
     ours = isinstance(model, EfficientNet)
     if not ours and (not isinstance(model, nn.Module) or not name.startswith(("torchvision", "timm"))):

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .padding import check_padding, pad_amounts
+from .padding import _pad_amounts, check_padding
 from .scaling import PRESETS, ArchSpec, BlockSpec, arch_spec
 
 __all__ = [
@@ -38,8 +38,8 @@ class ConvBNAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_pad:
             k, s = self.conv.kernel_size[0], self.conv.stride[0]
-            top, bottom, _ = pad_amounts(x.shape[-2], k, s, "same")
-            left, right, _ = pad_amounts(x.shape[-1], k, s, "same")
+            top, bottom, _ = _pad_amounts(x.shape[-2], k, s, "same")
+            left, right, _ = _pad_amounts(x.shape[-1], k, s, "same")
             x = F.pad(x, (left, right, top, bottom))
         return self.act(self.bn(self.conv(x)))
 
@@ -95,6 +95,12 @@ class EfficientNet(nn.Module):
 
     def __init__(self, spec: ArchSpec, num_classes: int = 1000, padding: str = "symmetric",
                  bn_eps: float = 1e-5) -> None:
+        if not isinstance(spec, ArchSpec):
+            raise TypeError(f"spec must be an effnet_kernels.scaling.ArchSpec (scaling.arch_spec('b0')), got "
+                            f"{type(spec).__name__} {spec!r}: use efficientnet({spec!r}) to build from a name or phi")
+        num_classes = _check_num_classes(num_classes)
+        padding = check_padding(padding)
+        bn_eps = _check_bn_eps(bn_eps)
         super().__init__()
         self.spec, self.padding, self.bn_eps, self.num_classes = spec, padding, bn_eps, num_classes
         self.stem = ConvBNAct(3, spec.stem_channels, 3, 2, padding=padding, bn_eps=bn_eps)
@@ -133,6 +139,12 @@ class EfficientNet(nn.Module):
         return f"arch={self.spec.name}, padding={self.padding!r}, bn_eps={self.bn_eps:g}"
 
 
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+    return int(num_classes)
+
+
 def _check_bn_eps(bn_eps) -> float:
     if isinstance(bn_eps, bool) or not isinstance(bn_eps, numbers.Real):
         raise TypeError(f"bn_eps must be a positive float or None, got {type(bn_eps).__name__} {bn_eps!r}")
@@ -151,11 +163,10 @@ def efficientnet(arch="b0", num_classes: int = 1000, padding: str = "symmetric",
     bn_eps: BatchNorm epsilon; ``None`` follows torchvision's presets (1e-5 for φ < 5, else 1e-3).
     """
     spec = arch_spec(arch)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+    num_classes = _check_num_classes(num_classes)
     padding = check_padding(padding)
     eps = spec.default_bn_eps if bn_eps is None else _check_bn_eps(bn_eps)
-    return EfficientNet(spec, int(num_classes), padding, eps)
+    return EfficientNet(spec, num_classes, padding, eps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,7 +232,9 @@ def _expected_shapes(spec: ArchSpec, num_classes: int) -> Dict[str, torch.Size]:
 def _num_classes(sd: Mapping[str, torch.Tensor], family: str) -> int:
     key = "classifier.1.weight" if family == "torchvision" else "classifier.weight"
     if key not in sd:
-        raise ValueError(f"state dict has no {key!r}: not a {family} EfficientNet-B0…B7 state dict")
+        some = ", ".join(repr(k) for k in list(sd)[:3]) + (", …" if len(sd) > 3 else "")
+        raise ValueError(f"source must be a {family} EfficientNet-B0…B7 state dict, which has {key!r}; got a "
+                         f"state dict of {len(sd)} keys without it ({some or 'empty'})")
     return int(sd[key].shape[0])
 
 
@@ -244,6 +257,8 @@ def _convert(sd: Mapping[str, torch.Tensor], family: str, arch, padding: str,
     """Find the arch whose keys and shapes ``sd`` matches and load it (bn_eps None: the arch's preset)."""
     if not isinstance(sd, Mapping):
         raise TypeError(f"source must be a {family} EfficientNet module or its state dict, got {type(sd).__name__}")
+    if arch is not None:
+        arch = arch_spec(arch)  # a bad arch is named as such before the state dict is looked at
     num_classes = _num_classes(sd, family)
     candidates: Iterable = PRESETS if arch is None else [arch]
     first_problems = None
@@ -262,7 +277,7 @@ def _convert(sd: Mapping[str, torch.Tensor], family: str, arch, padding: str,
     what = f"EfficientNet-{name}" if arch is not None else f"any {family} EfficientNet of {', '.join(PRESETS)}"
     hint = f"; it matches {guess[0]}: pass arch={guess[0]!r}" if guess else ""
     shown = "; ".join(problems[:3]) + (f"; … {len(problems) - 3} more" if len(problems) > 3 else "")
-    raise ValueError(f"state dict does not match {what} ({shown}){hint}")
+    raise ValueError(f"source must be a state dict of {what}, got one that does not match ({shown}){hint}")
 
 
 def _first_bn_eps(module: nn.Module) -> float:

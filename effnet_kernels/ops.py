@@ -38,7 +38,17 @@ _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def available_backends(device_type: str = "cpu") -> Tuple[str, ...]:
-    """The backends that can run on ``device_type`` in this install."""
+    """The backends that can run on ``device_type`` ("cpu", "cuda", … : a torch device type) in this install."""
+    if not isinstance(device_type, str):
+        raise TypeError(f"device_type must be a torch device type string such as 'cpu' or 'cuda', got "
+                        f"{type(device_type).__name__} {device_type!r}")
+    try:
+        parsed = torch.device(device_type).type
+    except RuntimeError:
+        raise ValueError(f"device_type must be a torch device type such as 'cpu' or 'cuda', got {device_type!r}") \
+            from None
+    if parsed != device_type:
+        raise ValueError(f"device_type must be a device type without an index ({parsed!r}), got {device_type!r}")
     out = []
     if device_type == "cpu" and has_cpp():
         out.append("cpp")
@@ -55,6 +65,18 @@ def _triton_kernels(device_type: str):
     except ImportError:
         return None
     return triton_kernels if triton_kernels.available(device_type) else None
+
+
+def _no_kernel(name: str, x: Tensor) -> str:
+    devices = "cpu" + (", cuda" if _triton_kernels("cuda") is not None else "")
+    return (f"{name} must be on a device with a kernel for the fused ops in this install ({devices}) or use "
+            f"backend='torch', got {name} on {x.device} (backends there: {available_backends(x.device.type)})")
+
+
+def _no_triton(x: Tensor) -> str:
+    return (f"backend='triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set before import and "
+            f"Triton installed), got {x.device.type} tensors; the backends available for them here: "
+            f"{available_backends(x.device.type)}")
 
 
 def _check_backend(backend) -> Optional[str]:
@@ -135,7 +157,7 @@ def _validate(x, weight, bias, stride, padding, backend):
     """Validate for the chosen backend; returns (stride, padding)."""
     if backend == "cpp" or (backend is None and isinstance(x, Tensor) and x.device.type == "cpu"):
         _, stride, padding = _cpu.check_dwconv_args(x, weight, bias, stride, padding,
-                                                    what=f"backend={backend!r} on CPU")
+                                                    what=f"backend={backend!r}" + (" on CPU" if backend is None else ""))
     else:
         _, stride, padding = _cpu.check_dwconv_args(x, weight, bias, stride, padding, dtypes=_FLOATS,
                                                     device_type=None, what=f"backend={backend!r}")
@@ -156,8 +178,7 @@ def _dispatch(x, weight, bias, stride, padding, backend, pool: bool):
             # Eager fast path: the same C++ call the registered op makes, without the dispatcher.
             return _cpu.dwconv_bias_swish(x, weight, bias, stride, padding, pool=pool, validate=False)
         if x.device.type != "cpu" and _triton_kernels(x.device.type) is None:
-            raise ValueError(f"x is on {x.device}, where no kernel is registered for the fused ops in this install "
-                             f"(backends here: {available_backends(x.device.type)}); pass backend='torch'")
+            raise ValueError(_no_kernel("x", x))
         op = _dwconv_bias_swish_pool_op if pool else _dwconv_bias_swish_op
         return op(x, weight, bias, stride, padding)
     if backend == "cpp":
@@ -170,9 +191,7 @@ def _dispatch(x, weight, bias, stride, padding, backend, pool: bool):
             x, weight, bias, stride, padding)
     kernels = _triton_kernels(x.device.type)
     if kernels is None:
-        raise ValueError(f"backend='triton' is not available for {x.device.type} tensors in this install "
-                         f"(available: {available_backends(x.device.type)}); on CPU tensors it runs only under "
-                         f"TRITON_INTERPRET=1 set before import, with the Triton kernels installed")
+        raise ValueError(_no_triton(x))
     return kernels.dwconv_bias_swish(x, weight, bias, stride, padding, pool=pool)
 
 
@@ -316,18 +335,15 @@ def _se_validate(x, name, weights, backend):
     return c, _cpu.check_se_weights(c, *weights, dtypes, x.device, what), dtypes, what
 
 
-def _se_backend(x, backend):
+def _se_backend(x, backend, name="x"):
     backend = _check_backend(backend)
     if backend == "cpp" and not has_cpp():
         raise ValueError("backend='cpp' needs the compiled module effnet_kernels._C, which is not built "
                          "(pip install . from the source tree)")
     if backend == "triton" and _triton_kernels(x.device.type) is None:
-        raise ValueError(f"backend='triton' is not available for {x.device.type} tensors in this install "
-                         f"(available: {available_backends(x.device.type)}); on CPU tensors it runs only under "
-                         f"TRITON_INTERPRET=1 set before import")
+        raise ValueError(_no_triton(x))
     if backend is None and x.device.type != "cpu" and _triton_kernels(x.device.type) is None:
-        raise ValueError(f"x is on {x.device}, where no kernel is registered for the fused ops in this install "
-                         f"(backends here: {available_backends(x.device.type)}); pass backend='torch'")
+        raise ValueError(_no_kernel(name, x))
     return backend
 
 
@@ -373,9 +389,11 @@ def se_gate(pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_w
     _cpu.check_pooled(pooled, pooled.shape[0], pooled.shape[1], pooled.device)
     weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
     cpp = backend == "cpp" or (backend is None and pooled.device.type == "cpu" and has_cpp())
+    if backend == "cpp" and pooled.device.type != "cpu":
+        raise ValueError(f"pooled must be on the CPU for backend='cpp', got device {pooled.device}")
     w1, b1, w2, b2, s = _cpu.check_se_weights(pooled.shape[1], *weights, (torch.float32,) if cpp else _FLOATS,
                                               pooled.device, f"backend={backend!r}")
-    backend = _se_backend(pooled, backend)
+    backend = _se_backend(pooled, backend, "pooled")
     if backend is None:
         if pooled.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
             return _cpu.se_gate(pooled, w1, b1, w2, b2, s)
@@ -403,7 +421,7 @@ def se_project(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Te
     _, (w1, b1, w2, b2, s), dtypes, what = _se_validate(y, "y", weights, backend)
     _check_pooled_for(y, pooled)
     pw = _cpu.check_projection(y, proj_weight, proj_bias, residual, dtypes, what)
-    backend = _se_backend(y, backend)
+    backend = _se_backend(y, backend, "y")
     if backend is None:
         if y.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
             return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual,

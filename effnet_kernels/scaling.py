@@ -22,6 +22,8 @@ import numbers
 from dataclasses import dataclass
 from typing import NamedTuple, Tuple, Union
 
+from .padding import _check_int
+
 __all__ = [
     "ALPHA", "BETA", "GAMMA", "PRESETS", "Scaling", "compound", "round_filters", "round_repeats",
     "BlockSpec", "ArchSpec", "arch_spec", "ModelCost", "model_cost", "DepthwiseShape", "depthwise_shapes",
@@ -106,12 +108,10 @@ def _check_positive(value, name: str) -> float:
     return float(value)
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
 
 
 def round_filters(channels: int, width: float = 1.0, divisor: int = 8) -> int:
@@ -289,6 +289,7 @@ def depthwise_shapes(arch, resolution=None, distinct: bool = False) -> Tuple[Dep
     in network order; ``distinct=True`` drops repeats. Shared by tests and benchmarks."""
     spec = arch_spec(arch)
     h, w = _resolution_hw(resolution, spec.resolution)
+    distinct = _check_bool(distinct, "distinct")
     h, w = _out(h, 2), _out(w, 2)  # after the stride-2 stem
     shapes = []
     for b in spec.blocks:
@@ -312,6 +313,7 @@ def se_shapes(arch, resolution=None, distinct: bool = False) -> Tuple[SEShape, .
     network order, with the projection that follows; ``distinct=True`` drops repeats."""
     spec = arch_spec(arch)
     h, w = _resolution_hw(resolution, spec.resolution)
+    distinct = _check_bool(distinct, "distinct")
     h, w = _out(h, 2), _out(w, 2)
     shapes = []
     for b in spec.blocks:

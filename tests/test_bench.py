@@ -131,32 +131,7 @@ def test_schema_rejects_a_malformed_result(tmp_path):
         validate(bad)
 
 
-BAD_RUN = [
-    (["--phis", "-1"], "--phis"), (["--phis", "nan"], "--phis"), (["--phis", "inf"], "--phis"),
-    (["--batch", "0"], "--batch"), (["--batch", "x"], "--batch"), (["--device", "tpu"], "--device"),
-    (["--device", "cuda:99"], "--device"), (["--rounds", "-3"], "--rounds"), (["--time-limit-s", "-1"], "--time-limit"),
-    (["--providers", "tensorrt"], "--providers"), (["--dtype", "fp8"], "--dtype"), (["--compile-phis", "all", "0"], "stand alone"),
-]
-BAD_FIT = [
-    ([], "give a budget"), (["--latency-ms", "-5"], "--latency-ms"), (["--latency-ms", "nan"], "--latency-ms"),
-    (["--macs", "0"], "--macs"), (["--params", "ten"], "--params"), (["--macs", "1e9", "--device", "gpu"], "--device"),
-    (["--macs", "1e9", "--phi-max", "-1"], "--phi-max"), (["--latency-ms", "5", "--batch", "0"], "--batch"),
-]
-if not torch.cuda.is_available():
-    BAD_RUN.append((["--device", "cuda"], "no CUDA device"))
-    BAD_RUN.append((["--dtype", "fp16"], "fp32 only"))
-
-
-@pytest.mark.parametrize("args,needle", BAD_RUN + [(["fit", *a], n) for a, n in BAD_FIT],
-                         ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_bad_arguments_exit_nonzero_with_one_line(args, needle, capsys, tmp_path):
-    # (a small run ahead of the bad argument: if validation ever let one through, the test stays short)
-    small = ["--no-ops", "--phis", "0", "--providers", "fused", *FAST, "--out", str(tmp_path / "out")]
-    with pytest.raises(SystemExit) as e:
-        bench.main([*small, *args] if args[:1] != ["fit"] else args)
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
-    assert not (tmp_path / "out" / "results.json").exists()
+# Bad arguments (exit 2, one line): tests/test_bad_input.py, with every other public entry point.
 
 
 def test_unwritable_out_is_refused_before_measuring(tmp_path, capsys):
@@ -215,6 +190,22 @@ def test_render_rebuilds_tables_from_json(tmp_path, capsys):
     assert "| 0 | 224 |" in (tmp_path / "again" / "results.md").read_text()
     with pytest.raises(SystemExit):
         bench.main(["render", str(tmp_path / "nothing.json")])
+
+
+def test_denormal_benchmark(tmp_path, capsys):
+    """The denormal row: every op measured on normal and subnormal input, the inputs really subnormal, the
+    fused output still matching eager's, and no FTZ/DAZ left on the caller's thread."""
+    assert bench.main(["denormal", "--rounds", "1", "--per-round", "1", "--no-progress", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "denormal.json").read_text())
+    assert [r["input"] for r in data["rows"]].count("normal") == 3 and len(data["rows"]) == 8
+    for r in data["rows"]:
+        assert (r["subnormal_share_in"] > 0.99) == (r["input"] != "normal"), r
+        assert r["rel_error"] < 1e-5 and r["eager"]["median_ms"] > 0 and r["fused_x"] > 0, r
+        if r["input"] == "normal":
+            assert r["eager_x"] == 1 and r["fused_x"] == 1
+    zero_bias = [r for r in data["rows"] if r["input"] == "denormal x, zero bias"]
+    assert zero_bias and all(r["subnormal_share_out"] > 0.9 for r in zero_bias)
+    assert not data["ftz_leaked"] and "× normal" in (tmp_path / "denormal.md").read_text()
 
 
 def test_console_script_is_installed_and_reports_user_errors_without_traceback():

@@ -288,7 +288,7 @@ def test_bad_input_messages():
             ops.squeeze_excite(x, w1.double(), b1, w2, b2, backend="cpp")
         with pytest.raises(TypeError, match="x must be float32 for backend=None on CPU"):
             ops.squeeze_excite(x.half(), w1, b1, w2, b2)
-    with pytest.raises(TypeError, match="the SE weights and biases must share one dtype"):
+    with pytest.raises(TypeError, match="must have reduce_weight's dtype"):
         ops.squeeze_excite(x.double(), w1.double(), b1, w2, b2, backend="torch")
     with pytest.raises(TypeError, match="expand_bias must be a torch.Tensor"):
         ops.squeeze_excite(x, w1, b1, w2, None)
