@@ -42,17 +42,8 @@ def plot_results(result: dict, out: Path) -> List[Path]:
         if phis and max(phis) - min(phis) < 1:  # one φ (or a narrow range): give the points room
             ax.set_xlim(min(phis) - 0.5, max(phis) + 0.5)
         ax.set_yscale("log")
-        ax.set_xlabel("compound coefficient φ")
-        ax.set_ylabel(f"latency per batch of {batch} (ms, log)")
-        ax.set_title(f"batch {batch}")
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle(f"EfficientNet latency per φ — {title}", fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "latency.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+        _label(ax, batch, f"latency per batch of {batch} (ms, log)", grid_axis="both")
+    paths.append(_save(fig, out / "latency.png", f"EfficientNet latency per φ — {title}"))
 
     fig, axes = plt.subplots(1, len(batches), figsize=(6.5 * len(batches), 4.6), squeeze=False)
     for ax, batch in zip(axes[0], batches):
@@ -71,15 +62,29 @@ def plot_results(result: dict, out: Path) -> List[Path]:
                 ax.annotate(f"{y:.1f}", (x, y), ha="center", va="bottom", fontsize=6)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(rs)), [f"{r['phi']:g}" for r in rs])
-        ax.set_xlabel("compound coefficient φ")
-        ax.set_ylabel("speed-up over eager (faster memory format)")
-        ax.set_title(f"batch {batch}")
-        ax.grid(True, axis="y", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle(f"Speed-up over eager PyTorch — {title}", fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "speedup.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+        _label(ax, batch, "speed-up over eager (faster memory format)", grid_axis="y")
+    paths.append(_save(fig, out / "speedup.png", f"Speed-up over eager PyTorch — {title}"))
     return paths
+
+
+def _label(ax, batch: int, ylabel: str, grid_axis: str) -> None:
+    """What both figures' panels share: axis labels, title, grid and (when anything was drawn) the legend."""
+    ax.set_xlabel("compound coefficient φ")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"batch {batch}")
+    if grid_axis == "both":
+        ax.grid(True, which="both", alpha=0.3)
+    else:
+        ax.grid(True, axis=grid_axis, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def _save(fig, path, suptitle: str):
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,4 +1,5 @@
-"""Property-based fuzzing (hypothesis) of every public op on every CPU backend against float64 references:
+"""Property-based fuzzing (hypothesis) of every public op (dwconv_bias_swish, its pooled sibling, dwconv_bn_swish,
+squeeze_excite, se_gate, se_project) on every CPU backend against float64 references:
 random N, C, H, W (1, primes, C off every vector width, H or W below k), k, stride, padding, memory format,
 non-contiguous and offset views.
 
@@ -76,6 +77,15 @@ def test_dwconv_ops_match_float64(backend, case):
     assert y.shape == ref.shape and pooled.shape == ref.shape[:2], case
     assert close64(y, ref) and torch.equal(y, y2), case
     assert close64(pooled, ref_pool), case
+    # The unfolded-BN form (folds in float64, then the same kernel).
+    g = torch.Generator().manual_seed(case["seed"] + 1)
+    c = case["c"]
+    bn = [torch.rand(c, generator=g) + 0.5, torch.randn(c, generator=g) * 0.2, torch.randn(c, generator=g) * 0.1,
+          torch.rand(c, generator=g) + 0.5]
+    y3 = ops.dwconv_bn_swish(x, w, *bn, eps=1e-3, stride=case["stride"], padding=case["padding"], backend=backend)
+    ref3 = reference.dwconv_bn_swish(x.double(), w.double(), *[t.double() for t in bn], eps=1e-3,
+                                     stride=case["stride"], padding=case["padding"])
+    assert close64(y3, ref3), case
 
 
 @st.composite
