@@ -60,11 +60,21 @@ def dw_inputs(case):
     return view_of(x, case["view"]), w, b
 
 
-def close64(y, ref, tol=1e-5):
+def close64(y, ref, tol=1e-5, scale=None):
+    """y within ``tol`` of the float64 ``ref``, norm-wise, relative to ‖ref‖ — or to ‖scale‖ when given: the
+    magnitudes whose sum ref is (where they cancel, ref is ill-conditioned and fp32 can only be that close to
+    it); and no element off by more than 1e-4 of the largest magnitude."""
     if ref.numel() == 0:
         return True
-    bound = 1e-4 * max(ref.abs().max().item(), 1e-3)
-    return rel_error(y, ref) <= tol and (y.double() - ref).abs().max().item() <= bound
+    scale = ref.abs() if scale is None else scale
+    err = (y.double() - ref).norm().item() / max(scale.norm().item(), 1e-30)
+    return err <= tol and (y.double() - ref).abs().max().item() <= 1e-4 * max(scale.max().item(), 1e-3)
+
+
+def close_or_like_eager(y, eager, ref, tol):
+    """close64, or no further from float64 than 2x eager fp32 is (an SE gate deep in sigmoid's tail amplifies
+    the pre-activation's rounding: there fp32 itself is off by ~1e-6 relative)."""
+    return close64(y, ref, tol) or rel_error(y, ref) <= 2 * rel_error(eager, ref)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -110,17 +120,29 @@ def se_inputs(case):
     return view_of(x, case["view"]), se, proj, res
 
 
+def check_se(case, squeeze_excite, se_gate, se_project):
+    """The SE properties of one case; the three ops are callables taking and returning CPU tensors."""
+    x, se, proj, res = se_inputs(case)
+    se64 = [t.double() for t in se]
+    y = squeeze_excite(x, *se)
+    assert y.shape == x.shape, case
+    assert close_or_like_eager(y, reference.squeeze_excite(x, *se), reference.squeeze_excite(x.double(), *se64),
+                               1e-6), case
+    pooled = x.double().mean((2, 3)).float()
+    gate64 = reference.se_gate(pooled.double(), *se64)
+    assert close_or_like_eager(se_gate(pooled, *se), reference.se_gate(pooled, *se), gate64, 1e-6), case
+    out = se_project(x, pooled, *se, *proj, res)
+    res64 = None if res is None else res.double()
+    ref = reference.se_project(x.double(), pooled.double(), *se64, *[t.double() for t in proj], res64)
+    # The projection sums Cin products (and the residual): its scale is the sum of their magnitudes.
+    scale = torch.nn.functional.conv2d(x.double().abs() * gate64[:, :, None, None],
+                                       proj[0].double().abs().reshape(proj[0].shape[0], -1, 1, 1),
+                                       proj[1].double().abs()) + (0 if res is None else res64.abs())
+    assert out.shape == ref.shape and close64(out, ref, scale=scale), case
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @given(case=se_case())
 def test_se_ops_match_float64(backend, case):
-    x, se, proj, res = se_inputs(case)
-    se64 = [t.double() for t in se]
-    y = ops.squeeze_excite(x, *se, backend=backend)
-    assert y.shape == x.shape and close64(y, reference.squeeze_excite(x.double(), *se64), 1e-6), case
-    pooled = x.double().mean((2, 3)).float()
-    gate = ops.se_gate(pooled, *se, backend=backend)
-    assert close64(gate, reference.se_gate(pooled.double(), *se64), 1e-6), case
-    out = ops.se_project(x, pooled, *se, *proj, residual=res, backend=backend)
-    ref = reference.se_project(x.double(), pooled.double(), *se64, *[t.double() for t in proj],
-                               None if res is None else res.double())
-    assert out.shape == ref.shape and close64(out, ref), case
+    check_se(case, lambda *a: ops.squeeze_excite(*a, backend=backend), lambda *a: ops.se_gate(*a, backend=backend),
+             lambda *a: ops.se_project(*a, backend=backend))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from effnet_kernels import reference
 
 from conftest import TRITON_INTERPRET
-from test_fuzz import close64, dw_case, dw_inputs, se_case, se_inputs
+from test_fuzz import check_se, close64, dw_case, dw_inputs, se_case
 from triton_common import DEVICE, needs_triton  # noqa: F401  (autouse fixture)
 
 from effnet_kernels import triton as tk
@@ -33,12 +33,7 @@ def test_triton_dwconv_matches_float64(case):
 @FUZZ
 @given(case=se_case())
 def test_triton_se_matches_float64(case):
-    x, se, proj, res = se_inputs(case)
-    se64 = [t.double() for t in se]
-    y = tk.squeeze_excite(dev(x), *map(dev, se))
-    assert close64(y.cpu(), reference.squeeze_excite(x.double(), *se64), 1e-6), case
-    pooled = x.double().mean((2, 3)).float()
-    out = tk.se_project(dev(x), dev(pooled), *map(dev, se), *map(dev, proj), dev(res))
-    ref = reference.se_project(x.double(), pooled.double(), *se64, *[t.double() for t in proj],
-                               None if res is None else res.double())
-    assert out.shape == ref.shape and close64(out.cpu(), ref), case
+    def on_device(fn):
+        return lambda *args: fn(*map(dev, args)).cpu()
+
+    check_se(case, on_device(tk.squeeze_excite), on_device(tk.se_gate), on_device(tk.se_project))
