@@ -6,6 +6,8 @@ import torch.nn.functional as F
 
 from effnet_kernels import reference
 
+from test_se_ops import make_se
+
 SPECIALS = (float("nan"), float("inf"), float("-inf"), 1e30, -1e30, 1e-40, -1e-40)
 DW_CASES = [(3, 1, "symmetric"), (5, 2, "same"), (3, 2, "symmetric"), (5, 1, "same")]  # (k, stride, padding)
 SE_SIZES = [(37, 9), (64, 16)]  # (C, S): a vector tail, whole vectors
@@ -65,11 +67,6 @@ def eager_gate(pooled, w1, b1, w2, b2):
 
 # ---- cases shared by tests/test_special_values.py and tests/triton/test_triton_special.py -----------------
 
-def _se_weights(c, s, seed):
-    from test_se_ops import make_se
-    return make_se(c, s, seed=seed)
-
-
 def dw_case(c, k, stride, padding, fmt, seed):
     """(x, w, b, ref, bound): a depthwise input with specials, saturating biases on channels 0 (1e30) and
     1 (-1e30), eager's output and the magnitude bound."""
@@ -94,7 +91,7 @@ def check_dw(y, pooled, ref, bound, what):
 def se_case(c, s, fmt):
     """(x, weights, ref) for squeeze_excite. -1e30 and 1e30 in one channel would make its mean a cancellation
     whose value depends on the order of the sum (NaN and both infinities do not), so no -1e30 here."""
-    weights = _se_weights(c, s, seed=c)
+    weights = make_se(c, s, seed=c)
     x = torch.randn(4, c, 7, 5, generator=torch.Generator().manual_seed(c)) + 0.3
     x = sprinkle(x, seed=c, fraction=0.01, values=(float("nan"), float("inf"), float("-inf"), 1e30, 1e-40))
     x = x.contiguous(memory_format=fmt)
@@ -103,7 +100,7 @@ def se_case(c, s, fmt):
 
 def gate_case(c, s):
     """(pooled, weights, ref) for se_gate; expand biases 1e30 / -1e30 on channels 3 / 4 (gates 1 and 0)."""
-    w1, b1, w2, b2 = _se_weights(c, s, seed=c)
+    w1, b1, w2, b2 = make_se(c, s, seed=c)
     pooled = sprinkle(torch.randn(6, c, generator=torch.Generator().manual_seed(c)), seed=c, fraction=0.005)
     b2 = b2.clone()
     b2[3], b2[4] = 1e30, -1e30
@@ -119,7 +116,7 @@ def check_gate(gate, ref, what):
 def project_case(cin, cout, s, fmt, where):
     """(args, ref, bound) for se_project with specials in ``where`` ("y", "pooled" or "residual")."""
     g = torch.Generator().manual_seed(cin + cout)
-    weights = _se_weights(cin, s, seed=cin)
+    weights = make_se(cin, s, seed=cin)
     pw, pb = torch.randn(cout, cin, 1, 1, generator=g) / cin ** 0.5, torch.randn(cout, generator=g)
     y = torch.randn(3, cin, 6, 7, generator=g)
     pooled = y.mean((2, 3))

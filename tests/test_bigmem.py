@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from effnet_kernels import ops, reference
+from effnet_kernels.padding import pad_amounts
 
 pytestmark = pytest.mark.bigmem
 
@@ -47,8 +48,8 @@ def test_dwconv_past_2_31_elements(channels_last, k, stride, padding, path):
     assert y.is_contiguous(memory_format=fmt)
     for (i, j) in sample_positions(oh, ow):
         # The input window of output (i, j), with the padding the op applies, computed in float64.
-        top = i * stride - (k // 2 if padding == "symmetric" else _same_pad(H, k, stride)[0])
-        left = j * stride - (k // 2 if padding == "symmetric" else _same_pad(W, k, stride)[0])
+        top = i * stride - pad_amounts(H, k, stride, padding)[0]
+        left = j * stride - pad_amounts(W, k, stride, padding)[0]
         win = torch.zeros(C, k, k, dtype=torch.float64)
         r0, r1, c0, c1 = max(top, 0), min(top + k, H), max(left, 0), min(left + k, W)
         win[:, r0 - top:r1 - top, c0 - left:c1 - left] = x[0, :, r0:r1, c0:c1].double().cpu()
@@ -58,12 +59,6 @@ def test_dwconv_past_2_31_elements(channels_last, k, stride, padding, path):
     means = torch.stack([y[0, c].double().mean() for c in range(C)])
     torch.testing.assert_close(pooled[0].double(), means, rtol=1e-5, atol=1e-6)
     assert torch.isfinite(y[0, :, -1]).all() and torch.isfinite(y[0, :, :, -1]).all()
-
-
-def _same_pad(size, k, stride):
-    out = -(-size // stride)
-    total = max((out - 1) * stride + k - size, 0)
-    return total // 2, total - total // 2
 
 
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import effnet_kernels as ek
 from effnet_kernels import _cpu, ops
+from effnet_kernels.bench_special import denormals_survive
 from effnet_kernels.testing import randomize_bn_
 
 from special_values import (DW_CASES, PROJECT_SIZES, SE_SIZES, assert_like_eager, check_dw, check_gate, dw_case,
@@ -31,13 +32,6 @@ def _run(path, fn, *args, **kwargs):
         return fn(*args, backend=backend, **kwargs)
 
 
-def _denormals_survive() -> bool:
-    """Whether this thread still computes with denormals (a kernel that set FTZ/DAZ and leaked it would
-    make this False)."""
-    tiny = torch.tensor([1e-39])
-    return (tiny * 0.5).item() != 0.0
-
-
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
 @pytest.mark.parametrize("k,stride,padding", DW_CASES)
 @pytest.mark.parametrize("fmt", LAYOUTS, ids=["nchw", "nhwc"])
@@ -47,7 +41,7 @@ def test_dwconv_and_pool(path, k, stride, padding, fmt):
         what = f"{path} c={c}"
         check_dw(_run(path, ops.dwconv_bias_swish, x, w, b, stride, padding), None, ref, bound, what)
         check_dw(*_run(path, ops.dwconv_bias_swish_pool, x, w, b, stride, padding), ref, bound, what + " (pool)")
-        assert _denormals_survive(), f"{what}: flush-to-zero leaked to the caller's thread"
+        assert denormals_survive(), f"{what}: flush-to-zero leaked to the caller's thread"
 
 
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
@@ -71,7 +65,7 @@ def test_squeeze_excite(path, fmt):
     for c, s in SE_SIZES:
         x, weights, ref = se_case(c, s, fmt)
         assert_like_eager(_run(path, ops.squeeze_excite, x, *weights), ref, x.abs(), what=f"{path} c={c}")
-        assert _denormals_survive(), f"{path}: flush-to-zero leaked to the caller's thread"
+        assert denormals_survive(), f"{path}: flush-to-zero leaked to the caller's thread"
 
 
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
@@ -115,7 +109,7 @@ def test_fused_model(b0, fmt):
     assert_like_eager(out, ref, bound, rtol=1e-3, what="fused B0 (C++ engine)")
     assert_like_eager(out_ops, ref, bound, rtol=1e-3, what="fused B0 (registered ops)")
     assert torch.equal(out[4:], clean), "a special value in one sample changed another sample's logits"
-    assert _denormals_survive()
+    assert denormals_survive()
 
 
 def test_denormal_inputs_are_not_flushed():
@@ -130,5 +124,5 @@ def test_denormal_inputs_are_not_flushed():
         y = _run(path, ops.dwconv_bias_swish, x, w, b)
         assert (y > 0).all(), path
         assert torch.allclose(y, ref, rtol=1e-3, atol=0), path
-    assert _denormals_survive()
+    assert denormals_survive()
 
