@@ -87,6 +87,49 @@ def _check_backend(backend) -> Optional[str]:
     return backend
 
 
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def dtypes_for(backend: Optional[str], device_type: str) -> Tuple[torch.dtype, ...]:
+    """The one dtype rule, the same for the wrappers below and the registered ops they call:
+
+    * ``"cpp"``: float32 (the C++ kernels are fp32);
+    * ``"triton"``: float32, float16, bfloat16 (accumulating in fp32);
+    * ``"torch"``: every float dtype (the eager reference);
+    * ``None``: on the CPU every float dtype — float32 runs the C++ kernels (the reference when ``_C`` is not
+      built), float16 / bfloat16 / float64 run the reference, in that dtype; on other devices the Triton
+      kernel's dtypes.
+    """
+    if backend == "cpp":
+        return (torch.float32,)
+    if backend == "triton":
+        return _TRITON_DTYPES
+    if backend == "torch" or device_type == "cpu":
+        return _FLOATS
+    return _TRITON_DTYPES
+
+
+def _refuse_autograd_and_trace(op: str, backend: Optional[str], named) -> None:
+    """The kernels write through raw pointers (CPU) or launch Triton: autograd sees no computation and
+    torch.jit.trace records only the output allocation. Refuse both rather than return an output without
+    gradients or a trace that returns uninitialised memory; the reference (``backend="torch"``) is eager
+    PyTorch and supports both. ``named``: (argument name, value) pairs."""
+    if backend == "torch":
+        return
+    if torch.jit.is_tracing():
+        raise RuntimeError(f"effnet_kernels.ops.{op} (backend={backend!r}) cannot be recorded by torch.jit.trace, "
+                           f"which would record only the output allocation: use torch.compile or torch.export "
+                           f"(the op is a registered torch.library op), or backend='torch' to trace the eager "
+                           f"reference")
+    if torch.is_grad_enabled():
+        for name, t in named:
+            if isinstance(t, Tensor) and t.requires_grad:
+                raise RuntimeError(f"effnet_kernels.ops.{op} (backend={backend!r}) computes no gradients, but {name} "
+                                   f"requires grad while grad mode is on: call it under torch.no_grad() or "
+                                   f"torch.inference_mode() (or detach {name}), or use backend='torch' for autograd "
+                                   f"through the eager reference")
+
+
 # ------------------------------------------------------------------------------------------------
 # Registered ops (CPU kernels here; the CUDA kernels are registered by effnet_kernels.triton).
 
@@ -100,7 +143,10 @@ def _fake_dw_out(x: Tensor, weight: Tensor, stride: int, padding: str) -> Tensor
 def _cpu_dw(x, weight, bias, stride, padding, pool):
     if has_cpp() and x.dtype == torch.float32:
         return _cpu.dwconv_bias_swish(x, weight, bias, stride, padding, pool=pool)
-    # Without the compiled module (warned once at import) or for other dtypes: the reference.
+    # Without the compiled module (warned once at import) or for other dtypes: the reference. The op can be
+    # called directly (torch.ops.effnet_kernels.*): validate as the wrappers do.
+    _, stride, padding = _cpu.check_dwconv_args(x, weight, bias, stride, padding, dtypes=dtypes_for(None, "cpu"),
+                                                what="the CPU op")
     fn = reference.dwconv_bias_swish_pool if pool else reference.dwconv_bias_swish
     out = fn(x, weight, bias, stride, padding)
     fmt = _cpu.output_memory_format(x)
@@ -154,17 +200,20 @@ def _(x, weight, bias, stride, padding):
 # Public wrappers
 
 def _validate(x, weight, bias, stride, padding, backend):
-    """Validate for the chosen backend; returns (stride, padding)."""
-    if backend == "cpp" or (backend is None and isinstance(x, Tensor) and x.device.type == "cpu"):
-        _, stride, padding = _cpu.check_dwconv_args(x, weight, bias, stride, padding,
-                                                    what=f"backend={backend!r}" + (" on CPU" if backend is None else ""))
-    else:
-        _, stride, padding = _cpu.check_dwconv_args(x, weight, bias, stride, padding, dtypes=_FLOATS,
-                                                    device_type=None, what=f"backend={backend!r}")
+    """Validate for the chosen backend (dtypes by :func:`dtypes_for`); returns (stride, padding)."""
+    on_cpu = isinstance(x, Tensor) and x.device.type == "cpu"
+    device_type = "cpu" if backend == "cpp" or (backend is None and on_cpu) else None
+    dtypes = dtypes_for(backend, "cpu" if on_cpu else "other")
+    what = f"backend={backend!r}" + (" on CPU" if on_cpu else "")
+    _, stride, padding = _cpu.check_dwconv_args(x, weight, bias, stride, padding, dtypes=dtypes,
+                                                device_type=device_type, what=what)
     return stride, padding
 
 
-def _dispatch(x, weight, bias, stride, padding, backend, pool: bool):
+def _dispatch(x, weight, bias, stride, padding, backend, pool: bool, op_name: str):
+    if backend is not None:
+        backend = _check_backend(backend)
+    _refuse_autograd_and_trace(op_name, backend, (("x", x), ("weight", weight), ("bias", bias)))
     if backend is None and not torch.compiler.is_compiling():
         # Eager fast path: arguments of a shape already validated, fp32 on CPU -> the C++ call, without
         # the dispatcher (~8 us) or a second validation.
@@ -174,7 +223,8 @@ def _dispatch(x, weight, bias, stride, padding, backend, pool: bool):
     backend = _check_backend(backend)
     stride, padding = _validate(x, weight, bias, stride, padding, backend)
     if backend is None:
-        if x.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
+        if (x.device.type == "cpu" and has_cpp() and x.dtype == torch.float32
+                and not torch.compiler.is_compiling()):
             # Eager fast path: the same C++ call the registered op makes, without the dispatcher.
             return _cpu.dwconv_bias_swish(x, weight, bias, stride, padding, pool=pool, validate=False)
         if x.device.type != "cpu" and _triton_kernels(x.device.type) is None:
@@ -202,13 +252,13 @@ def dwconv_bias_swish(x: Tensor, weight: Tensor, bias: Tensor, stride: int = 1, 
     x: (N, C, H, W); weight: (C, 1, k, k), odd k ≤ 7 (3 and 5 are the fast ones); bias: (C,);
     stride 1 or 2; padding ``"symmetric"`` (k//2 each side) or ``"same"`` (TensorFlow SAME).
     """
-    return _dispatch(x, weight, bias, stride, padding, backend, pool=False)
+    return _dispatch(x, weight, bias, stride, padding, backend, pool=False, op_name="dwconv_bias_swish")
 
 
 def dwconv_bias_swish_pool(x: Tensor, weight: Tensor, bias: Tensor, stride: int = 1, padding: str = "symmetric",
                            backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
     """``(y, pooled)``: :func:`dwconv_bias_swish` and the fp32 (N, C) mean of y over H×W, in the same pass."""
-    return _dispatch(x, weight, bias, stride, padding, backend, pool=True)
+    return _dispatch(x, weight, bias, stride, padding, backend, pool=True, op_name="dwconv_bias_swish_pool")
 
 
 def dwconv_bn_swish(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor, bn_mean: Tensor, bn_var: Tensor,
@@ -226,6 +276,9 @@ def dwconv_bn_swish(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tenso
             raise ValueError(f"{name} must have shape ({c},) to match x's channels, got {tuple(t.shape)}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"eps must be a float >= 0, got {eps!r}")
+    _refuse_autograd_and_trace("dwconv_bn_swish", _check_backend(backend), (
+        ("x", x), ("weight", weight), ("bn_weight", bn_weight), ("bn_bias", bn_bias), ("bn_mean", bn_mean),
+        ("bn_var", bn_var)))
     w, b = reference.fold_bn(weight.double(), bn_weight.double(), bn_bias.double(), bn_mean.double(),
                              bn_var.double(), float(eps))
     return dwconv_bias_swish(x, w.to(weight.dtype), b.to(weight.dtype), stride, padding, backend)
@@ -235,16 +288,22 @@ def dwconv_bn_swish(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tenso
 # Squeeze-excitation ops
 
 _SE_WHAT = "the squeeze-excitation ops"
+_SE_NAMES = ("reduce_weight", "reduce_bias", "expand_weight", "expand_bias")
 
 
 def _cpu_fp32(*tensors) -> bool:
+    """Whether the C++ kernels run (the rule of :func:`dtypes_for` for ``backend=None`` on the CPU): built,
+    and every one of ``tensors`` float32 (None: absent)."""
     return has_cpp() and all(t is None or t.dtype == torch.float32 for t in tensors)
 
 
 @torch.library.custom_op("effnet_kernels::squeeze_excite", mutates_args=(), device_types="cpu")
 def _squeeze_excite_op(x: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
                        expand_bias: Tensor) -> Tensor:
-    if _cpu_fp32(x):
+    # The op can be called directly (torch.ops.effnet_kernels.squeeze_excite): validate as the wrapper does.
+    c = _cpu.check_se_input(x, "x", _FLOATS, "cpu", _SE_WHAT)
+    _cpu.check_se_weights(c, reduce_weight, reduce_bias, expand_weight, expand_bias, _FLOATS, x.device, _SE_WHAT)
+    if _cpu_fp32(x, reduce_weight):
         return _cpu.squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
     out = reference.squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
     return out.contiguous(memory_format=_cpu.output_memory_format(x))
@@ -278,13 +337,13 @@ def _(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias):
 @torch.library.custom_op("effnet_kernels::se_project", mutates_args=(), device_types="cpu")
 def _se_project_op(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
                    expand_bias: Tensor, proj_weight: Tensor, proj_bias: Tensor, residual: Optional[Tensor]) -> Tensor:
+    # The op can be called directly (torch.ops.effnet_kernels.se_project): validate as the wrapper does.
+    _cpu.check_se_input(y, "y", _FLOATS, "cpu", _SE_WHAT)
+    _cpu.check_pooled(pooled, y.shape[0], y.shape[1], y.device)
+    w1, b1, w2, b2, s = _cpu.check_se_weights(y.shape[1], reduce_weight, reduce_bias, expand_weight, expand_bias,
+                                              _FLOATS, y.device, _SE_WHAT)
+    pw = _cpu.check_projection(y, proj_weight, proj_bias, residual, _FLOATS, _SE_WHAT)
     if _cpu_fp32(y, reduce_weight):
-        # The op can be called directly (torch.ops.effnet_kernels.se_project): validate what C++ reads.
-        _cpu.check_se_input(y, "y", (torch.float32,), "cpu", _SE_WHAT)
-        _cpu.check_pooled(pooled, y.shape[0], y.shape[1], y.device)
-        w1, b1, w2, b2, s = _cpu.check_se_weights(y.shape[1], reduce_weight, reduce_bias, expand_weight, expand_bias,
-                                                  (torch.float32,), y.device, _SE_WHAT)
-        pw = _cpu.check_projection(y, proj_weight, proj_bias, residual, (torch.float32,), _SE_WHAT)
         return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual)
     out = reference.se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight,
                                proj_bias, residual)
@@ -326,10 +385,10 @@ def _(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_we
 
 
 def _se_validate(x, name, weights, backend):
-    """Validate x (4-D) and the SE weights for the backend; returns (C, (W1, b1, W2, b2, S))."""
+    """Validate x (4-D) and the SE weights for the backend (dtypes by :func:`dtypes_for`); returns
+    (C, (W1, b1, W2, b2, S), dtypes, what)."""
     on_cpu = isinstance(x, Tensor) and x.device.type == "cpu"
-    cpp = backend == "cpp" or (backend is None and on_cpu and has_cpp())
-    dtypes = (torch.float32,) if cpp else _FLOATS
+    dtypes = dtypes_for(backend, "cpu" if on_cpu else "other")
     what = f"backend={backend!r}" + (" on CPU" if on_cpu else "")
     c = _cpu.check_se_input(x, name, dtypes, "cpu" if backend == "cpp" else None, what)
     return c, _cpu.check_se_weights(c, *weights, dtypes, x.device, what), dtypes, what
@@ -355,6 +414,9 @@ def squeeze_excite(x: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand
     :func:`dwconv_bias_swish_pool` + :func:`se_project` instead, which need neither. Output layout: x's
     (channels_last stays channels_last)."""
     weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
+    if backend is not None:
+        backend = _check_backend(backend)
+    _refuse_autograd_and_trace("squeeze_excite", backend, (("x", x), *zip(_SE_NAMES, weights)))
     if backend is None and not torch.compiler.is_compiling():
         out = _cpu.try_fast_se(x, *weights)  # eager, CPU fp32, arguments seen valid before
         if out is not None:
@@ -362,7 +424,7 @@ def squeeze_excite(x: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand
     _se_validate(x, "x", weights, backend)
     backend = _se_backend(x, backend)
     if backend is None:
-        if x.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
+        if x.device.type == "cpu" and _cpu_fp32(x, reduce_weight) and not torch.compiler.is_compiling():
             return _cpu.squeeze_excite(x, *weights, validate=False)
         return _squeeze_excite_op(x, *weights)
     if backend == "cpp":
@@ -382,20 +444,24 @@ def se_gate(pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_w
             backend: Optional[str] = None) -> Tensor:
     """The SE gate ``sigmoid(expand(silu(reduce(pooled))))``, fp32 (N, C), from the fp32 (N, C) means that
     :func:`dwconv_bias_swish_pool` emits. One small kernel (two matrix-vector products per sample)."""
+    weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
+    if backend is not None:
+        backend = _check_backend(backend)
+    _refuse_autograd_and_trace("se_gate", backend, (("pooled", pooled), *zip(_SE_NAMES, weights)))
     if not isinstance(pooled, Tensor):
         raise TypeError(f"pooled must be a torch.Tensor, got {type(pooled).__name__}")
     if pooled.dim() != 2:
         raise ValueError(f"pooled must be 2-D (N, C), got shape {tuple(pooled.shape)}")
     _cpu.check_pooled(pooled, pooled.shape[0], pooled.shape[1], pooled.device)
-    weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
-    cpp = backend == "cpp" or (backend is None and pooled.device.type == "cpu" and has_cpp())
     if backend == "cpp" and pooled.device.type != "cpu":
         raise ValueError(f"pooled must be on the CPU for backend='cpp', got device {pooled.device}")
-    w1, b1, w2, b2, s = _cpu.check_se_weights(pooled.shape[1], *weights, (torch.float32,) if cpp else _FLOATS,
-                                              pooled.device, f"backend={backend!r}")
+    on_cpu = pooled.device.type == "cpu"
+    w1, b1, w2, b2, s = _cpu.check_se_weights(pooled.shape[1], *weights,
+                                              dtypes_for(backend, "cpu" if on_cpu else "other"), pooled.device,
+                                              f"backend={backend!r}" + (" on CPU" if on_cpu else ""))
     backend = _se_backend(pooled, backend, "pooled")
     if backend is None:
-        if pooled.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
+        if on_cpu and _cpu_fp32(reduce_weight) and not torch.compiler.is_compiling():
             return _cpu.se_gate(pooled, w1, b1, w2, b2, s)
         return _se_gate_op(pooled, *weights)
     if backend == "cpp":
@@ -414,6 +480,11 @@ def se_project(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Te
     read once, by the GEMM: the gate is folded into per-sample weights or into the GEMM's input, whichever
     costs less for the layer. Output: (N, Cout, H, W) in y's dtype and layout."""
     weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
+    if backend is not None:
+        backend = _check_backend(backend)
+    _refuse_autograd_and_trace("se_project", backend, (("y", y), ("pooled", pooled), *zip(_SE_NAMES, weights),
+                                                       ("proj_weight", proj_weight), ("proj_bias", proj_bias),
+                                                       ("residual", residual)))
     if backend is None and not torch.compiler.is_compiling():
         out = _cpu.try_fast_se_project(y, pooled, *weights, proj_weight, proj_bias, residual)
         if out is not None:
@@ -423,7 +494,7 @@ def se_project(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Te
     pw = _cpu.check_projection(y, proj_weight, proj_bias, residual, dtypes, what)
     backend = _se_backend(y, backend, "y")
     if backend is None:
-        if y.device.type == "cpu" and has_cpp() and not torch.compiler.is_compiling():
+        if y.device.type == "cpu" and _cpu_fp32(y, reduce_weight) and not torch.compiler.is_compiling():
             return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual,
                                    remember=weights + (proj_weight, proj_bias))
         return _se_project_op(y, pooled, *weights, proj_weight, proj_bias, residual)
@@ -432,3 +503,27 @@ def se_project(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Te
     if backend == "torch":
         return reference.se_project(y, pooled, *weights, proj_weight, proj_bias, residual)
     return _triton_kernels(y.device.type).se_project(y, pooled, *weights, proj_weight, proj_bias, residual)
+
+
+# ------------------------------------------------------------------------------------------------
+# The registered ops have no backward: called directly with an input that requires grad (grad mode on),
+# they refuse at the call, not at .backward(). (Only reached then: without such an input the autograd
+# layer calls the kernel straight away.)
+
+def _refuse_backward(name: str):
+    def setup_context(ctx, inputs, output):
+        raise RuntimeError(f"torch.ops.effnet_kernels.{name} computes no gradients, but an input requires grad while "
+                           f"grad mode is on: call it under torch.no_grad() or torch.inference_mode(), or use "
+                           f"effnet_kernels.ops.{name}(..., backend='torch') for autograd through the eager reference")
+
+    def backward(ctx, *grads):  # never reached: setup_context refused the forward
+        raise RuntimeError(f"torch.ops.effnet_kernels.{name} has no backward")
+
+    return backward, setup_context
+
+
+for _op, _name in ((_dwconv_bias_swish_op, "dwconv_bias_swish"), (_dwconv_bias_swish_pool_op, "dwconv_bias_swish_pool"),
+                   (_squeeze_excite_op, "squeeze_excite"), (_se_gate_op, "se_gate"), (_se_project_op, "se_project")):
+    _backward, _setup = _refuse_backward(_name)
+    _op.register_autograd(_backward, setup_context=_setup)
+del _op, _name, _backward, _setup

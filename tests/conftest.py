@@ -24,9 +24,27 @@ TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
 collect_ignore = [] if (TRITON_INTERPRET or torch.cuda.is_available()) else ["triton"]
 
 
+# The only reasons a test may skip under EFFNET_REQUIRE_ALL=1 (CI): hardware this machine does not have. Any
+# other skip — a missing package, tool or build, however it is raised (skip_or_fail, pytest.skip,
+# pytest.importorskip, a skipif marker) — fails there (pytest_runtest_makereport below).
+HARDWARE_SKIPS = {
+    "needs CUDA": "the GPU path (the registered CUDA kernels, opcheck / torch.compile of the Triton path, "
+                  "what Triton's interpreter cannot run); it runs where CUDA is present (benchmarks/gpu_check.sh)",
+    "needs AVX-512 hardware": "qemu-user and valgrind do not emulate AVX-512, so the AVX-512 kernels are tested only "
+                              "on AVX-512 CPUs; elsewhere their start-up self-test against the scalar kernel "
+                              "(run whenever the path is chosen) is the guard",
+}
+
+
+def _hardware_reason(reason: str):
+    """The HARDWARE_SKIPS key ``reason`` starts with, or None."""
+    return next((k for k in HARDWARE_SKIPS if reason.startswith(k)), None)
+
+
 def skip_or_fail(reason: str):
-    """Skip with a visible reason — or fail when EFFNET_REQUIRE_ALL=1 (CI), where nothing may skip."""
-    if REQUIRE_ALL:
+    """The one way a test skips. ``reason`` starting with a HARDWARE_SKIPS key ("needs CUDA: ...") skips
+    everywhere; any other reason skips with that reason — or fails when EFFNET_REQUIRE_ALL=1 (CI)."""
+    if REQUIRE_ALL and _hardware_reason(reason) is None:
         pytest.fail(f"EFFNET_REQUIRE_ALL=1 but: {reason}")
     pytest.skip(reason)
 
@@ -36,6 +54,36 @@ def import_or_skip(name: str):
         return __import__(name)
     except ImportError as exc:
         skip_or_fail(f"{name} is not installed ({exc})")
+
+
+_skips: dict = {}  # reason key -> count, for the summary
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.skipped or getattr(rep, "wasxfail", None) is not None:
+        return
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    reason = reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+    key = _hardware_reason(reason)
+    if key is None and REQUIRE_ALL:
+        rep.outcome = "failed"
+        rep.longrepr = (f"EFFNET_REQUIRE_ALL=1: the test skipped for a reason that is not a hardware fact "
+                        f"({' / '.join(HARDWARE_SKIPS)}): {reason}")
+        return
+    key = key or reason
+    _skips[key] = _skips.get(key, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _skips:
+        terminalreporter.write_line("[effnet] skips: none")
+        return
+    for key, count in sorted(_skips.items()):
+        why = HARDWARE_SKIPS.get(key, "not a hardware fact: fails under EFFNET_REQUIRE_ALL=1")
+        terminalreporter.write_line(f"[effnet] skipped {count}: {key} ({why})")
 
 
 @pytest.fixture

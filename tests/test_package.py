@@ -5,6 +5,8 @@ import textwrap
 
 import effnet_kernels as ek
 
+from conftest import skip_or_fail
+
 
 def run_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
@@ -41,6 +43,11 @@ def test_import_without_compiled_module_warns_once_and_falls_back():
         assert torch.allclose(ops.dwconv_bias_swish(x, w, b), ref)
         assert torch.allclose(torch.ops.effnet_kernels.dwconv_bias_swish(x, w, b, 1, "symmetric"), ref)
         assert ops.available_backends("cpu") == ("torch",)
+        # The one dtype rule holds without _C too: backend=None takes every float dtype on the CPU.
+        se = [torch.randn(2, 3, 1, 1), torch.randn(2), torch.randn(3, 2, 1, 1), torch.randn(3)]
+        for dt in (torch.float32, torch.float16, torch.float64):
+            assert ops.squeeze_excite(x.to(dt), *[t.to(dt) for t in se]).dtype == dt
+            assert ops.dwconv_bias_swish(x.to(dt), w.to(dt), b.to(dt)).dtype == dt
         print("ok")
     """)
     assert proc.returncode == 0, proc.stderr
@@ -58,7 +65,7 @@ def test_info_reports_versions():
 
 def test_effnet_isa_environment_variable_forces_a_path():
     if not ek.has_cpp():
-        return  # covered by the C++ module's own tests; nothing to force without it
+        skip_or_fail("effnet_kernels._C is not built: no ISA path to force")
     code = """
         import effnet_kernels as ek, torch
         from effnet_kernels import ops

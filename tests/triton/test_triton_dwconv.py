@@ -12,7 +12,7 @@ from effnet_kernels import triton as tk
 from effnet_kernels.bench_ops import dw_layer_shapes
 from effnet_kernels.testing import rel_error
 
-from triton_common import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
+from triton_common import CUDA, DEVICE, needs_cuda, needs_triton  # noqa: F401  (autouse fixture)
 from test_dwconv_ops import (assert_close, assert_special_like_eager, expected_format, make_inputs, reference64,
                              special_values_case)
 
@@ -154,9 +154,9 @@ def test_bad_input():
         tk.dwconv_bias_swish(x, w.half(), b.half())
 
 
-@pytest.mark.skipif(not CUDA, reason="the registered CUDA kernel, opcheck and torch.compile need a GPU "
-                                     "(fake tensors have no data for the interpreter)")
 def test_registered_op_opcheck_and_compile_on_cuda():
+    needs_cuda("the registered CUDA kernel, opcheck and torch.compile of the Triton path (fake tensors have no "
+               "data for the interpreter)")
     x, weight, bn = make_inputs(2, 24, 9, 10, 3, True)
     wf, bf = folded(weight, bn)
     x, wf, bf = x.cuda(), wf.cuda(), bf.cuda()

@@ -11,7 +11,7 @@ from effnet_kernels import triton as tk
 from effnet_kernels.bench_se import se_layer_shapes
 from effnet_kernels.testing import rel_error
 
-from triton_common import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
+from triton_common import CUDA, DEVICE, needs_cuda, needs_triton  # noqa: F401  (autouse fixture)
 from test_se_ops import make_projection, make_se, make_x
 
 
@@ -89,15 +89,15 @@ def test_non_contiguous_and_empty():
 
 # Triton's interpreter multiplies the bit patterns in a bfloat16 tl.dot (triton-lang/triton#11584, not
 # supported there): the bf16 projection GEMM is checked on CUDA only.
-_BF16_DOT = pytest.mark.skipif(not CUDA, reason="Triton's interpreter cannot run a bfloat16 tl.dot "
-                                                "(triton-lang/triton#11584); checked on CUDA")
 
 
 @pytest.mark.parametrize("op,dtype", [("squeeze_excite", torch.float16), ("squeeze_excite", torch.bfloat16),
                                       ("se_project", torch.float16),
-                                      pytest.param("se_project", torch.bfloat16, marks=_BF16_DOT)])
+                                      ("se_project", torch.bfloat16)])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_half_precision_within_twice_eager_error(op, dtype, channels_last):
+    if op == "se_project" and dtype == torch.bfloat16:
+        needs_cuda("Triton's interpreter cannot run a bfloat16 tl.dot (triton-lang/triton#11584)")
     n, c, s, h, w, cout = 2, 48, 12, 7, 6, 24
     x = make_x(n, c, h, w, channels_last)
     sew = make_se(c, s)
@@ -132,8 +132,8 @@ def test_bad_input():
         tk.se_project(x, x.mean((2, 3)).half(), w1, b1, w2, b2, *to(make_projection(8, 4)))
 
 
-@pytest.mark.skipif(not CUDA, reason="the registered CUDA kernels, opcheck and torch.compile need a GPU")
 def test_registered_ops_opcheck_and_compile_on_cuda():
+    needs_cuda("the registered CUDA kernels, opcheck and torch.compile of the Triton path")
     x = make_x(2, 24, 5, 6, True).cuda()
     sew = to(make_se(24, 6))
     pooled = x.mean((2, 3))

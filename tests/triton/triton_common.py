@@ -12,6 +12,12 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 
 
+def needs_cuda(what: str) -> None:
+    """Skip (a hardware fact, allowed in CI) unless CUDA is present; ``what`` says what needs it."""
+    if not CUDA:
+        skip_or_fail(f"needs CUDA: {what}")
+
+
 @pytest.fixture(autouse=True)
 def needs_triton():
     if not tk.available(DEVICE):
