@@ -231,6 +231,14 @@ class PyNet {
     net_.set_band_fusion(on, min_floats, band_floats);
   }
   std::vector<std::pair<std::string, double>> last_profile() const { return net_.last_profile(); }
+  void set_taps(bool on) { net_.set_taps(on); }
+  py::list last_taps() const {
+    py::list out;
+    for (const auto& t : net_.last_taps())
+      out.append(py::make_tuple(t.name, py::make_tuple(t.n, t.h, t.w, t.c),
+                                py::bytes(reinterpret_cast<const char*>(t.data.data()), t.data.size() * sizeof(float))));
+    return out;
+  }
   std::string isa() const { return effnet::isa_name(net_.isa()); }
 
  private:
@@ -327,6 +335,9 @@ PYBIND11_MODULE(_C, m) {
            py::arg("band_floats") = effnet::Net::kDefaultBandFloats,
            "expand + depthwise in row bands for large layers (default on; see net.h)")
       .def("last_profile", &PyNet::last_profile, "[(step, seconds)] of the last run with profiling on")
+      .def("set_taps", &PyNet::set_taps, py::arg("on"))
+      .def("last_taps", &PyNet::last_taps,
+           "[(name, (n, h, w, c), NHWC float32 bytes)] of every step's output in the last run with taps on")
       .def_property_readonly("classes", &PyNet::classes)
       .def_property_readonly("isa", &PyNet::isa);
   m.def("isa_info", &isa_info, "ISA paths: default, best, supported, note (why a path was passed over).");

@@ -235,6 +235,11 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
                       std::chrono::duration<double>(now - t_last).count());
     t_last = now;
   };
+  std::vector<Tap> taps;
+  auto tap = [&](std::string name, const float* data, int64_t th, int64_t tw, int64_t c) {
+    if (!taps_on_) return;
+    taps.push_back(Tap{std::move(name), n, th, tw, c, std::vector<float>(data, data + n * th * tw * c)});
+  };
   // Stem: im2col (columns in the weight's (c, kh, kw) order, zeros where the window leaves the image).
   const Axis ay = axis(h, stem_k_, stem_stride_, same_), ax = axis(w, stem_k_, stem_stride_, same_);
   int64_t hh = ay.out, ww = ax.out;
@@ -273,6 +278,7 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
   mark("stem.im2col", -1);
   gemm(gemm_args(n * hh * ww, stem_cout_, cols, col, stem_packed_, stem_bias_, bufs[0], true), num_threads, isa_);
   mark("stem.gemm", -1);
+  tap("stem", bufs[0], hh, ww, stem_cout_);
   int cur = 0;
   int64_t bi = 0;
   for (const Block& b : blocks_) {
@@ -283,6 +289,7 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     if (banded) {
       expand_dw_banded(b, in, n, hh, ww, by.before, bx.before, by.out, bx.out, y, pooled, num_threads);
       mark("expand_dw", bi);
+      if (taps_on_) tap("blocks." + std::to_string(bi) + ".dw", y, by.out, bx.out, b.cexp);
     } else if (!b.expand_packed.empty()) {
       gemm(gemm_args(n * hh * ww, b.cexp, b.cin, in, b.expand_packed, b.expand_bias, e, true), num_threads, isa_);
       ex = e;
@@ -298,6 +305,7 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     dwconv_bias_swish(p, ex, b.dw_weight.data(), b.dw_bias.data(), y, pooled, num_threads, isa_,
                       packed_fits ? b.dw_packed.data() : nullptr);
     mark("dw", bi);
+    if (taps_on_) tap("blocks." + std::to_string(bi) + ".dw", y, by.out, bx.out, b.cexp);
     }
     se_gate(n, b.cexp, b.squeeze, b.se_packed.data(), pooled, gate, num_threads, isa_);
     mark("se_gate", bi);
@@ -311,12 +319,15 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
       g.ldr = b.cout;
     }
     gemm(g, num_threads, isa_);
-    mark("project", bi++);
+    mark("project", bi);
+    if (taps_on_) tap("blocks." + std::to_string(bi), bufs[1 - cur], hh, ww, b.cout);
+    ++bi;
     cur = 1 - cur;
   }
   gemm(gemm_args(n * hh * ww, head_cout_, head_cin_, bufs[cur], head_packed_, head_bias_, e, true), num_threads,
        isa_);
   mark("head.gemm", -1);
+  tap("head", e, hh, ww, head_cout_);
   SeParams sp;
   sp.n = n; sp.c = head_cout_; sp.h = hh; sp.w = ww;
   nhwc_strides(sp.x_stride, head_cout_, hh, ww);
@@ -325,9 +336,10 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
   mark("head.pool", -1);
   gemm(gemm_args(n, classes_, head_cout_, features, cls_packed_, cls_bias_, logits, false), num_threads, isa_);
   mark("classifier", -1);
-  if (profiling_) {
+  if (profiling_ || taps_on_) {
     std::lock_guard<std::mutex> guard(profile_mutex_);
-    profile_ = std::move(prof);
+    if (profiling_) profile_ = std::move(prof);
+    if (taps_on_) taps_ = std::move(taps);
   }
 }
 
@@ -387,6 +399,11 @@ void Net::expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h
   });
   const double plane = static_cast<double>(out_h * out_w);
   for (int64_t i = 0; i < n * b.cexp; ++i) pooled[i] = static_cast<float>(sums[i] / plane);
+}
+
+std::vector<Net::Tap> Net::last_taps() const {
+  std::lock_guard<std::mutex> guard(profile_mutex_);
+  return taps_;
 }
 
 std::vector<std::pair<std::string, double>> Net::last_profile() const {

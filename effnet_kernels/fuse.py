@@ -231,7 +231,27 @@ class FusedEfficientNet(nn.Module):
                 return logits
         return self._forward_ops(x)
 
-    def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:
+    def _engine_taps(self, x: torch.Tensor):
+        """``(logits, {"stem": t, "blocks.<i>": t, ..., "head": t})``: the C++ engine's forward pass on x (fp32
+        CPU) with every step's output kept, each as an (N, C, H, W) channels_last tensor — what the tests
+        compare block by block with the source model. Not for concurrent use with other callers."""
+        if not self._uses_engine(x) or self._engine() is None:
+            raise RuntimeError("_engine_taps needs the C++ engine: fp32 CPU input and weights, effnet_kernels._C "
+                               "built, ops_backend None")
+        net = self._engine()
+        net.set_taps(True)
+        try:
+            with torch.inference_mode():
+                logits = self(x)
+        finally:
+            net.set_taps(False)
+        taps = {}
+        for name, (n, h, w, c), data in net.last_taps():
+            taps[name] = torch.frombuffer(bytearray(data), dtype=torch.float32).view(n, h, w, c).permute(0, 3, 1, 2)
+        return logits, taps
+
+    def _forward_ops(self, x: torch.Tensor, head_only: bool = False) -> torch.Tensor:
+        """The registered-op path; ``head_only``: the head's output (N, C, H, W) instead of the logits."""
         if x.device.type != "cpu" and torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         with torch.autocast(x.device.type, enabled=False):
@@ -248,6 +268,8 @@ class FusedEfficientNet(nn.Module):
             for block in self.blocks:
                 x = block(x, self.padding, self.ops_backend)
             x = F.silu(F.conv2d(x, self.head_weight.to(t)[:, :, None, None], self.head_bias.to(t)))
+            if head_only:
+                return x
             return F.linear(x.mean((2, 3)), self.classifier_weight.to(t), self.classifier_bias.to(t))
 
 

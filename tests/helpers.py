@@ -56,3 +56,122 @@ def call(op, named, backend, **change):
 def first(out):
     """The main output (y of the pooled depthwise op's (y, pooled))."""
     return out[0] if isinstance(out, tuple) else out
+
+
+# ---- a fused model against its source, point by point --------------------------------------------------
+
+def _depthwise_of(block):
+    """The submodule of an MBConv block whose output is its depthwise conv + BN + activation."""
+    import torch.nn as nn
+
+    if hasattr(block, "dw"):  # this package's MBConv
+        return block.dw
+    if hasattr(block, "conv_dw"):  # timm: DepthwiseSeparableConv (conv_dw, bn1), InvertedResidual (.., conv_dw, bn2)
+        return block.bn1 if type(block).__name__ == "DepthwiseSeparableConv" else block.bn2
+    for m in block.block:  # torchvision MBConv: Conv2dNormActivation layers, the depthwise one grouped
+        conv = m[0] if isinstance(m, nn.Sequential) else None
+        if isinstance(conv, nn.Conv2d) and conv.groups > 1:
+            return m
+    raise TypeError(f"no depthwise conv found in {type(block).__name__}")
+
+
+def source_points(model):
+    """{"stem", "blocks.<i>.dw", "blocks.<i>", "head"} -> the source model's module whose output the fused C++
+    engine taps at that point (FusedEfficientNet._engine_taps): this package's EfficientNet, torchvision's
+    and timm's."""
+    import effnet_kernels as ek
+
+    if isinstance(model, ek.EfficientNet):
+        stem, blocks, head = model.stem, [b for s in model.blocks for b in s], model.head
+    elif type(model).__module__.startswith("torchvision"):
+        stem, blocks, head = model.features[0], [b for s in model.features[1:-1] for b in s], model.features[-1]
+    elif type(model).__module__.startswith("timm"):
+        stem, blocks, head = model.bn1, [b for s in model.blocks for b in s], model.bn2  # BatchNormAct2d: BN + act
+    else:
+        raise TypeError(f"no source points for {type(model).__name__}")
+    points = {"stem": stem}
+    for i, b in enumerate(blocks):
+        points[f"blocks.{i}.dw"] = _depthwise_of(b)
+        points[f"blocks.{i}"] = b
+    points["head"] = head
+    return points
+
+
+def outputs_at(run, x, points):
+    """{name: output} of ``points`` (name -> module) and "logits" = ``run(x)``, recorded by forward hooks."""
+    out = {}
+    hooks = [m.register_forward_hook(lambda m, a, o, k=k: out.__setitem__(k, o.detach().clone()))
+             for k, m in points.items()]
+    try:
+        with torch.inference_mode():
+            out["logits"] = run(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def errors(y, ref):
+    """(‖y − ref‖₂ / ‖ref‖₂, max |y − ref|) against a float64 ref."""
+    d = (y.double() - ref).flatten()
+    return d.norm().item() / max(ref.norm().item(), 1e-300), (d.abs().max().item() if d.numel() else 0.0)
+
+
+# The fused model may be this many times further from float64 than the source model's own fp32 forward pass
+# is, at each point and in each measure, the source's error taken as the larger of its two memory formats'
+# (one run's error is one sample of the rounding noise: at a deep point it can be small by luck). Measured
+# (B0, φ 1.37, B3, B5; ours, torchvision, timm and timm tf_; random weights from two seeds; AVX-512): up to
+# 1.8x. A depthwise bias +0.01 in one channel, a classifier bias +0.01 or one depthwise tap x1.001 exceed
+# this bound by >= 5x on every ISA (test_fuse.py::test_small_bugs_exceed_the_bounds_five_times).
+FUSED_VS_SOURCE = 4.0
+
+
+def compare_points(got, src32s, src64, k=FUSED_VS_SOURCE):
+    """{point: (ratio in L2, ratio in max)}: the fused outputs' errors against float64 over k times the
+    source model's own fp32 error at that point (the largest over the runs in ``src32s``); below 1: within
+    bound. A floor of fp32's unit roundoff (relative) keeps a point where the source happens to be exact from
+    demanding exactness."""
+    out = {}
+    for name, ref in src64.items():
+        if name not in got:
+            continue
+        own = [errors(src32[name], ref) for src32 in src32s]
+        er, em = max(e[0] for e in own), max(e[1] for e in own)
+        fr, fm = errors(got[name], ref)
+        floor = 2.0 ** -24
+        scale = ref.abs().max().item() if ref.numel() else 0.0
+        out[name] = (fr / (k * max(er, floor)), fm / (k * max(em, floor * scale, 1e-30)))
+    return out
+
+
+def source_classifier(model):
+    """The source model's final nn.Linear (after the global mean of the head's output)."""
+    import torch.nn as nn
+
+    c = model.classifier
+    return c if isinstance(c, nn.Linear) else [m for m in c if isinstance(m, nn.Linear)][-1]  # torchvision: Sequential
+
+
+# The C++ engine's classifier GEMM sums its 1280-2560 products per logit in one fp32 FMA chain where MKL
+# blocks them: measured up to 5.9x the source's own rounding error in that step (B0, 2x3x64x64, every
+# ISA), all of it ~1e-6 relative. A wider factor here costs no sensitivity: a class bias off by 0.01 is still
+# > 40x past it.
+CLASSIFIER_VS_SOURCE = 16.0
+
+
+def classifier_ratio(logits, head, src32s, src64, classifier, k=CLASSIFIER_VS_SOURCE):
+    """(L2, max) ratio of the last step alone — mean over H×W and the classifier — applied to the fused
+    model's own head output ``head``: the fused logits against that step in float64, over k times the source
+    fp32 model's error in the same step (its logits against float64 of its own fp32 head output). A bias of
+    one class off by 0.01 shows here undiluted by the rounding noise accumulated upstream."""
+    import copy
+
+    c64 = copy.deepcopy(classifier).double()
+    with torch.inference_mode():
+        step = lambda h: c64(h.double().mean((2, 3)))  # noqa: E731
+        own = [errors(s["logits"], step(s["head"])) for s in src32s]
+        fr, fm = errors(logits, step(head))
+    er, em = max(e[0] for e in own), max(e[1] for e in own)
+    floor = 2.0 ** -24
+    scale = src64["logits"].abs().max().item() if logits.numel() else 0.0
+    return fr / (k * max(er, floor)), fm / (k * max(em, floor * scale, 1e-30))

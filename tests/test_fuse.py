@@ -4,6 +4,7 @@ batch 1 and 3, odd resolutions, both memory formats in; the C++ engine and the r
 state_dict round trip, torch.compile(fullgraph=True), torch.export with a dynamic batch, refusals, bad
 input, concurrent callers, no global setting changed."""
 import copy
+import importlib
 import threading
 
 import pytest
@@ -14,6 +15,7 @@ from effnet_kernels.fuse import FusedEfficientNet, fuse
 from effnet_kernels.testing import randomize_bn_, rel_error
 
 from conftest import import_or_skip
+from helpers import FUSED_VS_SOURCE, classifier_ratio, compare_points, outputs_at, source_classifier, source_points
 
 
 def _x(size, channels_last=False, seed=1):
@@ -21,33 +23,92 @@ def _x(size, channels_last=False, seed=1):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def assert_matches_source(out, model, x):
-    """out (a fused model's logits for x) against the source model in float64: within 1e-4 relative, or
-    within 2x the source model's own fp32 error where that is larger (ill-conditioned random BN)."""
+def source_outputs(model, x):
+    """The source model's outputs at every point (stem, each block's depthwise conv and output, head,
+    logits): ([fp32 on x as given, fp32 on x in the other memory format], float64)."""
+    m64 = copy.deepcopy(model).double()
+    other = x.contiguous() if not x.is_contiguous() else x.contiguous(memory_format=torch.channels_last)
+    points = source_points(model)
+    return [outputs_at(model, x, points), outputs_at(model, other, points)], \
+        outputs_at(m64, x.double(), source_points(m64))
+
+
+def engine_outputs(fused, x):
+    logits, taps = fused._engine_taps(x)
+    return {**taps, "logits": logits}
+
+
+def all_ratios(got, src32s, src64, model):
+    """compare_points at every point plus "classifier": the last step alone, on the fused head output."""
+    ratios = compare_points(got, src32s, src64)
+    ratios["classifier"] = classifier_ratio(got["logits"], got["head"], src32s, src64, source_classifier(model))
+    return ratios
+
+
+def ops_outputs(fused, x):
+    """The registered-op path's outputs: each block's depthwise output (recorded by wrapping the op the
+    fused blocks call), each block's (hooks on the fused blocks) and the logits."""
+    fuse_module = importlib.import_module("effnet_kernels.fuse")  # (effnet_kernels.fuse is also the function)
+
+    real, dws = fuse_module.ops.dwconv_bias_swish_pool, []
+
+    def recording(*a, **k):
+        out = real(*a, **k)
+        dws.append(out[0].detach().clone())
+        return out
+
+    fuse_module.ops.dwconv_bias_swish_pool = recording
+    try:
+        got = outputs_at(fused._forward_ops, x, {f"blocks.{i}": b for i, b in enumerate(fused.blocks)})
+    finally:
+        fuse_module.ops.dwconv_bias_swish_pool = real
+    assert len(dws) == len(fused.blocks)
     with torch.inference_mode():
-        ref = copy.deepcopy(model).double()(x.double())
-        bound = max(1e-4, 2 * rel_error(model(x), ref))
-    err = rel_error(out, ref)
-    assert err <= bound, f"fused vs float64: rel err {err:.3g} > {bound:.3g}"
+        head = fused._forward_ops(x, head_only=True)
+    return {**got, **{f"blocks.{i}.dw": y for i, y in enumerate(dws)}, "head": head}
+
+
+def worst(ratios):
+    name = max(ratios, key=lambda k: max(ratios[k]))
+    return max(ratios[name]), name, ratios[name]
+
+
+def assert_within(got, src32s, src64, what, model=None):
+    """Every point of ``got`` within FUSED_VS_SOURCE x the source fp32 model's own error there (L2 and max);
+    with ``model``, the classifier step too."""
+    ratios = compare_points(got, src32s, src64) if model is None else all_ratios(got, src32s, src64, model)
+    assert "logits" in ratios, sorted(ratios)
+    r, name, pair = worst(ratios)
+    assert r <= 1, (f"{what}: at {name} the error is {pair[0]:.2f} / {pair[1]:.2f} (L2 / max) times the bound "
+                    f"({FUSED_VS_SOURCE} x the source fp32 model's own error there)")
+
+
+def assert_matches_source(out, model, x):
+    """out (a fused model's logits for x) against the source model in float64, within FUSED_VS_SOURCE x the
+    source model's own fp32 error."""
+    other = x.contiguous() if not x.is_contiguous() else x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        src32s = [{"logits": model(x)}, {"logits": model(other)}]
+        src64 = {"logits": copy.deepcopy(model).double()(x.double())}
+    assert_within({"logits": out}, src32s, src64, "logits")
 
 
 def check(model, size=(2, 3, 97, 113), channels_last=False):
-    """Fused (C++ engine and registered-op path) against the source model run in float64: within 1e-4
-    relative (L2 over the logits), or within 2x the source model's own fp32 error where random BN
-    statistics make the network so ill-conditioned that fp32 eager itself is off by more than that."""
+    """Fused (C++ engine and registered-op path) against the source model run in float64, at every block's
+    output, the stem's and head's (engine) and the logits, each within FUSED_VS_SOURCE x the source model's
+    own fp32 error at that point (random, calibrated BN statistics)."""
     randomize_bn_(model.eval(), calibration_size=(4, 3) + size[2:])
     fused = fuse(model)
     assert isinstance(fused, FusedEfficientNet)
     x = _x(size, channels_last)
+    src32s, src64 = source_outputs(model, x)
+    assert src64["logits"].abs().mean() > 1e-2, "logits too small to compare: BN statistics not randomized?"
+    engine = engine_outputs(fused, x)
+    assert set(engine) == set(src64), "the engine's taps and the source model's points differ"
     with torch.inference_mode():
-        ref32, out, ops_out = model(x), fused(x), fused._forward_ops(x)
-        ref = copy.deepcopy(model).double()(x.double())
-    assert ref.abs().mean() > 1e-2, "logits too small to compare: BN statistics not randomized?"
-    bound = max(1e-4, 2 * rel_error(ref32, ref))
-    err = rel_error(out, ref)
-    assert err <= bound, f"fused (C++ engine) vs float64: rel err {err:.3g} > {bound:.3g}"
-    err_ops = rel_error(ops_out, ref)
-    assert err_ops <= bound, f"fused (registered ops) vs float64: rel err {err_ops:.3g} > {bound:.3g}"
+        assert torch.equal(engine["logits"], fused(x))
+    assert_within(engine, src32s, src64, "fused (C++ engine)", model)
+    assert_within(ops_outputs(fused, x), src32s, src64, "fused (registered ops)", model)
     return fused
 
 
@@ -281,3 +342,42 @@ def test_engine_profile_covers_every_step():
     assert set(p["kinds_ms"]) == {"stem", "expand", "expand_dw", "dw", "se_gate", "project", "head", "classifier"}
     assert all(v >= 0 for v in p["steps_ms"].values())
     assert "| 0 | 1 |" in profile_table([p])
+
+
+_MUTATIONS = {  # small real bugs, in the fused model's folded weights (block 5: 240 channels at 8x8 for 64x64)
+    "depthwise bias +0.01": lambda f: f.blocks[5].dw_bias[17].add_(0.01),
+    "classifier bias +0.01": lambda f: f.classifier_bias[7].add_(0.01),
+    # (block 5's largest tap: a tap ~0 changes nothing measurable, in any implementation)
+    "one depthwise tap x1.001": lambda f: f.blocks[5].dw_weight.view(-1)[f.blocks[5].dw_weight.abs().argmax()].mul_(
+        1.001),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("isa", ek.info().get("isa_supported") or ["none"])
+def test_small_bugs_exceed_the_bounds_five_times(isa, threads):
+    """The bounds above can fail: each mutation moves some point (engine: stem, blocks, head, logits; op
+    path: blocks, logits) at least 5x past its bound, on every ISA this CPU runs and 1 and 2 threads, while
+    the unmutated model stays within them."""
+    from effnet_kernels._cpu import use_isa
+
+    model = randomize_bn_(ek.efficientnet("b0").eval(), calibration_size=(4, 3, 64, 64))
+    x = _x((2, 3, 64, 64))
+    src32s, src64 = source_outputs(model, x)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with use_isa(isa):
+            for name, mutate in {"none": None, **_MUTATIONS}.items():
+                fused = fuse(model)
+                if mutate is not None:
+                    with torch.no_grad():
+                        mutate(fused)
+                for path, got in (("engine", engine_outputs(fused, x)), ("ops", ops_outputs(fused, x))):
+                    r, where, _ = worst(all_ratios(got, src32s, src64, model))
+                    if mutate is None:
+                        assert r <= 1, f"{isa} {threads}t {path}: unmutated model {r:.2f}x its bound at {where}"
+                    else:
+                        assert r >= 5, f"{isa} {threads}t {path}: {name} only {r:.2f}x its bound (at {where})"
+    finally:
+        torch.set_num_threads(previous)

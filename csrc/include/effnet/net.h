@@ -70,6 +70,17 @@ class Net {
   void set_profiling(bool on) { profiling_ = on; }
   std::vector<std::pair<std::string, double>> last_profile() const;
 
+  // Every step's output of the last run (stem, each block's depthwise conv and the block, head; NHWC
+  // floats) when tapping is on: what the tests compare, block by block, with the source model. Off by
+  // default (a copy per step).
+  struct Tap {
+    std::string name;  // "stem", "blocks.<i>.dw", "blocks.<i>", "head"
+    int64_t n, h, w, c;
+    std::vector<float> data;  // n * h * w * c, NHWC
+  };
+  void set_taps(bool on) { taps_on_ = on; }
+  std::vector<Tap> last_taps() const;
+
   struct Block;
   struct Arena;
 
@@ -94,6 +105,8 @@ class Net {
   int64_t band_min_floats_ = kDefaultBandMinFloats;
   int64_t band_floats_ = kDefaultBandFloats;
   bool profiling_ = false;
+  bool taps_on_ = false;
+  mutable std::vector<Tap> taps_;  // guarded by profile_mutex_
   mutable std::mutex profile_mutex_;
   mutable std::vector<std::pair<std::string, double>> profile_;
   mutable std::mutex arena_mutex_;
