@@ -1,4 +1,4 @@
-"""GPU check, part 2: the fused depthwise op against eager and torch.compile on the lent GPU.
+"""GPU check, part 2: the fused depthwise op against eager and torch.compile on a GPU.
 
     python benchmarks/gpu_check.py --out DIR [--budget-s 170] [--smoke]
 
@@ -10,7 +10,7 @@ Timing: CUDA events through triton.testing.do_bench (L2 flushed before every run
 warm-up. The floor: bytes the op must move (input read once, output written once) over the measured
 device-to-device copy bandwidth (a 1 GiB copy, bytes read + written).
 
-A time budget keeps the whole check inside one lent-GPU call: measurements past it are reported as
+A time budget keeps the whole check under a few minutes: measurements past it are reported as
 skipped, never silently dropped. ``--smoke`` runs the same code on tiny shapes on the CPU (Triton's
 interpreter, host timers, no torch.compile) so CI-less edits can be checked without a GPU.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: one command for one lent-GPU call (bare machine: torch 2.11, triton 3.6, timm; no network).
+# The GPU check: one command for a GPU machine, under 5 minutes (bare machine: torch 2.11, triton 3.6, timm; no network).
 #   bash benchmarks/gpu_check.sh            # from the repository root; results under $OUT (or ./gpu_out)
 # Installs the package (no build isolation, no downloads), runs the CUDA tests (tests/triton on the GPU
 # and the registered op's opcheck / torch.compile there), measures the copy bandwidth and benchmarks the

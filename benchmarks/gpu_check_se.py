@@ -1,4 +1,4 @@
-"""GPU check, part 3: squeeze-excitation and the SE folded into the projection, on the lent GPU.
+"""GPU check, part 3: squeeze-excitation and the SE folded into the projection, on a GPU.
 
     python benchmarks/gpu_check_se.py --out DIR [--budget-s 35] [--smoke]
 

@@ -4,7 +4,7 @@
 
 For every config of the autotuner, channels_last and NCHW, k=3/s=1 and k=5/s=2: registers (ptxas -v),
 global loads per thread and how many of them are vector loads, vector stores, and fp32 FMAs. It is how the
-kernel's code was checked here, where no GPU is lent: scalar loads, spills or a register count that
+kernel's code is checked on a machine without a GPU: scalar loads, spills or a register count that
 leaves few warps per SM show up before any timing. The specialisation is what a channels_last EfficientNet
 layer gets at run time: pointers 16-byte aligned, C and the outer strides divisible by 16, unit inner
 stride. Written for the Triton of CI (3.8); the compiler API it uses is internal and may move.

@@ -1,5 +1,6 @@
 """effnet-bench: the run writes schema-valid results (JSON, Markdown, plots), survives Ctrl-C / SIGTERM,
 rejects bad arguments in one line; `fit` answers the largest φ (to 0.01) that fits a budget."""
+import itertools
 import json
 import os
 import shutil
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 import effnet_kernels as ek
-from effnet_kernels import bench, bench_e2e
+from conftest import import_or_skip, skip_or_fail
+from effnet_kernels import bench, bench_e2e, budget
 from effnet_kernels.bench_schema import SCHEMA, validate
 from effnet_kernels.budget import fit_phi, measure_fused_latency
 from effnet_kernels.scaling import model_cost
@@ -52,7 +54,7 @@ def test_run_writes_valid_results_tables_and_plots(tmp_path, capsys):
     assert "| 0.5 | 232 |" in md and "fused vs eager" in md and "Which φ fits a latency budget" in md
     assert "torch.compile not measured" in md
     assert md in capsys.readouterr().out
-    pytest.importorskip("matplotlib")
+    import_or_skip("matplotlib")
     for name in ("latency.png", "speedup.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -77,8 +79,9 @@ def test_compile_provider_runs_and_matches_eager():
         torch.testing.assert_close(fn(x), model(x), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(not bench_e2e.ort_available(), reason="onnxruntime / onnx not installed")
 def test_ort_provider_matches_eager():
+    if not bench_e2e.ort_available():
+        skip_or_fail("onnxruntime / onnx not installed")
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.SiLU()).eval()
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(bench_e2e.ort_session(model, x)(x), model(x), rtol=1e-4, atol=1e-5)
@@ -106,15 +109,40 @@ def test_interrupt_writes_what_was_measured(tmp_path, monkeypatch, how):
     assert signal.getsignal(signal.SIGTERM) == before
 
 
-def test_time_limit_lists_what_it_skipped(tmp_path):
-    code, data = _run(tmp_path, "--phis", "0", "0.3", "--batch", "1", "--providers", "fused", "--time-limit-s", "1e-9")
-    assert code == 0 and not data["complete"]
-    assert [r["phi"] for r in data["e2e"]] == [0]  # the first job always runs
-    assert any("not measured: φ=0.3 batch 1" in n for n in data["notes"])
+def _ten_seconds_per_model(monkeypatch):
+    """A fake clock for the run's time limit: it stands still except that every model measured takes 10 s."""
+    now = [0.0]
+    real = bench_e2e.bench_phi
+
+    def bench_phi(*a, **k):
+        now[0] += 10
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench, "clock", lambda: now[0])
+    monkeypatch.setattr(bench_e2e, "bench_phi", bench_phi)
+
+
+def test_time_limit_lists_what_it_skipped(tmp_path, monkeypatch):
+    _ten_seconds_per_model(monkeypatch)
+    code, data = _run(tmp_path, "--phis", "0", "0.1", "0.2", "--batch", "1", "--providers", "fused",
+                      "--time-limit-s", "15")
+    assert code == 0 and not data["complete"] and data["ops"] == {}
+    assert [r["phi"] for r in data["e2e"]] == [0, 0.1]  # 10 s in: under the limit, so φ=0.1 starts
+    assert [r["seconds"] for r in data["e2e"]] == [10, 10] and data["seconds"] == 20
+    assert "--time-limit-s 15 reached: not measured: φ=0.2 batch 1" in data["notes"]
+
+
+def test_time_limit_reached_during_the_first_model_skips_the_op_benchmarks(tmp_path, monkeypatch):
+    _ten_seconds_per_model(monkeypatch)
+    code, data = _run(tmp_path, "--phis", "0", "--batch", "1", "--providers", "fused", "--op-phis", "0",
+                      "--op-batches", "1", "--time-limit-s", "5")
+    assert code == 0 and not data["complete"] and data["ops"] == {}
+    assert [r["phi"] for r in data["e2e"]] == [0]  # the first model always runs
+    assert "--time-limit-s 5 reached: op benchmarks not run" in data["notes"]
 
 
 def test_schema_rejects_a_malformed_result(tmp_path):
-    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema = import_or_skip("jsonschema")
     _, data = _run(tmp_path, "--phis", "0", "--batch", "1", "--providers", "fused", "--no-ops")
     assert SCHEMA["$id"] == data["schema"]
     bad = json.loads(json.dumps(data))
@@ -142,7 +170,15 @@ def test_unwritable_out_is_refused_before_measuring(tmp_path, capsys):
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "--out" in err, err
 
 
-def test_a_provider_failing_mid_run_is_reported_and_the_others_kept(tmp_path, monkeypatch):
+# A provider whose first call takes over SLOW_CALL_S gets no untimed call before each round's samples. The
+# fake clock decides which (every call "takes" 0 s or 1 s), so the calls before round 2's sample are fixed:
+# fast — the warm-up, round 1 (an untimed call + one sample) and round 2's untimed call; slow — the warm-up
+# and round 1's sample.
+@pytest.mark.parametrize("speed,calls_before_round_2_sample", [("fast", 4), ("slow", 2)])
+def test_a_provider_failing_mid_run_is_reported_and_the_others_kept(tmp_path, monkeypatch, speed,
+                                                                     calls_before_round_2_sample):
+    ticks = itertools.count()
+    monkeypatch.setattr(bench_e2e, "clock", (lambda: 0.0) if speed == "fast" else (lambda: float(next(ticks))))
     real = bench_e2e.make_providers
 
     def fused_breaks_in_round_2(*a, **k):
@@ -151,7 +187,7 @@ def test_a_provider_failing_mid_run_is_reported_and_the_others_kept(tmp_path, mo
 
         def flaky():
             calls.append(1)
-            if len(calls) > 4:  # the warm-up, round 1 (an untimed call + one sample) and round 2's untimed call
+            if len(calls) > calls_before_round_2_sample:
                 raise RuntimeError("simulated kernel failure")
             return fused()
         made["calls"]["fused"] = flaky
@@ -168,19 +204,20 @@ def test_a_provider_failing_mid_run_is_reported_and_the_others_kept(tmp_path, mo
 
 def test_interrupt_during_the_op_benchmarks_keeps_their_rows(tmp_path, monkeypatch):
     from effnet_kernels import bench_ops
-    real, calls = bench_ops.time_fn, []
+    real, setups = bench_ops.DwSetup, []
 
-    def stop_later(*a, **k):
-        calls.append(1)
-        if len(calls) == 14:  # the rate, then a few shapes
+    def third_shape_interrupts(*a, **k):  # one setup per layer shape: Ctrl-C while the third is being set up
+        setups.append(1)
+        if len(setups) == 3:
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(bench_ops, "time_fn", stop_later)
+    monkeypatch.setattr(bench_ops, "DwSetup", third_shape_interrupts)
     code, data = _run(tmp_path, "--ops-only", "--op-phis", "0", "--op-batches", "1")
     rows = data["ops"]["dwconv"]["rows"]
-    assert code == 130 and data["interrupted"] and 1 <= len(rows) < len(ek.scaling.depthwise_shapes(0, distinct=True))
-    assert "Depthwise conv" in (tmp_path / "results.md").read_text()
+    assert code == 130 and data["interrupted"] and len(ek.scaling.depthwise_shapes(0, distinct=True)) > 3
+    assert [r["shape"] for r in rows] == [list(s) for s in ek.scaling.depthwise_shapes(0, distinct=True)[:2]]
+    assert "se" not in data["ops"] and "Depthwise conv" in (tmp_path / "results.md").read_text()
 
 
 def test_render_rebuilds_tables_from_json(tmp_path, capsys):
@@ -216,8 +253,9 @@ def test_console_script_is_installed_and_reports_user_errors_without_traceback()
     exe = Path(sys.executable).with_name("effnet-bench")
     cmd = [str(exe)] if exe.exists() else [shutil.which("effnet-bench")]
     assert cmd[0], "effnet-bench is not on PATH"
-    for args in (["--phis", "nan"], ["fit", "--macs", "-1"], ["fit", "--latency-ms", "0.001", "--no-progress"]):
-        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=300)
+    # Nothing here measures (the subprocesses import and parse); the timeout only guards against a hang.
+    for args in (["--phis", "nan"], ["fit", "--macs", "-1"], ["fit", "--macs", "1", "--no-progress"]):
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=600)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "no phi >= 0 fits" in lines[0]  # the last one: a budget nothing meets is an answer, not a crash
@@ -274,18 +312,49 @@ def test_fit_api_rejects_bad_budgets(kwargs, err):
         fit_phi(**kwargs)
 
 
-def test_fit_latency_measures_this_cpu_and_brackets_the_answer():
-    """A real search on this CPU with a small budget (about 1.3× B0's fused latency): the answer was measured
+def _known_latency(monkeypatch):
+    """fit's own measurement replaced by a known curve (10 ms · 1.6^φ): where the search stops is then fixed."""
+    seen = []
+
+    def measure_fused_latency(phi, device, batch, dtype):
+        seen.append((phi, str(device), batch, dtype))
+        return {"median_ms": 10 * 1.6 ** phi, "spread_ms": 0.1}
+
+    monkeypatch.setattr(budget, "measure_fused_latency", measure_fused_latency)
+    return seen
+
+
+def test_fit_latency_brackets_the_answer_with_its_own_measurements(monkeypatch):
+    """fit_phi's default measurement (budget.measure_fused_latency, here a known curve): the answer was measured
     within the budget, φ + 0.01 was measured over it, and the answer's numbers are the measured ones."""
-    budget = 1.3 * measure_fused_latency(0, rounds=2, per_round=3)["median_ms"]
-    r = fit_phi(latency_ms=budget)
+    seen = _known_latency(monkeypatch)
+    r = fit_phi(latency_ms=50, device="cpu")
     by_phi = {e["phi"]: e for e in r.evaluated}
-    assert by_phi[r.phi]["fits"] and by_phi[r.phi]["latency_ms"] <= budget
-    if not r.at_phi_max:
-        above = by_phi[round(r.phi + 0.01, 2)]
-        assert not above["fits"] and above["latency_ms"] > budget
-    assert r.latency_ms == by_phi[r.phi]["latency_ms"] and r.spread_ms >= 0 and len(r.evaluated) <= 16
+    assert by_phi[r.phi]["fits"] and by_phi[r.phi]["latency_ms"] <= 50 and not r.at_phi_max
+    above = by_phi[round(r.phi + 0.01, 2)]
+    assert not above["fits"] and above["latency_ms"] > 50
+    assert r.latency_ms == by_phi[r.phi]["latency_ms"] and r.spread_ms == 0.1 and len(r.evaluated) <= 16
+    assert {s[1:] for s in seen} == {("cpu", 1, torch.float32)} and len(seen) == len(r.evaluated)
     assert f"phi={r.phi:.2f}" in r.line() and "latency=" in r.line()
+
+
+def test_fit_cli_reports_a_latency_nothing_meets_in_one_line(monkeypatch, capsys):
+    _known_latency(monkeypatch)
+    assert bench.main(["fit", "--latency-ms", "5", "--device", "cpu", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no phi >= 0 fits the budget: at phi=0 latency_ms=10.0 > 5" in err[0], err
+
+
+def test_fit_latency_measures_this_cpu():
+    """A real search on this CPU whose answer no timing can change: every φ up to phi_max = 0.02 fits a budget
+    of 10⁹ ms, so the search measures φ = 0, then φ = 0.02 (its first step, 1, capped at phi_max) and answers
+    phi_max with the numbers it measured there."""
+    r = fit_phi(latency_ms=1e9, device="cpu", phi_max=0.02)
+    assert [e["phi"] for e in r.evaluated] == [0, 0.02] and all(e["fits"] for e in r.evaluated)
+    assert all(e["latency_ms"] > 0 and e["spread_ms"] >= 0 for e in r.evaluated)
+    assert r.phi == 0.02 and r.at_phi_max and "phi_max reached" in r.line()
+    assert (r.latency_ms, r.spread_ms) == (r.evaluated[-1]["latency_ms"], r.evaluated[-1]["spread_ms"])
+    assert "latency=" in r.line() and r.device == "cpu" and r.dtype == "float32"
 
 
 @pytest.mark.perf
