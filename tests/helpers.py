@@ -175,3 +175,39 @@ def classifier_ratio(logits, head, src32s, src64, classifier, k=CLASSIFIER_VS_SO
     floor = 2.0 ** -24
     scale = src64["logits"].abs().max().item() if logits.numel() else 0.0
     return fr / (k * max(er, floor)), fm / (k * max(em, floor * scale, 1e-30))
+
+
+# ---- ISA paths ----------------------------------------------------------------------------------------
+
+def _isa_lists():
+    import platform
+
+    from effnet_kernels import _cpu
+
+    arch = {"x86_64": ["scalar", "avx2", "avx512"], "AMD64": ["scalar", "avx2", "avx512"],
+            "aarch64": ["scalar", "neon"], "arm64": ["scalar", "neon"]}.get(platform.machine(), ["scalar"])
+    try:
+        supported = _cpu.isa_info()["supported"]
+    except RuntimeError:  # no _C
+        supported = []
+    return arch, supported
+
+
+# Every C++ ISA path of this architecture (tests parametrize over all of them and call require_isa, so a
+# path this CPU cannot run is a reported skip, not a silently shorter list), and those this CPU runs.
+ARCH_ISAS, SUPPORTED_ISAS = _isa_lists()
+
+
+def require_isa(isa: str) -> None:
+    """Skip unless this CPU runs ``isa``: "needs AVX-512 hardware" is a hardware fact CI allows; anything else
+    (no _C, an x86-64 CPU without AVX2) fails under EFFNET_REQUIRE_ALL=1."""
+    from conftest import skip_or_fail
+
+    if isa in SUPPORTED_ISAS:
+        return
+    if not SUPPORTED_ISAS:
+        skip_or_fail("effnet_kernels._C is not built")
+    if isa == "avx512":
+        skip_or_fail("needs AVX-512 hardware: this CPU has no AVX-512 (the path's start-up self-test against the "
+                     "scalar kernel guards it where it runs)")
+    skip_or_fail(f"this CPU cannot run the {isa} path (supported: {SUPPORTED_ISAS})")

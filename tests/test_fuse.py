@@ -15,7 +15,8 @@ from effnet_kernels.fuse import FusedEfficientNet, fuse
 from effnet_kernels.testing import randomize_bn_, rel_error
 
 from conftest import import_or_skip
-from helpers import FUSED_VS_SOURCE, classifier_ratio, compare_points, outputs_at, source_classifier, source_points
+from helpers import ARCH_ISAS, FUSED_VS_SOURCE, classifier_ratio, compare_points, outputs_at, require_isa, \
+    source_classifier, source_points
 
 
 def _x(size, channels_last=False, seed=1):
@@ -354,13 +355,14 @@ _MUTATIONS = {  # small real bugs, in the fused model's folded weights (block 5:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("isa", ek.info().get("isa_supported") or ["none"])
+@pytest.mark.parametrize("isa", ARCH_ISAS)
 def test_small_bugs_exceed_the_bounds_five_times(isa, threads):
     """The bounds above can fail: each mutation moves some point (engine: stem, blocks, head, logits; op
     path: blocks, logits) at least 5x past its bound, on every ISA this CPU runs and 1 and 2 threads, while
     the unmutated model stays within them."""
     from effnet_kernels._cpu import use_isa
 
+    require_isa(isa)
     model = randomize_bn_(ek.efficientnet("b0").eval(), calibration_size=(4, 3, 64, 64))
     x = _x((2, 3, 64, 64))
     src32s, src64 = source_outputs(model, x)

@@ -16,10 +16,10 @@ from effnet_kernels.testing import randomize_bn_
 
 from special_values import (DW_CASES, PROJECT_SIZES, SE_SIZES, assert_like_eager, check_dw, check_gate, dw_case,
                             eager_dw, gate_case, project_case, se_case, sprinkle)
-from test_dwconv_ops import ISAS
+from helpers import ARCH_ISAS, require_isa
 
 # (backend, isa): the default dispatch, each C++ ISA path forced, the eager reference.
-PATHS = [(None, None)] + [("cpp", isa) for isa in ISAS] + [("torch", None)]
+PATHS = [(None, None)] + [("cpp", isa) for isa in ARCH_ISAS] + [("torch", None)]
 PATH_IDS = [f"{b}-{i}" if i else str(b) for b, i in PATHS]
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 
@@ -28,6 +28,7 @@ def _run(path, fn, *args, **kwargs):
     backend, isa = path
     if isa is None:
         return fn(*args, backend=backend, **kwargs)
+    require_isa(isa)
     with _cpu.use_isa(isa):
         return fn(*args, backend=backend, **kwargs)
 
