@@ -303,6 +303,7 @@ def _squeeze_excite_op(x: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, ex
     # The op can be called directly (torch.ops.effnet_kernels.squeeze_excite): validate as the wrapper does.
     c = _cpu.check_se_input(x, "x", _FLOATS, "cpu", _SE_WHAT)
     _cpu.check_se_weights(c, reduce_weight, reduce_bias, expand_weight, expand_bias, _FLOATS, x.device, _SE_WHAT)
+    _same_dtype_as_x(x, reduce_weight)
     if _cpu_fp32(x, reduce_weight):
         return _cpu.squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
     out = reference.squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
@@ -384,6 +385,14 @@ def _(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_we
                                  proj_bias, residual)
 
 
+def _same_dtype_as_x(x: Tensor, reduce_weight) -> None:
+    """squeeze_excite scales x by a gate computed from x: its SE weights must have x's dtype (as eager's
+    convolutions require), on every backend."""
+    if isinstance(reduce_weight, Tensor) and reduce_weight.dtype != x.dtype:
+        raise TypeError(f"reduce_weight, reduce_bias, expand_weight and expand_bias must have x's dtype {x.dtype} for "
+                        f"squeeze_excite, got {reduce_weight.dtype}")
+
+
 def _se_validate(x, name, weights, backend):
     """Validate x (4-D) and the SE weights for the backend (dtypes by :func:`dtypes_for`); returns
     (C, (W1, b1, W2, b2, S), dtypes, what)."""
@@ -391,7 +400,10 @@ def _se_validate(x, name, weights, backend):
     dtypes = dtypes_for(backend, "cpu" if on_cpu else "other")
     what = f"backend={backend!r}" + (" on CPU" if on_cpu else "")
     c = _cpu.check_se_input(x, name, dtypes, "cpu" if backend == "cpp" else None, what)
-    return c, _cpu.check_se_weights(c, *weights, dtypes, x.device, what), dtypes, what
+    checked = _cpu.check_se_weights(c, *weights, dtypes, x.device, what)
+    if name == "x":
+        _same_dtype_as_x(x, weights[0])
+    return c, checked, dtypes, what
 
 
 def _se_backend(x, backend, name="x"):

@@ -8,6 +8,8 @@ whose message names the argument, says what was expected ("must" / "expected" / 
 Each CLI case must exit 2 with one line on stderr, no traceback. ``pytest tests/test_bad_input.py -q`` prints
 how many cases ran (the count goes into the closing notes).
 """
+import re
+
 import pytest
 import torch
 import torch.nn as nn
@@ -342,7 +344,9 @@ def test_bad_input_names_the_argument(label, fn, kwargs, exc, arg):
     msg = str(err)
     assert type(err) is exc, f"{label}: {type(err).__name__} ({msg}), expected {exc.__name__}"
     names = arg if isinstance(arg, tuple) else (arg,)  # (either, where the backends check in another order)
-    assert any(a in msg for a in names), f"{label}: the message does not name {' or '.join(names)}: {msg}"
+    # As a word: a plain substring test would find "x" in "expected" and "k" in "kernel".
+    assert any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", msg) for a in names), \
+        f"{label}: the message does not name {' or '.join(names)}: {msg}"
     assert any(w in msg for w in ("must", "expected", "needs", "supports", "one of")), \
         f"{label}: the message does not say what was expected: {msg}"
     assert "got" in msg or "contradicts" in msg or "call model.eval()" in msg or "already" in msg, \
@@ -352,36 +356,70 @@ def test_bad_input_names_the_argument(label, fn, kwargs, exc, arg):
 # ---- the CLI: exit status 2, one line on stderr, nothing written -----------------------------------------
 
 FAST = ["--rounds", "1", "--per-round", "1", "--no-progress"]
+# (arguments, what the one stderr line must say: each of these substrings — the argument and what it expected)
+POSITIVE_INT = "must be an integer >= 1, got "
+PHI = "must be a finite number >= 0, got "
+BUDGET = "must be a finite number > 0, got "
+DEVICE = "--device must be cpu, cuda or cuda:N, got "
+CUDA = torch.cuda.is_available()
 CLI_RUN = [
-    (["--phis", "-1"], "--phis"), (["--phis", "nan"], "--phis"), (["--phis", "inf"], "--phis"),
-    (["--phis", "b0"], "--phis"), (["--batch", "0"], "--batch"), (["--batch", "x"], "--batch"),
-    (["--batch", "1.5"], "--batch"), (["--device", "tpu"], "--device"), (["--device", "cuda:99"], "--device"),
-    (["--rounds", "-3"], "--rounds"), (["--rounds", "0"], "--rounds"), (["--per-round", "0"], "--per-round"),
-    (["--time-limit-s", "-1"], "--time-limit"),
-    (["--time-limit-s", "nan"], "--time-limit"), (["--providers", "tensorrt"], "--providers"),
-    (["--dtype", "fp8"], "--dtype"), (["--compile-phis", "all", "0"], "stand alone"),
-    (["--padding", "valid"], "--padding"), (["--no-such-flag"], "--no-such-flag"),
+    (["--phis", "-1"], (f"argument --phis: {PHI}'-1'",)), (["--phis", "nan"], (f"argument --phis: {PHI}'nan'",)),
+    (["--phis", "inf"], (f"argument --phis: {PHI}'inf'",)), (["--phis", "b0"], (f"argument --phis: {PHI}'b0'",)),
+    (["--phis", "41"], ("argument --phis: must be <= 40, got '41'",)),
+    (["--batch", "0"], (f"argument --batch: {POSITIVE_INT}'0'",)),
+    (["--batch", "x"], (f"argument --batch: {POSITIVE_INT}'x'",)),
+    (["--batch", "1.5"], (f"argument --batch: {POSITIVE_INT}'1.5'",)),
+    (["--device", "tpu"], (f"{DEVICE}'tpu'",)),
+    (["--device", "cuda:99"], ("--device cuda:99: this machine has " if CUDA else
+                               "--device cuda:99: no CUDA device on this machine",)),
+    (["--rounds", "-3"], (f"argument --rounds: {POSITIVE_INT}'-3'",)),
+    (["--rounds", "0"], (f"argument --rounds: {POSITIVE_INT}'0'",)),
+    (["--per-round", "0"], (f"argument --per-round: {POSITIVE_INT}'0'",)),
+    (["--op-batches", "0"], (f"argument --op-batches: {POSITIVE_INT}'0'",)),
+    (["--time-limit-s", "-1"], (f"argument --time-limit-s: {BUDGET}'-1'",)),
+    (["--time-limit-s", "nan"], (f"argument --time-limit-s: {BUDGET}'nan'",)),
+    (["--providers", "tensorrt"], ("argument --providers: invalid choice", "tensorrt")),
+    (["--dtype", "fp8"], ("argument --dtype: invalid choice", "fp8")),
+    (["--op-phis", "8"], ("argument --op-phis: invalid choice", "8")),
+    # (the message does not name --compile-phis: _resolve_phis's CliError, reported)
+    (["--compile-phis", "all", "0"], ("'all' and 'none' stand alone, got ['all', 0]",)),
+    (["--ort-phis", "-1"], (f"argument --ort-phis: {PHI}'-1'",)),
+    # effnet-bench has no --padding (nor any padding option): an unknown argument, like --no-such-flag
+    (["--padding", "valid"], ("unrecognized arguments: --padding valid",)),
+    (["--no-such-flag"], ("unrecognized arguments: --no-such-flag",)),
+    (["--ops-only"], ("argument --ops-only: not allowed with argument --no-ops",)),  # (the small run has --no-ops)
 ]
 CLI_FIT = [
-    ([], "give a budget"), (["--latency-ms", "-5"], "--latency-ms"), (["--latency-ms", "nan"], "--latency-ms"),
-    (["--latency-ms", "inf"], "--latency-ms"), (["--macs", "0"], "--macs"), (["--params", "ten"], "--params"),
-    (["--macs", "1e9", "--device", "gpu"], "--device"), (["--macs", "1e9", "--phi-max", "-1"], "--phi-max"),
-    (["--latency-ms", "5", "--batch", "0"], "--batch"),
+    ([], ("give a budget: --latency-ms, --macs or --params",)),
+    (["--latency-ms", "-5"], (f"argument --latency-ms: {BUDGET}'-5'",)),
+    (["--latency-ms", "nan"], (f"argument --latency-ms: {BUDGET}'nan'",)),
+    (["--latency-ms", "inf"], (f"argument --latency-ms: {BUDGET}'inf'",)),
+    (["--macs", "0"], (f"argument --macs: {BUDGET}'0'",)), (["--params", "ten"], (f"argument --params: {BUDGET}'ten'",)),
+    (["--macs", "1e9", "--device", "gpu"], (f"{DEVICE}'gpu'",)),
+    (["--macs", "1e9", "--phi-max", "-1"], (f"argument --phi-max: {PHI}'-1'",)),
+    (["--latency-ms", "5", "--batch", "0"], (f"argument --batch: {POSITIVE_INT}'0'",)),
 ]
 CLI_OTHER = [
-    (["profile", "--phi", "-1"], "--phi"), (["profile", "--phi", "nan"], "--phi"),
-    (["profile", "--batch", "0"], "--batch"), (["render", "/nonexistent/results.json"], "results"),
-    (["frobnicate"], "frobnicate"), (["denormal", "--batch", "0"], "--batch"),
-    (["denormal", "--device", "tpu"], "--device"), (["denormal", "--format", "nhwc"], "--format"),
+    (["profile", "--phis", "-1"], (f"argument --phis: {PHI}'-1'",)),
+    (["profile", "--phis", "nan"], (f"argument --phis: {PHI}'nan'",)),
+    (["profile", "--batch", "0"], (f"argument --batch: {POSITIVE_INT}'0'",)),
+    (["render", "/nonexistent/results.json"], ("results: cannot read /nonexistent/results.json as JSON",)),
+    (["frobnicate"], ("unrecognized arguments: frobnicate",)),
+    (["denormal", "--batch", "0"], (f"argument --batch: {POSITIVE_INT}'0'",)),
+    (["denormal", "--rounds", "0"], (f"argument --rounds: {POSITIVE_INT}'0'",)),
+    (["denormal", "--device", "tpu"], (f"{DEVICE}'tpu'",)),
+    (["denormal", "--format", "nhwc"], ("argument --format: invalid choice", "nhwc")),
 ]
-if not torch.cuda.is_available():
-    CLI_RUN.append((["--device", "cuda"], "no CUDA device"))
-    CLI_RUN.append((["--dtype", "fp16"], "fp32 only"))
+if not CUDA:
+    CLI_RUN.append((["--device", "cuda"], ("--device cuda: no CUDA device on this machine",)))
+    CLI_RUN.append((["--dtype", "fp16"], ("--dtype fp16: the fused CPU model runs in fp32 only",)))
 CLI = CLI_RUN + [(["fit", *a], n) for a, n in CLI_FIT] + CLI_OTHER
+PROG = {"fit": "effnet-bench fit", "profile": "effnet-bench profile", "render": "effnet-bench render",
+        "denormal": "effnet-bench denormal"}
 
 
-@pytest.mark.parametrize("args,needle", CLI, ids=[" ".join(a) or "fit (no budget)" for a, _ in CLI])
-def test_cli_bad_arguments_exit_2_with_one_line(args, needle, capsys, tmp_path):
+@pytest.mark.parametrize("args,needles", CLI, ids=[" ".join(a) or "fit (no budget)" for a, _ in CLI])
+def test_cli_bad_arguments_exit_2_with_one_line(args, needles, capsys, tmp_path):
     small = ["--no-ops", "--phis", "0", "--providers", "fused", *FAST, "--out", str(tmp_path / "out")]
     # (a small run ahead of the bad argument: if validation ever let one through, the test stays short)
     argv = [*small, *args] if args and args[0].startswith("--") else args
@@ -390,7 +428,13 @@ def test_cli_bad_arguments_exit_2_with_one_line(args, needle, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2, f"{args}: exit status {e.value.code}, stderr: {err}"
     assert len(err.splitlines()) == 1 and "Traceback" not in err, f"{args}: {err}"
-    assert needle in err, f"{args}: {err!r} does not mention {needle!r}"
+    prog = PROG.get(args[0] if args else "", "effnet-bench")
+    assert err.startswith(f"{prog}: error: "), f"{args}: {err!r} is not {prog}'s error line"
+    for needle in needles:
+        assert needle in err, f"{args}: {err!r} does not say {needle!r}"
+    # An argument list that does not parse says "unrecognized arguments" and never reaches the check it names.
+    if not any("unrecognized arguments" in n for n in needles):
+        assert "unrecognized arguments" not in err, f"{args}: {err!r}"
     assert not (tmp_path / "out" / "results.json").exists()
 
 

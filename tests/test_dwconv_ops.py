@@ -11,16 +11,10 @@ from effnet_kernels.bench_ops import dw_layer_shapes
 from effnet_kernels.testing import max_abs_error, rel_error
 
 from conftest import skip_or_fail
+from helpers import ARCH_ISAS, SUPPORTED_ISAS, require_isa
 
 
-def cpu_isas():
-    try:
-        return _cpu.isa_info()["supported"]
-    except RuntimeError:
-        return []
-
-
-ISAS = cpu_isas()
+ISAS = SUPPORTED_ISAS  # the paths this CPU runs (loops inside tests); parametrized tests list ARCH_ISAS
 SIMD_ISAS = [i for i in ISAS if i != "scalar"]
 
 
@@ -115,12 +109,11 @@ def run_all(x, weight, bn, stride, padding, eps=1e-5, backend=None, isa=None, ch
 B0_B7 = dw_layer_shapes(range(8))
 
 
-@pytest.mark.parametrize("isa", SIMD_ISAS or ["none"])
+@pytest.mark.parametrize("isa", [i for i in ARCH_ISAS if i != "scalar"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("shape", B0_B7, ids=lambda s: "c{}_{}x{}_k{}_s{}".format(*s))
 def test_b0_b7_layer_shapes(shape, channels_last, isa):
-    if isa == "none":
-        skip_or_fail("no SIMD ISA path available (effnet_kernels._C missing or a CPU without SIMD)")
+    require_isa(isa)
     c, h, w, k, s = shape
     x, weight, bn = make_inputs(1, c, h, w, k, channels_last, seed=c + h)
     run_all(x, weight, bn, s, "symmetric", isa=isa, check_eager=(c * h * w < 2_000_000))
@@ -140,13 +133,12 @@ AWKWARD = [(1, 1, 1, 1, 3, 1), (1, 3, 2, 3, 5, 2), (3, 7, 5, 4, 7, 1), (2, 17, 1
            (2, 8, 40, 37, 5, 1), (1, 67, 3, 50, 3, 2), (1, 9, 2, 2, 5, 1)]
 
 
-@pytest.mark.parametrize("isa", ISAS or ["none"])
+@pytest.mark.parametrize("isa", ARCH_ISAS)
 @pytest.mark.parametrize("padding", ["symmetric", "same"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("n, c, h, w, k, s", AWKWARD)
 def test_awkward_shapes(n, c, h, w, k, s, padding, channels_last, isa):
-    if isa == "none":
-        skip_or_fail("effnet_kernels._C is not built")
+    require_isa(isa)
     x, weight, bn = make_inputs(n, c, h, w, k, channels_last, seed=n * 1000 + c)
     run_all(x, weight, bn, s, padding, eps=1e-3, isa=isa)
 
@@ -194,6 +186,10 @@ def test_thread_counts_agree_and_are_deterministic(cpp, threads):
         assert torch.equal(y, outs[0][0]) and torch.equal(p, outs[0][1])  # deterministic for a thread count
         assert torch.equal(y, y1)  # each output is computed by exactly one thread, the same way
         assert rel_error(p, p1) < 1e-6
+    # … and right (the comparisons above would pass for any deterministic result).
+    ref, ref_pool = reference.dwconv_bias_swish_pool(x.double(), wf.double(), bf.double(), 1, "symmetric")
+    assert_close(y1, ref, "threads=1")
+    assert rel_error(outs[0][1], ref_pool) <= 1e-5, f"threads={threads}: pooled"
 
 
 # -- backends, registration, compile ---------------------------------------------------------------
@@ -250,6 +246,13 @@ def test_opcheck(cpp, channels_last):
     for op, stride, padding in ((torch.ops.effnet_kernels.dwconv_bias_swish.default, 1, "symmetric"),
                                 (torch.ops.effnet_kernels.dwconv_bias_swish_pool.default, 2, "same")):
         torch.library.opcheck(op, (x, wf, bf, stride, padding))
+        # opcheck compares the op only with itself: the registered op (what torch.compile calls) against float64.
+        ref, ref_pool = reference.dwconv_bias_swish_pool(x.double(), wf.double(), bf.double(), stride, padding)
+        out = op(x, wf, bf, stride, padding)
+        y = out[0] if isinstance(out, tuple) else out
+        assert_close(y, ref, f"{op} {stride} {padding}")
+        if isinstance(out, tuple):
+            assert rel_error(out[1], ref_pool) <= 1e-5, f"{op}: pooled"
 
 
 def test_torch_compile_fullgraph(cpp):
@@ -263,7 +266,12 @@ def test_torch_compile_fullgraph(cpp):
 
     eager = Block()(x)
     compiled = torch.compile(Block(), fullgraph=True, dynamic=False)(x)
-    assert torch.equal(compiled, eager)
+    assert torch.equal(compiled, eager)  # the same kernels, through the registered ops
+    # … and both right: against the same block in float64.
+    w64, b64 = wf.double(), bf.double()
+    y64, pooled64 = reference.dwconv_bias_swish_pool(x.double(), w64, b64, 2, "same")
+    ref = reference.dwconv_bias_swish(y64, w64, b64, 1, "symmetric") * torch.sigmoid(pooled64)[:, :, None, None]
+    assert_close(compiled, ref, "torch.compile(fullgraph=True) vs float64")
 
 
 def test_dwconv_bn_swish_convenience_form():
@@ -306,10 +314,9 @@ def assert_special_like_eager(y, x, w, b):
     assert (y[0, 4] == 0).all() and (y[0, 3] >= 1e30).all()
 
 
-@pytest.mark.parametrize("isa", ISAS or ["none"])
+@pytest.mark.parametrize("isa", ARCH_ISAS)
 def test_special_values_propagate_like_eager(isa):
-    if isa == "none":
-        skip_or_fail("effnet_kernels._C is not built")
+    require_isa(isa)
     x, w, b = special_values_case(20)
     for xx in (x, x.contiguous(memory_format=torch.channels_last)):
         with _cpu.use_isa(isa):
@@ -349,6 +356,9 @@ def test_bad_input(backend, args, exc, match):
     kw.update(args)
     if backend == "torch" and match == "x must be float32":
         match = "weight and bias must have x's dtype"  # the reference accepts float64 when all agree
+    elif backend is None and match == "x must be float32":
+        # the default dispatch on CPU: float32 only, or (ops.dtypes_for) every float dtype when all agree
+        match = "x must be float32|weight and bias must have x's dtype"
     with pytest.raises(exc, match=match):
         ops.dwconv_bias_swish(**kw, backend=backend)
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import effnet_kernels as ek
 from effnet_kernels.models import ConvBNAct, MBConv, SqueezeExcite, stochastic_depth
@@ -46,13 +47,61 @@ def test_forward_any_resolution_both_formats(arch, shape, padding):
     assert rel_error(y_cl, y) < 1e-5
 
 
-def test_swapping_the_depthwise_submodule_changes_the_output():
-    model = randomize_bn_(ek.efficientnet("b0", num_classes=5)).eval()
+class Depthwise64(nn.Module):
+    """A block's depthwise ConvBNAct recomputed independently: float64 F.conv2d on an explicitly padded input
+    (the SAME rule written out here), eval BatchNorm from its running statistics, SiLU; ``bias_shift`` is
+    added to the BN output. Counts its calls."""
+
+    def __init__(self, dw: ConvBNAct, padding: str, bias_shift: float = 0.0):
+        super().__init__()
+        self.dw, self.padding, self.bias_shift, self.calls = dw, padding, bias_shift, 0
+
+    def _pads(self, size: int, k: int, stride: int):
+        if self.padding == "symmetric":
+            return k // 2, k // 2
+        total = max((-(-size // stride) - 1) * stride + k - size, 0)
+        return total // 2, total - total // 2
+
+    def forward(self, x):
+        self.calls += 1
+        conv, bn = self.dw.conv, self.dw.bn
+        k, s = conv.kernel_size[0], conv.stride[0]
+        (top, bottom), (left, right) = self._pads(x.shape[2], k, s), self._pads(x.shape[3], k, s)
+        z = F.conv2d(F.pad(x.double(), (left, right, top, bottom)), conv.weight.double(), None, s, groups=conv.groups)
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        z = (z - bn.running_mean.double()[:, None, None]) * scale[:, None, None] + bn.bias.double()[:, None, None]
+        return F.silu(z + self.bias_shift).to(x.dtype)
+
+
+@pytest.mark.parametrize("padding", ["symmetric", "same"])
+def test_swapping_the_depthwise_submodule_changes_the_output(padding):
+    """``block.dw`` is the depthwise conv + BN + Swish the model runs (what the fused kernels replace): it
+    matches an independent float64 computation, the model's output follows a module swapped in for it, and
+    a swapped-in module that shifts the BN bias by 0.01 gives the original model with that bias shifted."""
+    model = randomize_bn_(ek.efficientnet("b0", num_classes=5, padding=padding)).eval()
     x = torch.randn(1, 3, 64, 64)
+    block = model.blocks[2][0]  # k=5, stride 2 on a 16x16 input: SAME pads 1 / 2, symmetric 2 / 2
+    dw = block.dw
+    assert isinstance(dw, ConvBNAct) and dw.conv.kernel_size == (5, 5) and dw.conv.stride == (2, 2)
+    seen = {}
+    hook = dw.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0].clone(), y=out.clone()))
     with torch.no_grad():
         ref = model(x)
-        model.blocks[2][0].se = nn.Identity()
-        assert rel_error(model(x), ref) > 1e-3
+        hook.remove()
+        err = rel_error(seen["y"], Depthwise64(dw, padding)(seen["x"]))
+        assert err <= 1e-6, f"the depthwise layer vs float64: {err:.3g}"
+        block.dw = Depthwise64(dw, padding)
+        err = rel_error(model(x), ref)
+        assert block.dw.calls == 1 and err <= 1e-5, f"an equivalent depthwise swapped in: {err:.3g}"
+        block.dw = Depthwise64(dw, padding, bias_shift=0.01)
+        shifted = model(x)
+        block.dw = dw
+        dw.bn.bias += 0.01
+        want = model(x)
+        dw.bn.bias -= 0.01
+    moved = rel_error(shifted, ref)
+    assert moved > 1e-4, f"a BN bias +0.01 in one block moved the logits by {moved:.3g} only"
+    assert rel_error(shifted, want) <= 1e-5, f"vs the model with that bias shifted: {rel_error(shifted, want):.3g}"
 
 
 def test_stochastic_depth_training_only():

@@ -96,6 +96,21 @@ def test_model_cost_params_match_torchvision_counts(phi):
     assert model_cost(f"b{phi}").params == TORCHVISION_PARAMS[phi]
 
 
+def test_model_cost_monotone_in_phi_on_the_grid():
+    """README: "MAC and parameter counts grow monotonically with φ (tested on the grid)" — fit_phi's grid,
+    φ = 0 … 12 (its default phi_max) in steps of 0.01: neither count ever decreases from one φ to the next
+    (fit_phi's bisection on --macs / --params is exact only then). Not strictly: the channel rounding to
+    multiples of 8 and the repeat rounding hold the parameter count still over stretches of φ."""
+    phis = [k / 100 for k in range(0, 1201)]
+    costs = [model_cost(p) for p in phis]
+    for pa, pb, a, b in zip(phis, phis[1:], costs, costs[1:]):
+        assert b.macs >= a.macs, f"MACs fall from φ={pa:g} ({a.macs}) to φ={pb:g} ({b.macs})"
+        assert b.params >= a.params, f"params fall from φ={pa:g} ({a.params}) to φ={pb:g} ({b.params})"
+    # … and they do grow over the grid (a count stuck at B0's would pass the steps above).
+    assert costs[0] == model_cost("b0") and costs[700] == model_cost("b7") and costs[1200].macs > costs[700].macs
+    assert costs[1200].params > costs[700].params > costs[0].params
+
+
 def hook_count(model: nn.Module, x: torch.Tensor):
     """MACs of every Conv2d and Linear, counted from the real module's output shapes by hooks."""
     macs = [0]

@@ -10,7 +10,7 @@ from effnet_kernels.bench_se import se_layer_shapes
 from effnet_kernels.testing import rel_error
 
 from conftest import import_or_skip, skip_or_fail
-from test_dwconv_ops import ISAS, SIMD_ISAS
+from helpers import ARCH_ISAS, SUPPORTED_ISAS as ISAS, require_isa
 
 BACKENDS = ["cpp", "torch"] if ISAS else ["torch"]
 
@@ -66,15 +66,16 @@ def test_b0_b7_se_shapes_against_torchvision(shape, channels_last):
         x = make_x(n, c, h, w, channels_last, seed=n)
         with torch.no_grad():
             eager = se(x)
-        for backend in BACKENDS:
-            y = check_se(x, (se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias), backend, f"{shape} n={n}")
+        for backend in BACKENDS:  # (the module's parameters, detached: the kernels compute no gradients)
+            weights = tuple(p.detach() for p in (se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias))
+            y = check_se(x, weights, backend, f"{shape} n={n}")
             # against the module itself (fp32 eager): same error class as the float64 comparison
             assert rel_error(y, eager) <= 2e-6, f"{shape} n={n} {backend}: vs torchvision {rel_error(y, eager):.3g}"
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_against_timm_squeeze_excite(channels_last):
-    timm = import_or_skip("timm")
+    import_or_skip("timm")
     from timm.models._efficientnet_blocks import SqueezeExcite
 
     for c, s in ((96, 4), (1152, 48), (37, 1)):
@@ -86,10 +87,12 @@ def test_against_timm_squeeze_excite(channels_last):
             x = make_x(2, c, 9, 7, channels_last)
             eager = se(x)
         for backend in BACKENDS:
-            y = ops.squeeze_excite(x, se.conv_reduce.weight, se.conv_reduce.bias, se.conv_expand.weight,
-                                   se.conv_expand.bias, backend=backend)
+            weights = tuple(p.detach() for p in (se.conv_reduce.weight, se.conv_reduce.bias, se.conv_expand.weight,
+                                                 se.conv_expand.bias))
+            y = check_se(x, weights, backend, f"timm c={c} s={s} {backend}")  # against float64
             assert rel_error(y, eager) <= 2e-6, f"timm c={c} s={s} {backend}: {rel_error(y, eager):.3g}"
-    assert timm.__version__
+        # timm's module is the SE the op computes (not, e.g., a gate without the SiLU): within fp32 of float64.
+        assert rel_error(eager, ref64(x, weights)) <= 1e-6, f"timm c={c} s={s}: eager vs float64"
 
 
 @pytest.mark.parametrize("n,c,h,w,s", [
@@ -104,10 +107,9 @@ def test_awkward_shapes(n, c, h, w, s, channels_last, flat):
         check_se(make_x(n, c, h, w, channels_last), weights, backend, f"{(n, c, h, w, s)} {backend}")
 
 
-@pytest.mark.parametrize("isa", ISAS or ["none"])
+@pytest.mark.parametrize("isa", ARCH_ISAS)
 def test_every_isa_path(isa):
-    if isa == "none":
-        skip_or_fail("effnet_kernels._C is not built")
+    require_isa(isa)
     with _cpu.use_isa(isa):
         for cl in (False, True):
             for n, c, h, w, s in ((2, 19, 5, 6, 3), (1, 1152, 7, 7, 48), (3, 33, 11, 4, 1)):
@@ -251,21 +253,38 @@ def test_se_project_flat_weights_views_and_empty():
 def test_opcheck_and_compile():
     x = make_x(2, 24, 5, 6, True)
     sew = make_se(24, 6)
+    se64 = [t.double() for t in sew]
     pooled = x.mean((2, 3))
     pw, pb = make_projection(24, 16)
     res = make_x(2, 16, 5, 6, True, seed=4)
-    torch.library.opcheck(torch.ops.effnet_kernels.squeeze_excite.default, (x, *sew))
-    torch.library.opcheck(torch.ops.effnet_kernels.se_gate.default, (pooled, *sew))
-    torch.library.opcheck(torch.ops.effnet_kernels.se_project.default, (x, pooled, *sew, pw, pb, res))
-    torch.library.opcheck(torch.ops.effnet_kernels.se_project.default, (x, pooled, *sew, pw, pb, None))
+    ops_ = torch.ops.effnet_kernels
+    torch.library.opcheck(ops_.squeeze_excite.default, (x, *sew))
+    torch.library.opcheck(ops_.se_gate.default, (pooled, *sew))
+    torch.library.opcheck(ops_.se_project.default, (x, pooled, *sew, pw, pb, res))
+    torch.library.opcheck(ops_.se_project.default, (x, pooled, *sew, pw, pb, None))
+    # opcheck compares each op only with itself: the registered ops (what torch.compile calls) against float64.
+    gate64 = reference.se_gate(pooled.double(), *se64)
+    out64 = reference.se_project(x.double(), pooled.double(), *se64, pw.double(), pb.double(), res.double())
+    for name, got, ref, tol in (("squeeze_excite", ops_.squeeze_excite(x, *sew), ref64(x, sew), 1e-6),
+                                ("se_gate", ops_.se_gate(pooled, *sew), gate64, 1e-6),
+                                ("se_project", ops_.se_project(x, pooled, *sew, pw, pb, res), out64, 2e-6),
+                                ("se_project without residual", ops_.se_project(x, pooled, *sew, pw, pb, None),
+                                 out64 - res.double(), 2e-6)):
+        assert rel_error(got, ref) <= tol, f"torch.ops.effnet_kernels.{name}: vs float64 {rel_error(got, ref):.3g}"
 
     def f(t):
         y = ops.squeeze_excite(t, *sew)
-        return ops.se_project(y, ops.se_gate(t.mean((2, 3)), *sew) * 0 + t.mean((2, 3)), *sew, pw, pb, res)
+        p = y.mean((2, 3))
+        return y, ops.se_gate(p, *sew), ops.se_project(y, p, *sew, pw, pb, res)
 
-    eager = f(x)
-    compiled = torch.compile(f, fullgraph=True)
-    assert rel_error(compiled(x), eager) <= 1e-6
+    y64 = ref64(x, sew)
+    p64 = y64.mean((2, 3))
+    want = (y64, reference.se_gate(p64, *se64),
+            reference.se_project(y64, p64, *se64, pw.double(), pb.double(), res.double()))
+    for how, outs in (("eager", f(x)), ("compiled", torch.compile(f, fullgraph=True)(x))):
+        for name, got, ref, tol in zip(("squeeze_excite", "se_gate", "se_project"), outs, want, (1e-6, 1e-6, 2e-6)):
+            assert got.shape == ref.shape and rel_error(got, ref) <= tol, \
+                f"{how} {name}: vs float64 {rel_error(got, ref):.3g} > {tol}"
 
 
 def test_bad_input_messages():
@@ -286,7 +305,9 @@ def test_bad_input_messages():
     if ISAS:
         with pytest.raises(TypeError, match="reduce_weight must be float32 for backend='cpp'"):
             ops.squeeze_excite(x, w1.double(), b1, w2, b2, backend="cpp")
-        with pytest.raises(TypeError, match="x must be float32 for backend=None on CPU"):
+        # fp16 x, fp32 weights: a TypeError (x must be float32 here, or match the weights' dtype), never a
+        # RuntimeError from inside torch
+        with pytest.raises(TypeError, match="x must be float32 for backend=None on CPU|dtype"):
             ops.squeeze_excite(x.half(), w1, b1, w2, b2)
     with pytest.raises(TypeError, match="must have reduce_weight's dtype"):
         ops.squeeze_excite(x.double(), w1.double(), b1, w2, b2, backend="torch")

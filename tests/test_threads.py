@@ -6,8 +6,9 @@ import sys
 
 import torch
 
-from effnet_kernels import ops
+from effnet_kernels import ops, reference
 from effnet_kernels._ext import _C, _torch_openmp_library
+from effnet_kernels.testing import rel_error
 
 from conftest import skip_or_fail
 
@@ -26,13 +27,20 @@ def test_kernels_share_torchs_openmp_threads():
     sew = (torch.randn(24, 96, generator=g) / 10, torch.randn(24, generator=g), torch.randn(96, 24, generator=g) / 5,
            torch.randn(96, generator=g))
     runs = []
-    for backend in (library, "", library):
+    for backend in (library, "", library):  # torch's OpenMP, the package's pool, OpenMP again
         _C.set_openmp_runtime(backend)
+        assert _C.parallel_backend() == ("openmp" if backend else "pool"), backend
         y, pooled = ops.dwconv_bias_swish_pool(x, w, b, 2)
         runs.append((y, pooled, ops.squeeze_excite(y, *sew)))
     assert _C.parallel_backend() == "openmp"
-    for a, c in zip(runs[0], runs[1]):
-        assert torch.equal(a, c)
+    for i in (1, 2):  # the pool, and OpenMP after the switch back: bit for bit the first OpenMP run
+        for name, a, c in zip(("y", "pooled", "squeeze_excite"), runs[0], runs[i]):
+            assert torch.equal(a, c), f"run {i}: {name}"
+    # … and right (equal runs would pass for any result the three share): against float64.
+    y64, pooled64 = reference.dwconv_bias_swish_pool(x.double(), w.double(), b.double(), 2)
+    se64 = reference.squeeze_excite(runs[0][0].double(), *[t.double() for t in sew])
+    for name, got, want in zip(("y", "pooled", "squeeze_excite"), runs[0], (y64, pooled64, se64)):
+        assert rel_error(got, want) <= 1e-5, f"{name}: rel err {rel_error(got, want):.3g} vs float64"
 
 
 def test_env_keeps_the_pool(tmp_path):
@@ -116,8 +124,9 @@ def test_thread_count_changes_between_calls_are_followed():
                 for name in out:
                     assert all(torch.equal(a, b) for a, b in zip(out[name], runs[t][name])), (t, name)
             runs[t] = out
-        for name in runs[1]:
-            for a, b in zip(runs[1][name], runs[3][name]):
-                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for t in (2, 3):  # every count agrees with the serial result within rounding
+            for name in runs[1]:
+                for a, b in zip(runs[1][name], runs[t][name]):
+                    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=lambda m: f"{t} threads, {name}: {m}")
     finally:
         torch.set_num_threads(before)

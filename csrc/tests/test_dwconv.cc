@@ -141,15 +141,42 @@ void test_efficientnet_b0_shapes() {
 }
 
 void test_empty_batch() {
+  // N = 0: the scalar kernel and the dispatcher on every ISA the host runs, both layouts, return without
+  // writing y or pooled (buffers of guards, sized for one sample, checked untouched), and N = 0 does not skip
+  // the dispatcher's validation.
   effnet::DwConvParams p;
   p.n = 0; p.c = 4; p.h = 3; p.w = 3; p.k = 3; p.stride = 1; p.pad_top = p.pad_left = 1;
   p.out_h = p.out_w = 3;
-  set_strides(p.x_stride, Layout::kNCHW, 4, 3, 3);
-  set_strides(p.y_stride, Layout::kNCHW, 4, 3, 3);
-  effnet::check_params(p);
-  float w[36] = {0}, b[4] = {0};
-  effnet::scalar::dwconv_bias_swish(p, nullptr, w, b, nullptr, nullptr);  // must touch nothing
-  EXPECT(true, "empty batch");
+  const float guard = 12345.0f;
+  std::vector<float> x(36, 1.0f), w(36, 0.5f), b(4, 0.25f), y, pooled;
+  auto untouched = [&]() {
+    return std::all_of(y.begin(), y.end(), [&](float v) { return v == guard; }) &&
+           std::all_of(pooled.begin(), pooled.end(), [&](float v) { return v == guard; });
+  };
+  for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+    const char* lname = layout == Layout::kNHWC ? "nhwc" : "nchw";
+    set_strides(p.x_stride, layout, 4, 3, 3);
+    set_strides(p.y_stride, layout, 4, 3, 3);
+    effnet::check_params(p);
+    y.assign(36, guard); pooled.assign(4, guard);
+    effnet::scalar::dwconv_bias_swish(p, x.data(), w.data(), b.data(), y.data(), pooled.data());
+    EXPECT(untouched(), "scalar::dwconv_bias_swish %s: N = 0 wrote to y or pooled", lname);
+    for (effnet::Isa isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon}) {
+      if (!effnet::isa_supported(isa)) continue;
+      y.assign(36, guard); pooled.assign(4, guard);
+      effnet::dwconv_bias_swish(p, x.data(), w.data(), b.data(), y.data(), pooled.data(), 3, isa);
+      EXPECT(untouched(), "dwconv_bias_swish isa=%s %s: N = 0 wrote to y or pooled", effnet::isa_name(isa), lname);
+    }
+  }
+  auto bad = p;
+  bad.k = 4;
+  bool threw = false;
+  try {
+    effnet::dwconv_bias_swish(bad, x.data(), w.data(), b.data(), y.data(), pooled.data(), 1, effnet::Isa::kScalar);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  EXPECT(threw, "N = 0 with k = 4: the dispatcher must still reject the parameters");
 }
 
 void expect_invalid(effnet::DwConvParams p, const char* field) {

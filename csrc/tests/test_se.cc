@@ -2,6 +2,7 @@
 // supported ISA against a float64 reference written here, on awkward shapes (channels that do not fill
 // a vector, primes, squeeze width 1, 1x1 planes), NCHW, NHWC and a strided view, 1 and 3 threads (the
 // larger shapes split across them), the in-place form, special values through the gate.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -188,9 +189,40 @@ void test_bad_params() {
     threw = true;
   }
   EXPECT(threw, "se_pool must reject c = 0");
+  // N = 0: every entry point on every ISA returns without writing its output (buffers of guards, sized for
+  // one sample, checked untouched); N = 0 does not skip validation (C = 0 is still refused).
   p.c = 2; p.n = 0;
-  effnet::squeeze_excite(p, 1, nullptr, nullptr, nullptr, 2, effnet::Isa::kScalar);  // N = 0: nothing to do
-  EXPECT(true, "N = 0 returns");
+  set_strides(p.x_stride, Layout::kNHWC, 2, 2, 2);
+  set_strides(p.y_stride, Layout::kNHWC, 2, 2, 2);
+  const float guard = 12345.0f;
+  std::vector<float> x(8, 1.0f), w(2, 0.5f), bias(2, 0.25f), out;
+  std::vector<float> packed(effnet::se_packed_size(2, 1));
+  const int64_t ws1[2] = {2, 1}, ws2[2] = {1, 1};
+  effnet::se_pack(2, 1, w.data(), ws1, bias.data(), w.data(), ws2, bias.data(), packed.data());
+  auto untouched = [&]() { return std::all_of(out.begin(), out.end(), [&](float v) { return v == guard; }); };
+  for (effnet::Isa isa : isas()) {
+    const char* name = effnet::isa_name(isa);
+    out.assign(8, guard);
+    effnet::squeeze_excite(p, 1, x.data(), packed.data(), out.data(), 2, isa);
+    EXPECT(untouched(), "%s: squeeze_excite with N = 0 wrote its output", name);
+    out.assign(8, guard);
+    effnet::se_pool(p, x.data(), out.data(), 2, isa);
+    EXPECT(untouched(), "%s: se_pool with N = 0 wrote its output", name);
+    out.assign(8, guard);
+    effnet::se_gate(0, 2, 1, packed.data(), x.data(), out.data(), 2, isa);
+    EXPECT(untouched(), "%s: se_gate with N = 0 wrote its output", name);
+    out.assign(8, guard);
+    effnet::se_apply(p, x.data(), x.data(), out.data(), 2, isa);
+    EXPECT(untouched(), "%s: se_apply with N = 0 wrote its output", name);
+  }
+  p.c = 0;
+  threw = false;
+  try {
+    effnet::squeeze_excite(p, 1, x.data(), packed.data(), out.data(), 1, effnet::Isa::kScalar);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  EXPECT(threw, "squeeze_excite must reject c = 0 even with N = 0");
 }
 
 void test_openmp_backend() {
