@@ -244,22 +244,31 @@ def test_bad_input(b0_pair):
         fused([1.0, 2.0])
 
 
-def test_empty_batch_and_tiny_images(b0_pair):
+def assert_points_match_source(fused, model, x, x_source=None):
+    """Every point of the fused model on x (C++ engine and registered-op path, and the classifier step)
+    against the source model on x_source (default x) in float64, as check() does."""
+    src32s, src64 = source_outputs(model, x if x_source is None else x_source)
+    with torch.inference_mode():
+        out = fused(x)
+    engine = engine_outputs(fused, x)
+    assert torch.equal(engine["logits"], out)
+    assert_within(engine, src32s, src64, "fused (C++ engine)", model)
+    assert_within(ops_outputs(fused, x), src32s, src64, "fused (registered ops)", model)
+
+
+@pytest.mark.parametrize("size", [(2, 3, 1, 1), (3, 3, 2, 3)])
+def test_empty_batch_and_tiny_images(b0_pair, size):
     model, fused = b0_pair
     with torch.inference_mode():
         assert fused(torch.randn(0, 3, 32, 32)).shape == (0, 1000)
-        x = _x((2, 3, 1, 1))
-        out = fused(x)
-    assert_matches_source(out, model, x)
+    assert_points_match_source(fused, model, _x(size))
 
 
 def test_non_contiguous_input(b0_pair):
     model, fused = b0_pair
     big = _x((2, 3, 80, 150))
     x = big[:, :, 5:69, ::2]  # offset and strided
-    with torch.inference_mode():
-        out = fused(x)
-    assert_matches_source(out, model, x.contiguous())
+    assert_points_match_source(fused, model, x, x.contiguous())
 
 
 def test_concurrent_callers_match_serial(b0_pair):
