@@ -23,6 +23,15 @@ from effnet_kernels.scaling import model_cost
 FAST = ["--rounds", "1", "--per-round", "1", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def _few_op_samples(monkeypatch):
+    """The op microbenchmarks at their fewest samples (no minimum time, one repeat): these tests check what
+    a run writes, not the numbers, and --rounds / --per-round reach only the end-to-end part."""
+    for cfg in (bench.QUICK, bench.FULL):
+        monkeypatch.setitem(cfg, "op_min_seconds", 0.0)
+        monkeypatch.setitem(cfg, "op_repeats", 1)
+
+
 def _run(tmp_path, *args):
     code = bench.main([*FAST, *args, "--out", str(tmp_path)])
     data = json.loads((tmp_path / "results.json").read_text())
