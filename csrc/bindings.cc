@@ -247,9 +247,18 @@ class PyNet {
 
 py::dict isa_info() {
   py::dict d;
-  py::list supported;
-  for (effnet::Isa isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon})
+  py::list supported, known;
+  for (effnet::Isa isa : effnet::kAllIsas) {
+    known.append(effnet::isa_name(isa));
     if (effnet::isa_supported(isa)) supported.append(effnet::isa_name(isa));
+  }
+  py::list compiled;
+  compiled.append(effnet::isa_name(effnet::Isa::kScalar));
+#define EFFNET_NAME(name, e, lanes, has) compiled.append(#name);
+  EFFNET_SIMD_ISAS(EFFNET_NAME)
+#undef EFFNET_NAME
+  d["known"] = known;        // every path any build has
+  d["compiled"] = compiled;  // this build's (its architecture's): supported where the CPU has the features
   d["default"] = effnet::isa_name(effnet::default_isa());
   d["best"] = effnet::isa_name(effnet::best_isa());
   d["supported"] = supported;
@@ -265,7 +274,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "effnet_kernels C++ core (torch-free): fused depthwise conv + bias + Swish and squeeze-excitation kernels";
   py::class_<DwPlan>(m, "DwPlan",
                      "A validated depthwise call geometry: y = swish(depthwise_conv(x, weight) + bias). Shapes "
-                     "and strides in elements; isa '' (default path), 'scalar', 'avx2', 'avx512' or 'neon'.")
+                     "and strides in elements; isa '' (default path) or a name of isa_info()['known'].")
       .def(py::init<const std::vector<int64_t>&, const std::vector<int64_t>&, int64_t, int64_t, int64_t, int64_t,
                     int64_t, int64_t, const std::vector<int64_t>&, const std::string&>(),
            py::arg("x_shape"), py::arg("x_strides"), py::arg("k"), py::arg("stride"), py::arg("pad_top"),

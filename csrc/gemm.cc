@@ -48,13 +48,10 @@ struct GemmKernels {
 
 GemmKernels kernels_for(Isa isa) {
   switch (isa) {
-#if defined(__x86_64__) || defined(_M_X64)
-    case Isa::kAvx512: return {avx512::gemm_block, avx512::gemm_nr(), avx512::gemm_mr()};
-    case Isa::kAvx2: return {avx2::gemm_block, avx2::gemm_nr(), avx2::gemm_mr()};
-#endif
-#if defined(__aarch64__)
-    case Isa::kNeon: return {neon::gemm_block, neon::gemm_nr(), neon::gemm_mr()};
-#endif
+#define EFFNET_CASE(name, e, lanes, has) \
+    case Isa::e: return {name::gemm_block, name::gemm_nr(), name::gemm_mr()};
+    EFFNET_SIMD_ISAS(EFFNET_CASE)
+#undef EFFNET_CASE
     default: return {gemm_block_scalar, kScalarNR, 4};
   }
 }
@@ -127,39 +124,6 @@ void gemm(const GemmArgs& g, int num_threads, Isa isa) {
     const int64_t mb = task / groups, pg = task % groups;
     kern.block(g, mb * mc, std::min(g.m, (mb + 1) * mc), pg * per_group, std::min(panels, (pg + 1) * per_group));
   });
-}
-
-bool gemm_self_test(Isa isa, std::string* why) {
-  if (isa == Isa::kScalar) return true;
-  // A shape with full and partial panels and row tails, two k chunks, a gate and a residual.
-  const int64_t m = 23, n = 2 * gemm_nr(isa) + 3, k = 300;
-  std::mt19937 rng(7);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> a(m * k), w(n * k), bias(n), scale(2 * k), r(m * n);
-  for (auto* v : {&a, &w, &bias, &scale, &r})
-    for (float& x : *v) x = u(rng);
-  for (bool swish : {false, true}) {
-    std::vector<float> pw(gemm_packed_size(n, k, isa)), ps(gemm_packed_size(n, k, Isa::kScalar));
-    gemm_pack(n, k, w.data(), k, 1, pw.data(), isa);
-    gemm_pack(n, k, w.data(), k, 1, ps.data(), Isa::kScalar);
-    std::vector<float> got(m * n), want(m * n);
-    GemmArgs g;
-    g.m = m; g.n = n; g.k = k; g.a = a.data(); g.lda = k; g.bias = bias.data();
-    g.scale = scale.data(); g.rows_per_scale = 12; g.residual = r.data(); g.ldr = n;
-    g.ldc = n; g.swish = swish;
-    g.packed = pw.data(); g.c = got.data();
-    gemm(g, 1, isa);
-    g.packed = ps.data(); g.c = want.data();
-    gemm(g, 1, Isa::kScalar);
-    for (int64_t i = 0; i < m * n; ++i)
-      if (!(std::fabs(got[i] - want[i]) <= 1e-4f * (1.0f + std::fabs(want[i])))) {
-        if (why != nullptr)
-          *why = std::string("gemm self-test failed for ") + isa_name(isa) + " at " + std::to_string(i) + ": " +
-                 std::to_string(got[i]) + " vs " + std::to_string(want[i]);
-        return false;
-      }
-  }
-  return true;
 }
 
 }  // namespace effnet

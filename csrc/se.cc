@@ -27,13 +27,10 @@ struct SeKernels {
 
 SeKernels se_kernels_for(Isa isa) {
   switch (isa) {
-#if defined(__x86_64__) || defined(_M_X64)
-    case Isa::kAvx512: return EFFNET_SE_KERNELS(avx512);
-    case Isa::kAvx2: return EFFNET_SE_KERNELS(avx2);
-#endif
-#if defined(__aarch64__)
-    case Isa::kNeon: return EFFNET_SE_KERNELS(neon);
-#endif
+#define EFFNET_CASE(name, e, lanes, has) \
+    case Isa::e: return EFFNET_SE_KERNELS(name);
+    EFFNET_SIMD_ISAS(EFFNET_CASE)
+#undef EFFNET_CASE
     default: return {};  // scalar: the loops below
   }
 }
@@ -222,40 +219,6 @@ void se_apply(const SeParams& p, const float* x, const float* gate, float* y, in
       }
     }
   });
-}
-
-bool se_self_test(Isa isa, std::string* why) {
-  uint32_t state = 2024u;
-  auto rnd = [&] {
-    state = state * 1664525u + 1013904223u;
-    return static_cast<float>((state >> 8) & 0xFFFF) / 32768.0f - 1.0f;
-  };
-  const int64_t n = 2, c = 19, h = 5, w = 6, s = 3;
-  std::vector<float> w1(s * c), b1(s), w2(c * s), b2(c), x(n * c * h * w);
-  for (auto* v : {&w1, &b1, &w2, &b2, &x})
-    for (float& e : *v) e = 2.0f * rnd();
-  std::vector<float> packed(se_packed_size(c, s));
-  const int64_t s1[2] = {c, 1}, s2[2] = {s, 1};
-  se_pack(c, s, w1.data(), s1, b1.data(), w2.data(), s2, b2.data(), packed.data());
-  for (int layout = 0; layout < 2; ++layout) {
-    SeParams p;
-    p.n = n; p.c = c; p.h = h; p.w = w;
-    int64_t* st = p.x_stride;
-    if (layout == 0) { st[0] = c * h * w; st[1] = h * w; st[2] = w; st[3] = 1; }
-    else { st[0] = c * h * w; st[1] = 1; st[2] = w * c; st[3] = c; }
-    std::copy(st, st + 4, p.y_stride);
-    std::vector<float> y0(x.size()), y1(x.size());
-    squeeze_excite(p, s, x.data(), packed.data(), y0.data(), 1, Isa::kScalar);
-    squeeze_excite(p, s, x.data(), packed.data(), y1.data(), 1, isa);
-    double err = 0.0;
-    for (size_t i = 0; i < x.size(); ++i) err = std::max(err, static_cast<double>(std::fabs(y1[i] - y0[i])));
-    if (!(err <= 1e-5)) {
-      *why = std::string(isa_name(isa)) + " squeeze-excitation self-test failed (" + (layout ? "nhwc" : "nchw") +
-             ", max error " + std::to_string(err) + ")";
-      return false;
-    }
-  }
-  return true;
 }
 
 void squeeze_excite(const SeParams& p, int64_t s, const float* x, const float* packed, float* y, int num_threads,

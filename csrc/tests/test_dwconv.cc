@@ -161,7 +161,7 @@ void test_empty_batch() {
     y.assign(36, guard); pooled.assign(4, guard);
     effnet::scalar::dwconv_bias_swish(p, x.data(), w.data(), b.data(), y.data(), pooled.data());
     EXPECT(untouched(), "scalar::dwconv_bias_swish %s: N = 0 wrote to y or pooled", lname);
-    for (effnet::Isa isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon}) {
+    for (effnet::Isa isa : effnet::kAllIsas) {
       if (!effnet::isa_supported(isa)) continue;
       y.assign(36, guard); pooled.assign(4, guard);
       effnet::dwconv_bias_swish(p, x.data(), w.data(), b.data(), y.data(), pooled.data(), 3, isa);
@@ -268,7 +268,7 @@ void test_isa_paths() {
   const int64_t channels[] = {1, 3, 4, 5, 8, 15, 16, 17, 31, 33, 64, 67};
   const int64_t sizes[][2] = {{1, 1}, {2, 3}, {5, 5}, {7, 4}, {13, 11}, {17, 40}};
   int cases = 0;
-  for (effnet::Isa isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon}) {
+  for (effnet::Isa isa : effnet::kAllIsas) {
     if (!effnet::isa_supported(isa)) {
       std::printf("isa %s: not supported on this host, skipped\n", effnet::isa_name(isa));
       continue;
@@ -296,13 +296,10 @@ void test_swish_inplace() {
       EXPECT(same_nan && close, "%s swish(%g) = %g, expected %g", name, v[i], got[i], ref);
     }
   };
-#if defined(__x86_64__)
-  if (effnet::isa_supported(effnet::Isa::kAvx2)) run(effnet::avx2::swish_inplace, "avx2");
-  if (effnet::isa_supported(effnet::Isa::kAvx512)) run(effnet::avx512::swish_inplace, "avx512");
-#endif
-#if defined(__aarch64__)
-  run(effnet::neon::swish_inplace, "neon");
-#endif
+#define EFFNET_RUN(name, e, lanes, has) \
+  if (effnet::isa_supported(effnet::Isa::e)) run(effnet::name::swish_inplace, #name);
+  EFFNET_SIMD_ISAS(EFFNET_RUN)
+#undef EFFNET_RUN
 }
 
 void test_parse_isa() {

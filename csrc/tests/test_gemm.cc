@@ -86,7 +86,7 @@ void run_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rng) {
 
 std::vector<effnet::Isa> isas() {
   std::vector<effnet::Isa> out;
-  for (auto isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon})
+  for (auto isa : effnet::kAllIsas)
     if (effnet::isa_supported(isa)) out.push_back(isa);
   return out;
 }

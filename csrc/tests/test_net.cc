@@ -170,7 +170,7 @@ enum class Layout { kNCHW, kNHWC, kStrided };
 void test_forward() {
   std::mt19937 g(3);
   const Model m = make_model(g);
-  for (auto isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon}) {
+  for (auto isa : effnet::kAllIsas) {
     if (!effnet::isa_supported(isa)) continue;
     for (bool same : {false, true}) {
       effnet::Net net(same, isa);

@@ -134,7 +134,7 @@ void run_case(effnet::Isa isa, int64_t n, int64_t c, int64_t h, int64_t w, int64
 
 std::vector<effnet::Isa> isas() {
   std::vector<effnet::Isa> out;
-  for (effnet::Isa isa : {effnet::Isa::kScalar, effnet::Isa::kAvx2, effnet::Isa::kAvx512, effnet::Isa::kNeon}) {
+  for (effnet::Isa isa : effnet::kAllIsas) {
     if (effnet::isa_supported(isa)) {
       out.push_back(isa);
     } else {

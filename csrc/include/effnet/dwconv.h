@@ -5,17 +5,12 @@
 //   weight'[c] = weight[c] * gamma[c] / sqrt(var[c] + eps),  bias'[c] = beta[c] - mean[c] * gamma[c] / sqrt(var[c] + eps)
 #pragma once
 
-// For the per-ISA vector helpers whose calls must not survive (an out-of-line call spills every live
-// vector register: GCC left vswish out of line in the GEMM's row-tail kernels).
-#if defined(__GNUC__) || defined(__clang__)
-#define EFFNET_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define EFFNET_ALWAYS_INLINE inline
-#endif
-
 #include <cstddef>
 #include <cstdint>
 #include <string>
+
+#include "effnet/isa.h"
+#include "effnet/microkernel.h"
 
 namespace effnet {
 
@@ -55,18 +50,6 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
 // of every ISA's vector width): a group's accumulators and packed weights stay in registers / L1.
 constexpr int64_t kNhwcGroupChannels = 64;
 
-// A per-thread float buffer of at least `count` elements (grown on demand, 64-byte aligned), for the
-// micro-kernels' scratch; valid until the same thread asks again.
-float* thread_scratch(size_t count);
-
-// exp(r) ~ 1 + r (C1 + r (C2 + r (C3 + r (C4 + r C5)))) on |r| <= ln2 / 2, max relative error 1e-7
-// (a minimax fit made for this project; the vector Swish kernels share it).
-constexpr float kExpC1 = 0x1.fffff6p-1f;
-constexpr float kExpC2 = 0x1.fffdc6p-2f;
-constexpr float kExpC3 = 0x1.555a6ap-3f;
-constexpr float kExpC4 = 0x1.573a54p-5f;
-constexpr float kExpC5 = 0x1.0fa832p-7f;
-
 // Per-ISA micro-kernels (each in its own translation unit and namespace, compiled with its own flags).
 // A call computes output rows [oh0, oh1) of sample n, channels [c0, c1). If pool_sum is non-null it
 // receives, per channel c in [c0, c1), the sum of those outputs (pool_sum[c - c0]). dwconv_nchw takes
@@ -83,24 +66,9 @@ constexpr float kExpC5 = 0x1.0fa832p-7f;
                    double* pool_sum);                                                                \
   void swish_inplace(float* data, int64_t count);                                                    \
   }
-#if defined(__x86_64__) || defined(_M_X64)
-EFFNET_DECLARE_MICROKERNELS(avx2)
-EFFNET_DECLARE_MICROKERNELS(avx512)
-#endif
-#if defined(__aarch64__)
-EFFNET_DECLARE_MICROKERNELS(neon)
-#endif
-
-// Instruction-set paths. x86-64 picks AVX-512F > AVX2+FMA > scalar at run time from CPU features;
-// aarch64 uses NEON (always present). EFFNET_ISA=scalar|avx2|avx512|neon forces one (tests use it).
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
-
-const char* isa_name(Isa isa);
-bool isa_supported(Isa isa);         // can this CPU/build run it?
-Isa best_isa();                      // the fastest supported path that passes its self-test
-const std::string& isa_note();       // why a supported path was passed over ("" when none was)
-Isa parse_isa(const char* name);     // throws std::invalid_argument for unknown/unsupported names
-Isa default_isa();                   // EFFNET_ISA if set (validated), else best_isa(); read once
+#define EFFNET_DECLARE_MICROKERNELS_X(name, e, lanes, has) EFFNET_DECLARE_MICROKERNELS(name)
+EFFNET_SIMD_ISAS(EFFNET_DECLARE_MICROKERNELS_X)
+#undef EFFNET_DECLARE_MICROKERNELS_X
 
 // The NHWC SIMD micro-kernels read weights and biases packed per vector of L channels (L = the ISA's
 // lanes): weight [ceil(C/L)][k*k][L] then bias [ceil(C/L)][L], zero past C. nhwc_packed_size() is the

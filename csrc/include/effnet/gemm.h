@@ -45,9 +45,6 @@ struct GemmArgs {
 // Throws std::invalid_argument on inconsistent arguments.
 void gemm(const GemmArgs& g, int num_threads, Isa isa);
 
-// Checks `isa`'s GEMM micro-kernels against the scalar path (run by best_isa with the other self-tests).
-bool gemm_self_test(Isa isa, std::string* why);
-
 // One task of the threaded driver: rows [i0, i1) x panels [p0, p1), every k; and the ISA's panel width
 // (NR) and rows per micro-kernel (MR). Per-ISA, see gemm_impl.inc.
 #define EFFNET_DECLARE_GEMM_MICROKERNELS(ns)                                               \
@@ -56,12 +53,8 @@ bool gemm_self_test(Isa isa, std::string* why);
   int gemm_nr();                                                                           \
   int gemm_mr();                                                                           \
   }
-#if defined(__x86_64__) || defined(_M_X64)
-EFFNET_DECLARE_GEMM_MICROKERNELS(avx2)
-EFFNET_DECLARE_GEMM_MICROKERNELS(avx512)
-#endif
-#if defined(__aarch64__)
-EFFNET_DECLARE_GEMM_MICROKERNELS(neon)
-#endif
+#define EFFNET_DECLARE_GEMM_MICROKERNELS_X(name, e, lanes, has) EFFNET_DECLARE_GEMM_MICROKERNELS(name)
+EFFNET_SIMD_ISAS(EFFNET_DECLARE_GEMM_MICROKERNELS_X)
+#undef EFFNET_DECLARE_GEMM_MICROKERNELS_X
 
 }  // namespace effnet

@@ -41,10 +41,6 @@ void se_apply(const SeParams& p, const float* x, const float* gate, float* y, in
 void squeeze_excite(const SeParams& p, int64_t s, const float* x, const float* packed, float* y, int num_threads,
                     Isa isa);
 
-// Checks `isa`'s SE micro-kernels against the scalar path on a small case (best_isa() runs it with the
-// depthwise self-test, so an untested path is never picked automatically).
-bool se_self_test(Isa isa, std::string* why);
-
 // Per-ISA micro-kernels (declared for every ISA namespace that has them; see se_impl.inc).
 #define EFFNET_DECLARE_SE_MICROKERNELS(ns)                                                              \
   namespace ns {                                                                                        \
@@ -58,12 +54,8 @@ bool se_self_test(Isa isa, std::string* why);
                      int64_t nc);                                                                       \
   void se_scale_const(const float* x, float* y, int64_t count, float g);                                \
   }
-#if defined(__x86_64__) || defined(_M_X64)
-EFFNET_DECLARE_SE_MICROKERNELS(avx2)
-EFFNET_DECLARE_SE_MICROKERNELS(avx512)
-#endif
-#if defined(__aarch64__)
-EFFNET_DECLARE_SE_MICROKERNELS(neon)
-#endif
+#define EFFNET_DECLARE_SE_MICROKERNELS_X(name, e, lanes, has) EFFNET_DECLARE_SE_MICROKERNELS(name)
+EFFNET_SIMD_ISAS(EFFNET_DECLARE_SE_MICROKERNELS_X)
+#undef EFFNET_DECLARE_SE_MICROKERNELS_X
 
 }  // namespace effnet

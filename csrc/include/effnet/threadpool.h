@@ -1,9 +1,9 @@
-// A small thread pool of our own (no OpenMP: torch ships its own runtime and two in one process
-// fight). The calling thread takes part as worker 0. Threads take tasks from a shared counter, so a
-// thread slowed by a busy neighbour takes fewer; callers must make each task's result independent of
-// the thread that runs it (every kernel here does: tasks write disjoint outputs and per-task partial
-// sums reduced in a fixed order), which keeps results deterministic for a given split. Concurrent
-// callers are serialised. Workers spin briefly after a job, then sleep.
+// A small thread pool of our own (by default; parallel_for can run on torch's OpenMP runtime instead, below:
+// two thread teams on the same cores fight). The calling thread takes part as worker 0. Threads take tasks
+// from a shared counter, so a thread slowed by a busy neighbour takes fewer; callers must make each task's
+// result independent of the thread that runs it (every kernel here does: tasks write disjoint outputs and
+// per-task partial sums reduced in a fixed order), which keeps results deterministic for a given split.
+// Concurrent callers are serialised. Workers spin briefly after a job, then sleep.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,5 @@
-// NEON micro-kernels for aarch64 (4 fp32 lanes; NEON is part of the base aarch64 ISA).
+// NEON micro-kernels of every op for aarch64 (4 fp32 lanes; depthwise, SE and GEMM bodies from *_impl.inc;
+// NEON is part of the base aarch64 ISA).
 #include <arm_neon.h>
 
 #include <cmath>

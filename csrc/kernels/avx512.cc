@@ -1,5 +1,5 @@
-// AVX-512F micro-kernels (16 fp32 lanes). Compiled with -mavx512f -mfma only; reached only when the
-// CPU reports AVX-512F (see dwconv.cc).
+// AVX-512F micro-kernels of every op (16 fp32 lanes; the depthwise, SE and GEMM bodies from *_impl.inc).
+// Compiled with -mavx512f -mfma only; reached only when the CPU reports AVX-512F (see isa.cc).
 #include <immintrin.h>
 
 #include <cmath>

@@ -1,5 +1,6 @@
-// AVX2 + FMA micro-kernels (8 fp32 lanes). Compiled with -mavx2 -mfma only; reached only when the CPU
-// reports both (see dwconv.cc).
+// AVX2 + FMA micro-kernels of every op (8 fp32 lanes): the vector helpers, then the depthwise, SE and GEMM
+// bodies (*_impl.inc) instantiated with them. Compiled with -mavx2 -mfma only; reached only when the CPU
+// reports both (see isa.cc).
 #include <immintrin.h>
 
 #include <cmath>
