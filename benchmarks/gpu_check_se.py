@@ -48,7 +48,7 @@ def main() -> int:
     from torchvision.ops import SqueezeExcitation
 
     from effnet_kernels import ops
-    from effnet_kernels.bench_se import se_layer_shapes
+    from effnet_kernels.scaling import se_layer_shapes
     from effnet_kernels.testing import rel_error
 
     start = time.time()

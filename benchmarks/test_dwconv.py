@@ -1,11 +1,12 @@
 """Fused depthwise conv + BN + Swish vs eager and the copy floor, per layer shape (pytest-benchmark).
 
-Shapes and setup are shared with `python -m effnet_kernels.bench_ops` (effnet_kernels.bench_ops.DwSetup).
+Shapes and setup are shared with `python -m effnet_kernels.bench.dwconv` (effnet_kernels.bench.dwconv.DwSetup).
 """
 import pytest
 import torch
 
-from effnet_kernels.bench_ops import DwSetup, dw_layer_shapes
+from effnet_kernels.bench.dwconv import DwSetup
+from effnet_kernels.scaling import dw_layer_shapes
 
 SHAPES = dw_layer_shapes(range(8))
 

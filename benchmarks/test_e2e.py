@@ -1,14 +1,15 @@
 """End to end per φ: eager NCHW, eager channels_last, torch.compile, ONNX Runtime (when installed) and the
 fused model (pytest-benchmark; batch 1, fp32 on the CPU, fp16 with CUDA graphs on a GPU).
 
-Models and providers are built by the same code as `effnet-bench` (effnet_kernels.bench_e2e.make_providers).
+Models and providers are built by the same code as `effnet-bench` (effnet_kernels.bench.e2e.make_providers).
 Select with -k, e.g. `pytest benchmarks/test_e2e.py --benchmark-only -k "fused or eager_cl"`.
 """
 import pytest
 import torch
 
-from effnet_kernels._benchutil import default_device
-from effnet_kernels.bench_e2e import PROVIDERS, build_model, make_providers
+from effnet_kernels.bench.e2e import PROVIDERS, make_providers
+from effnet_kernels.testing import build_model
+from effnet_kernels.timing import default_device
 from effnet_kernels.scaling import compound
 
 DEVICE = default_device()

@@ -1,12 +1,13 @@
 """Squeeze-excitation: the fused stand-alone SE vs eager torchvision SqueezeExcitation and the copy floor,
 and B0's fused blocks with vs without their SE (pytest-benchmark).
 
-Shapes and setup are shared with `python -m effnet_kernels.bench_se` (effnet_kernels.bench_se).
+Shapes and setup are shared with `python -m effnet_kernels.bench.se` (effnet_kernels.bench.se).
 """
 import pytest
 import torch
 
-from effnet_kernels.bench_se import BlockSetup, SeSetup, model_blocks, se_layer_shapes
+from effnet_kernels.bench.se import BlockSetup, SeSetup, model_blocks
+from effnet_kernels.scaling import se_layer_shapes
 
 SHAPES = se_layer_shapes(range(8))
 BLOCKS = model_blocks(0)

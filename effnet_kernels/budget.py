@@ -80,8 +80,8 @@ def measure_fused_latency(phi: float, device="cpu", batch: int = 1, dtype: torch
     weights, calibrated BN statistics): median and quartiles of ``rounds × per_round`` runs after warm-up,
     and ``spread_ms`` — the larger of the interquartile range and the range of the per-round medians. CUDA
     batch-1 runs replay a CUDA graph."""
-    from ._benchutil import cuda_graphed, exact_fp32, summarize, time_fn
-    from .bench_e2e import build_model
+    from .testing import build_model
+    from .timing import cuda_graphed, exact_fp32, summarize, time_fn
     from .fuse import fuse
 
     device = torch.device(device)
@@ -117,7 +117,7 @@ def fit_phi(latency_ms=None, macs=None, params=None, *, device=None, batch: int 
         raise ValueError(f"phi_max must be a number in [0, 40], got {phi_max!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
-    from ._benchutil import default_device
+    from .timing import default_device
 
     try:
         dev = default_device() if device is None else torch.device(device)

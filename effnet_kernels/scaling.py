@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import NamedTuple, Tuple, Union
+from typing import List, NamedTuple, Tuple, Union
 
 from .padding import _check_int
 
@@ -322,3 +322,18 @@ def se_shapes(arch, resolution=None, distinct: bool = False) -> Tuple[SEShape, .
         if not distinct or shape not in shapes:
             shapes.append(shape)
     return tuple(shapes)
+
+
+def dw_layer_shapes(phis) -> List[DepthwiseShape]:
+    """Distinct depthwise layer shapes over the given φ, in order of first appearance."""
+    out: List[DepthwiseShape] = []
+    for phi in phis:
+        for s in depthwise_shapes(phi, distinct=True):
+            if s not in out:
+                out.append(s)
+    return out
+
+
+def se_layer_shapes(phis) -> List[SEShape]:
+    """Distinct SE shapes over the given φ, in order of first appearance."""
+    return list(dict.fromkeys(s for phi in phis for s in se_shapes(phi, distinct=True)))

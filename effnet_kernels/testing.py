@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks: realistic random BN statistics and the error measure.
+"""Helpers for tests, benchmarks and fit_phi: realistic random BN statistics, a calibrated random model of any
+φ, the error measures.
 
 A default-initialised EfficientNet outputs logits of ~1e-14 (BN with unit variance after kaiming
 init shrinks activations block after block), which hides every numerical bug. Randomising BN
@@ -65,3 +66,22 @@ def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
 
 def max_abs_error(y: torch.Tensor, ref: torch.Tensor) -> float:
     return (y.detach().double() - ref.detach().double()).abs().max().item() if ref.numel() else 0.0
+
+
+def build_model(phi, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
+    """efficientnet(phi) in eval mode with calibrated random BN statistics, on ``device`` in ``dtype``: the same
+    model for the same (phi, seed) in every run (the caller's global RNG is left as it was)."""
+    from .models import efficientnet
+    from .scaling import compound
+
+    res = compound(phi).resolution
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = efficientnet(phi).eval()
+    model = randomize_bn_(model, seed=seed, calibration_size=(1, 3, res, res))
+    return model.to(device, dtype)
+
+
+def denormals_survive() -> bool:
+    """False when this thread flushes subnormals (FTZ/DAZ set by someone)."""
+    return (torch.tensor([1e-39]) * 0.5).item() != 0.0

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 
 import effnet_kernels as ek
-from effnet_kernels import bench, ops, padding, scaling
+from effnet_kernels import ops, padding, scaling
+from effnet_kernels.bench import cli as bench
 
 META = "meta"  # a device with no kernels here (and no data): must be refused, not crash
 

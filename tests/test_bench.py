@@ -15,8 +15,9 @@ import torch
 
 import effnet_kernels as ek
 from conftest import import_or_skip, skip_or_fail
-from effnet_kernels import bench, bench_e2e, budget
-from effnet_kernels.bench_schema import SCHEMA, validate
+from effnet_kernels import budget
+from effnet_kernels.bench import cli as bench, dwconv as bench_dwconv, e2e as bench_e2e
+from effnet_kernels.bench.schema import SCHEMA, validate
 from effnet_kernels.budget import fit_phi, measure_fused_latency
 from effnet_kernels.scaling import model_cost
 
@@ -212,8 +213,7 @@ def test_a_provider_failing_mid_run_is_reported_and_the_others_kept(tmp_path, mo
 
 
 def test_interrupt_during_the_op_benchmarks_keeps_their_rows(tmp_path, monkeypatch):
-    from effnet_kernels import bench_ops
-    real, setups = bench_ops.DwSetup, []
+    real, setups = bench_dwconv.DwSetup, []
 
     def third_shape_interrupts(*a, **k):  # one setup per layer shape: Ctrl-C while the third is being set up
         setups.append(1)
@@ -221,7 +221,7 @@ def test_interrupt_during_the_op_benchmarks_keeps_their_rows(tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(bench_ops, "DwSetup", third_shape_interrupts)
+    monkeypatch.setattr(bench_dwconv, "DwSetup", third_shape_interrupts)
     code, data = _run(tmp_path, "--ops-only", "--op-phis", "0", "--op-batches", "1")
     rows = data["ops"]["dwconv"]["rows"]
     assert code == 130 and data["interrupted"] and len(ek.scaling.depthwise_shapes(0, distinct=True)) > 3
@@ -258,7 +258,7 @@ def test_console_script_is_installed_and_reports_user_errors_without_traceback()
     from importlib.metadata import entry_points
 
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("effnet-bench") == "effnet_kernels.bench:main"
+    assert scripts.get("effnet-bench") == "effnet_kernels.bench.cli:main"
     exe = Path(sys.executable).with_name("effnet-bench")
     cmd = [str(exe)] if exe.exists() else [shutil.which("effnet-bench")]
     assert cmd[0], "effnet-bench is not on PATH"
@@ -384,3 +384,13 @@ def test_fit_latency_answer_fits_on_remeasurement_and_phi_plus_01_does_not():
             return
         failures.append((budget, r.phi, r.latency_ms, r.spread_ms, at["median_ms"], above["median_ms"]))
     pytest.fail(f"(budget, phi, latency, spread, re-measured, at phi+0.1) per attempt: {failures}")
+
+
+def test_engine_profile_covers_every_step():
+    p = bench_e2e.profile_fused(0.0, runs=2)
+    blocks = len(ek.efficientnet(0.0).spec.blocks)
+    assert sum(k.startswith(("dw.", "expand_dw.")) for k in p["steps_ms"]) == blocks
+    assert sum(k.startswith("project.") for k in p["steps_ms"]) == blocks
+    assert set(p["kinds_ms"]) == {"stem", "expand", "expand_dw", "dw", "se_gate", "project", "head", "classifier"}
+    assert all(v >= 0 for v in p["steps_ms"].values())
+    assert "| 0 | 1 |" in bench_e2e.profile_table([p])

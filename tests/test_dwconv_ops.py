@@ -7,11 +7,12 @@ import torch
 import torch.nn as nn
 
 from effnet_kernels import _cpu, ops, reference
-from effnet_kernels.bench_ops import dw_layer_shapes
-from effnet_kernels.testing import max_abs_error, rel_error
+from effnet_kernels.scaling import dw_layer_shapes
+from effnet_kernels.testing import rel_error
 
 from conftest import skip_or_fail
-from helpers import ARCH_ISAS, SUPPORTED_ISAS, require_isa
+from helpers import (ARCH_ISAS, SUPPORTED_ISAS, assert_close, assert_special_like_eager, expected_format, make_inputs,
+                     reference64, require_isa, special_values_case)
 
 
 ISAS = SUPPORTED_ISAS  # the paths this CPU runs (loops inside tests); parametrized tests list ARCH_ISAS
@@ -32,22 +33,6 @@ def test_simd_path_present():
         print(f"ISA paths this CPU cannot run (untested here): {sorted(missing)}")
 
 
-def make_inputs(n, c, h, w, k, channels_last=False, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, c, h, w, generator=g) * 2
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(c, 1, k, k, generator=g) / k
-    bn = dict(bn_weight=torch.rand(c, generator=g) + 0.5, bn_bias=torch.randn(c, generator=g) * 0.2,
-              bn_mean=torch.randn(c, generator=g) * 0.2, bn_var=torch.rand(c, generator=g) + 0.5)
-    return x, weight, bn
-
-
-def reference64(x, weight, bn, eps, stride, padding):
-    return reference.dwconv_bn_swish(x.double(), weight.double(), **{k: v.double() for k, v in bn.items()},
-                                     eps=eps, stride=stride, padding=padding)
-
-
 def eager_module(x, weight, bn, eps, stride, padding):
     """nn.Conv2d(groups=C) + nn.BatchNorm2d (eval) + nn.SiLU on the same input, fp32."""
     c, k = x.shape[1], weight.shape[-1]
@@ -60,23 +45,6 @@ def eager_module(x, weight, bn, eps, stride, padding):
         xp, pad = reference.pad_input(x, k, stride, padding)
         conv.padding = (pad, pad)
         return nn.SiLU()(bnm(conv(xp)))
-
-
-def assert_close(y, ref, what=""):
-    err, max_err = rel_error(y, ref), max_abs_error(y, ref)
-    bound = 1e-4 * ref.abs().max().item()
-    if not (err <= 1e-5 and max_err <= bound):
-        diff = (y.double() - ref.double()).abs()
-        idx = torch.nonzero(diff > bound)[:5].tolist()
-        raise AssertionError(f"{what}: rel err {err:.3g} (≤1e-5), max err {max_err:.3g} (≤{bound:.3g}); "
-                             f"worst at {idx}: got {[y[tuple(i)].item() for i in idx]}, "
-                             f"want {[ref[tuple(i)].item() for i in idx]}")
-
-
-def expected_format(x):
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def run_all(x, weight, bn, stride, padding, eps=1e-5, backend=None, isa=None, check_eager=True):
@@ -289,29 +257,6 @@ def test_empty_batch(cpp):
     wf, bf = reference.fold_bn(weight, **bn, eps=1e-5)
     y, pooled = ops.dwconv_bias_swish_pool(x, wf, bf, 2, "same")
     assert y.shape == (0, 5, 3, 3) and pooled.shape == (0, 5)
-
-
-def special_values_case(c: int):
-    """(x, weight, bias): an input with NaN, ±inf, ±1e30 and a denormal in it (c >= 6), positive weights, zero bias."""
-    x = torch.randn(1, c, 6, 7)
-    x[0, 0, 2, 2] = float("nan")
-    x[0, 1, 0, 0] = float("inf")
-    x[0, 2, 3, 3] = float("-inf")
-    x[0, 3] = 1e30
-    x[0, 4] = -1e30
-    x[0, 5, 1, 1] = 1e-40  # denormal
-    w = torch.rand(c, 1, 3, 3) + 0.1
-    b = torch.zeros(c)
-    return x, w, b
-
-
-def assert_special_like_eager(y, x, w, b):
-    ref = torch.nn.functional.silu(torch.nn.functional.conv2d(x, w, b, padding=1, groups=x.shape[1]))
-    assert torch.equal(torch.isnan(y), torch.isnan(ref))
-    assert torch.equal(torch.isinf(y), torch.isinf(ref)) and torch.equal(y[torch.isinf(y)], ref[torch.isinf(ref)])
-    finite = torch.isfinite(ref)
-    assert torch.allclose(y[finite], ref[finite], rtol=1e-5, atol=1e-6)
-    assert (y[0, 4] == 0).all() and (y[0, 3] >= 1e30).all()
 
 
 @pytest.mark.parametrize("isa", ARCH_ISAS)

@@ -83,3 +83,55 @@ def test_effnet_isa_environment_variable_forces_a_path():
     proc = subprocess.run([sys.executable, "-c", "import effnet_kernels as ek; ek.info()"], capture_output=True,
                           text=True, cwd=tempfile.gettempdir(), env=env, timeout=300)
     assert proc.returncode != 0 and "EFFNET_ISA: isa must be one of" in proc.stderr
+
+
+# The registered ops, by name: a user's torch.export'ed or torch.compile'd graph calls these.
+REGISTERED_OPS = ("dwconv_bias_swish", "dwconv_bias_swish_pool", "squeeze_excite", "se_gate", "se_project")
+
+
+def test_import_alone_registers_every_op():
+    proc = run_python(f"""
+        import torch
+        import effnet_kernels
+        missing = [n for n in {REGISTERED_OPS!r} if not hasattr(torch.ops.effnet_kernels, n)]
+        print("missing:", missing)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "missing: []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_the_installed_distribution_has_every_subpackage():
+    """Every subpackage of the installed tree is in the installed distribution's file list (pip installed it
+    from the wheel it built: a subpackage pyproject.toml's package list missed would be absent) and imports,
+    the benchmarks' subpackage only where asked: the core never imports it."""
+    import importlib
+    import importlib.metadata as md
+    from pathlib import Path
+
+    root = Path(ek.__file__).parent
+    subpackages = sorted(".".join(("effnet_kernels",) + p.parent.relative_to(root).parts)
+                         for p in root.rglob("__init__.py") if p.parent != root)
+    assert {"effnet_kernels.bench", "effnet_kernels.models", "effnet_kernels.triton"} <= set(subpackages), subpackages
+    recorded = {str(f) for f in md.files("effnet_kernels") or []}
+    for name in subpackages:
+        init = name.replace(".", "/") + "/__init__.py"
+        assert init in recorded, f"{init} is not in the installed distribution's RECORD"
+        importlib.import_module(name)
+    proc = run_python("""
+        import sys
+        import effnet_kernels, effnet_kernels.fuse, effnet_kernels.budget
+        print("bench imported:", any(m.startswith("effnet_kernels.bench") for m in sys.modules))
+    """)
+    assert "bench imported: False" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_the_build_compiles_every_isa_path_of_its_architecture(cpp):
+    """The ISA-parametrized tests take their list from the build (isa_info()['compiled']): a path the build
+    dropped would shorten them silently, so the list is checked here against the architecture."""
+    import platform
+
+    want = {"x86_64": ["scalar", "avx2", "avx512"], "AMD64": ["scalar", "avx2", "avx512"],
+            "aarch64": ["scalar", "neon"], "arm64": ["scalar", "neon"]}.get(platform.machine(), ["scalar"])
+    info = cpp.isa_info()
+    assert info["compiled"] == want, info
+    assert set(info["known"]) == {"scalar", "avx2", "avx512", "neon"} and set(info["supported"]) <= set(want), info

@@ -6,31 +6,13 @@ import torch
 import torch.nn as nn
 
 from effnet_kernels import _cpu, ops, reference
-from effnet_kernels.bench_se import se_layer_shapes
+from effnet_kernels.scaling import se_layer_shapes
 from effnet_kernels.testing import rel_error
 
-from conftest import import_or_skip, skip_or_fail
-from helpers import ARCH_ISAS, SUPPORTED_ISAS as ISAS, require_isa
+from conftest import import_or_skip
+from helpers import ARCH_ISAS, SUPPORTED_ISAS as ISAS, make_projection, make_se, make_x, require_isa
 
 BACKENDS = ["cpp", "torch"] if ISAS else ["torch"]
-
-
-def make_se(c, s, seed=0, flat=False, dtype=torch.float32):
-    """Random SE weights with gates spread over (0, 1) (not all ~0.5: a bug in the gate would hide)."""
-    g = torch.Generator().manual_seed(seed)
-    w1 = torch.randn(s, c, 1, 1, generator=g) * (2 / c ** 0.5)
-    b1 = torch.randn(s, generator=g)
-    w2 = torch.randn(c, s, 1, 1, generator=g) * (2 / s ** 0.5)
-    b2 = torch.randn(c, generator=g)
-    if flat:
-        w1, w2 = w1.reshape(s, c), w2.reshape(c, s)
-    return tuple(t.to(dtype) for t in (w1, b1, w2, b2))
-
-
-def make_x(n, c, h, w, channels_last=False, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, c, h, w, generator=g) + 0.3  # SE inputs follow a Swish: mostly positive means
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def ref64(x, weights):
@@ -178,11 +160,6 @@ def test_weight_changes_are_seen():
 
 # ------------------------------------------------------------------------------------------------
 # se_project: the gate folded into the projection (+ residual)
-
-def make_projection(cin, cout, seed=2, flat=False):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(cout, cin, 1, 1, generator=g) / cin ** 0.5
-    return (w.reshape(cout, cin) if flat else w), torch.randn(cout, generator=g)
 
 
 def eager_block_tail(x, se_module, conv, bn, residual):

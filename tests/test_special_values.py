@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 import effnet_kernels as ek
 from effnet_kernels import _cpu, ops
-from effnet_kernels.bench_special import denormals_survive
+from effnet_kernels.testing import denormals_survive
 from effnet_kernels.testing import randomize_bn_
 
-from special_values import (DW_CASES, PROJECT_SIZES, SE_SIZES, assert_like_eager, check_dw, check_gate, dw_case,
-                            eager_dw, gate_case, project_case, se_case, sprinkle)
+from helpers.special import (DW_CASES, PROJECT_SIZES, SE_SIZES, assert_like_eager, check_dw, check_gate, dw_case,
+                             eager_dw, gate_case, project_case, se_case, sprinkle)
 from helpers import ARCH_ISAS, require_isa
 
 # (backend, isa): the default dispatch, each C++ ISA path forced, the eager reference.

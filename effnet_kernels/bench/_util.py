@@ -1,22 +1,19 @@
-"""What every benchmark in this package shares: timing on CPU and CUDA, summaries, machine facts, progress
-output, result files, and the command-line parser that reports a user error in one line.
-
-Times are wall-clock (``time.perf_counter``) on the CPU and CUDA events on a GPU; a summary is the median
-with the quartiles of repeated runs after warm-up, and keeps every sample.
-"""
+"""What every benchmark in this package shares beyond the core's timing (``effnet_kernels.timing``): the
+GEMM rate floors are held against, machine facts, progress output, result files, and the command-line parser
+that reports a user error in one line."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Optional
 
 import torch
+
+from ..timing import exact_fp32, time_fn
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -53,12 +50,8 @@ def parse_device(text: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-
-
 def op_bench_args(prog: str, description: str, out_name: str) -> argparse.ArgumentParser:
-    """The command-line options every op microbenchmark (bench_ops, bench_se) takes."""
+    """The command-line options every op microbenchmark (bench.dwconv, bench.se) takes."""
     p = OneLineParser(prog=prog, description=description)
     p.add_argument("--phis", type=int, nargs="+", default=list(range(8)), choices=range(8), metavar="PHI")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -113,7 +106,7 @@ class Progress:
 def record_isa(result: dict) -> None:
     """Put the CPU kernel path in use into the result's machine info (its tables print it)."""
     try:
-        from ._cpu import isa_info
+        from .._cpu import isa_info
         result["machine"]["isa"] = isa_info()["default"]
     except RuntimeError:
         result["machine"]["isa"] = "none (reference fallback)"
@@ -142,92 +135,6 @@ def summed_over(result: dict, shapes, batch: int, fmt: str) -> Optional[dict]:
     return {"eager_ms": eager, "fused_ms": fused, "speedup": eager / fused}
 
 
-def _is_cuda(device) -> bool:
-    return device is not None and torch.device(device).type == "cuda"
-
-
-def time_fn(fn: Callable[[], object], warmup: int, repeats: int, min_seconds: float = 0.0,
-            device=None) -> List[float]:
-    """Samples (seconds) of ``fn()`` after ``warmup`` calls; at least ``repeats`` samples, more while the total
-    is under ``min_seconds``. On a CUDA ``device`` each sample is the time between two CUDA events around the
-    call (the GPU's time, the launch included); elsewhere wall-clock time."""
-    cuda = _is_cuda(device)
-    for _ in range(warmup):
-        fn()
-    if cuda:
-        torch.cuda.synchronize(device)
-    samples: List[float] = []
-    start = time.perf_counter()
-    while len(samples) < repeats or time.perf_counter() - start < min_seconds:
-        if cuda:
-            with torch.cuda.device(device):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                b.synchronize()
-                samples.append(a.elapsed_time(b) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-    return samples
-
-
-def cuda_graphed(fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], object]:
-    """``fn`` on a static copy of ``x`` captured in a CUDA graph (after three warm-up calls on a side stream);
-    returns the replay. Batch-1 GPU latency is launch-bound, and a deployment that cares replays a graph."""
-    static = x.clone()
-    with torch.cuda.device(x.device):
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                fn(static)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn(static)
-    return g.replay
-
-
-def summarize(samples: List[float], keep_samples: bool = False) -> Dict[str, object]:
-    """Median, quartiles, minimum and count (ms) of ``samples`` (seconds); with ``keep_samples`` also every
-    sample in ms, in the order taken."""
-    ms = [s * 1e3 for s in samples]
-    srt = sorted(ms)
-    q = statistics.quantiles(srt, n=4, method="inclusive") if len(srt) >= 2 else [srt[0]] * 3
-    out: Dict[str, object] = {"median_ms": statistics.median(srt), "q1_ms": q[0], "q3_ms": q[2], "min_ms": srt[0],
-                              "n": len(srt)}
-    if keep_samples:
-        out["samples_ms"] = ms
-    return out
-
-
-@contextlib.contextmanager
-def exact_fp32(device=None):
-    """On a CUDA device: fp32 means fp32 for every provider — no TF32 in cuBLAS or cuDNN — for the duration
-    (restored after; through ``fp32_precision`` where torch has it, else the ``allow_tf32`` flags)."""
-    if not _is_cuda(device):
-        yield
-        return
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
-        old = torch.backends.cuda.matmul.fp32_precision, conv.fp32_precision
-        torch.backends.cuda.matmul.fp32_precision = conv.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            torch.backends.cuda.matmul.fp32_precision, conv.fp32_precision = old
-    else:
-        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
 def mm_rate(n: int = 512, seconds: float = 0.3, device="cpu", dtype: torch.dtype = torch.float32) -> float:
     """Multiply-adds per second ``torch.mm`` reaches on n×n×n in ``dtype`` on ``device``: the fastest of
     repeated runs, the machine's best GEMM rate that the kernels' multiply-adds are held against (a median
@@ -241,7 +148,7 @@ def mm_rate(n: int = 512, seconds: float = 0.3, device="cpu", dtype: torch.dtype
 
 def machine_info(device=None) -> dict:
     """Versions (``effnet_kernels.info()``), the CPU model, the date and, for a CUDA device, its name."""
-    from . import info
+    from .. import info
 
     d = info()
     d.update({"processor": platform.processor() or platform.machine(), "node": platform.node(),

@@ -10,7 +10,7 @@ channels_last), torch.compile and, on the CPU, ONNX Runtime — and which φ fit
     effnet-bench denormal --out DIR           # what subnormal inputs cost the fused ops and eager here
 
 The run writes, under ``--out`` (default ``./effnet-bench-results``): ``results.json`` (machine, versions,
-settings and every sample; schema: :mod:`effnet_kernels.bench_schema`), ``results.md`` (the tables) and
+settings and every sample; schema: :mod:`effnet_kernels.bench.schema`), ``results.md`` (the tables) and
 ``latency.png`` / ``speedup.png`` (with matplotlib). Ctrl-C (or SIGTERM) stops it and still writes what was
 measured. Same as ``python -m effnet_kernels.bench``.
 """
@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 
-from ._benchutil import (DTYPES, FORMATS, CliError, OneLineParser, Progress, default_device, machine_info, mm_rate,
-                         parse_device, progress_line, record_isa, summarize, write_op_results)
-from .bench_e2e import LABELS, PROVIDERS
-from .budget import check_budget
-from .scaling import _check_phi
+from ._util import (DTYPES, FORMATS, CliError, OneLineParser, Progress, machine_info, mm_rate, parse_device,
+                    progress_line, record_isa, write_op_results)
+from ..timing import default_device, summarize
+from .e2e import LABELS, PROVIDERS
+from ..budget import check_budget
+from ..scaling import _check_phi
 
 SCHEMA_ID = "effnet-bench/1"
 ALL_PHIS = list(range(8))
@@ -253,10 +252,10 @@ def markdown(result: dict) -> str:
         lines += ["Notes:", "", *[f"- {n}" for n in result["notes"]], ""]
     ops = result.get("ops", {})
     if "rows" in ops.get("dwconv", {}):
-        from .bench_ops import markdown as dw_md
+        from .dwconv import markdown as dw_md
         lines += ["## Depthwise conv + BN + Swish per layer shape", "", dw_md(ops["dwconv"], _op_phis(ops["dwconv"]))]
     if "rows" in ops.get("se", {}):
-        from .bench_se import markdown as se_md
+        from .se import markdown as se_md
         lines += ["## Squeeze-excitation per layer shape", "", se_md(ops["se"], _op_phis(ops["se"]))]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -290,7 +289,7 @@ def _plan(args, device, phis):
 
 def _notes(args, plan, phis, device) -> List[str]:
     """What the end-to-end tables leave out on purpose (empty for --ops-only)."""
-    from .bench_e2e import ort_available
+    from .e2e import ort_available
 
     notes = []
     if args.ops_only:
@@ -352,11 +351,11 @@ def run(argv: Optional[List[str]] = None) -> int:
               "notes": _notes(args, plan, phis, device), "e2e": [], "failed": [], "ops": {}}
     n_ops = 0
     if do_ops:
-        from .bench_ops import dw_layer_shapes
-        from .bench_se import model_blocks, se_layer_shapes
+        from ..scaling import dw_layer_shapes, se_layer_shapes
+        from .se import model_blocks
         n_ops = (len(dw_layer_shapes(op_phis)) + len(se_layer_shapes(op_phis))) * len(op_batches) * len(FORMATS)
         n_ops += len(model_blocks(0)) if _se_block_phis(args.quick, op_phis, device) else 0
-    from .bench_e2e import ort_available
+    from .e2e import ort_available
     runs_ort = device.type == "cpu" and ort_available()
     n_e2e = sum(len([p for p in j[2] if p != "ort" or runs_ort]) for j in jobs) * plan["rounds"]
     progress = Progress(n_e2e + n_ops, enabled=not args.no_progress)
@@ -366,7 +365,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     cut_short = False
     try:
-        from .bench_e2e import bench_phi
+        from .e2e import bench_phi
         for i, (batch, phi, provs) in enumerate(jobs):
             if i > 0 and args.time_limit_s is not None and clock() - start > args.time_limit_s:
                 result["notes"].append(f"--time-limit-s {args.time_limit_s:g} reached: not measured: "
@@ -418,8 +417,8 @@ def _se_block_phis(quick: bool, op_phis, device) -> tuple:
 
 def _run_ops(result: dict, device, dtype, phis, batches, quick: bool, progress: Progress) -> None:
     """The op microbenchmarks, their rows landing in ``result["ops"]`` as they are measured."""
-    from .bench_ops import bench_dwconv
-    from .bench_se import bench_se
+    from .dwconv import bench_dwconv
+    from .se import bench_se
 
     cfg = QUICK if quick else FULL
     common = dict(batches=batches, formats=list(FORMATS), min_seconds=cfg["op_min_seconds"], progress=progress.step,
@@ -447,7 +446,7 @@ def write_results(result: dict, out: Path, plots: bool = True, quiet: bool = Fal
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "results.md").write_text(text)
     if plots and result["e2e"]:
-        from .bench_plots import plot_results
+        from .plots import plot_results
         made = plot_results(result, out)
         if made:
             print(f"plots: {', '.join(str(p) for p in made)}", file=sys.stderr)
@@ -458,7 +457,7 @@ def write_results(result: dict, out: Path, plots: bool = True, quiet: bool = Fal
 # ----------------------------------------------------------------------------------------------------- fit
 
 def fit_main(argv: List[str]) -> int:
-    from .budget import fit_phi
+    from ..budget import fit_phi
 
     p = fit_parser()
     args = p.parse_args(argv)
@@ -485,10 +484,10 @@ def fit_main(argv: List[str]) -> int:
 
 
 def profile_main(argv: List[str]) -> int:
-    from .bench_e2e import profile_fused, profile_table
+    from .e2e import profile_fused, profile_table
     p = profile_parser()
     args = p.parse_args(argv)
-    from ._ext import IMPORT_ERROR, has_cpp
+    from .._ext import IMPORT_ERROR, has_cpp
     if not has_cpp():
         p.error(f"the fused CPU engine needs the compiled module effnet_kernels._C ({IMPORT_ERROR}); pip install .")
     meta = machine_info()
@@ -500,7 +499,7 @@ def profile_main(argv: List[str]) -> int:
 
 
 def denormal_main(argv: List[str]) -> int:
-    from .bench_special import __doc__ as doc, bench_denormal, denormal_table
+    from .denormal import __doc__ as doc, bench_denormal, denormal_table
 
     p = OneLineParser(prog="effnet-bench denormal", description=doc.split("\n\n")[0])
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")

@@ -22,11 +22,12 @@ from typing import Dict, List
 
 import torch
 
-from . import ops
-from ._benchutil import exact_fp32, machine_info, record_isa, summarize, time_fn
-from .bench_ops import DwSetup
-from .scaling import DepthwiseShape, SEShape
-from .testing import rel_error
+from .. import ops
+from ._util import machine_info, record_isa
+from ..timing import exact_fp32, interleaved, summarize, time_fn
+from .dwconv import DwSetup
+from ..scaling import DepthwiseShape, SEShape
+from ..testing import denormals_survive, rel_error
 
 TINY = 1e-39  # randn · TINY: every element subnormal in float32 (|randn| < 11.7)
 FLT_MIN = torch.finfo(torch.float32).tiny
@@ -34,11 +35,6 @@ FLT_MIN = torch.finfo(torch.float32).tiny
 # B0's first depthwise layer (32 ch at 112², k3) and a k5 layer of its fourth stage; B0's first SE.
 DW_SHAPES = [DepthwiseShape(32, 112, 112, 3, 1), DepthwiseShape(480, 14, 14, 5, 1)]
 SE_SHAPES = [SEShape(32, 8, 112, 112, 16)]
-
-
-def denormals_survive() -> bool:
-    """False when this thread flushes subnormals (FTZ/DAZ set by someone)."""
-    return (torch.tensor([1e-39]) * 0.5).item() != 0.0
 
 
 def _subnormal_share(t: torch.Tensor) -> float:
@@ -67,7 +63,7 @@ def _dw_cases(shape: DepthwiseShape, batch: int, fmt: str, device) -> List[dict]
 
 
 def _se_cases(shape: SEShape, batch: int, fmt: str, device) -> List[dict]:
-    from .bench_se import SeSetup
+    from .se import SeSetup
 
     st = SeSetup(shape, batch, fmt, device=device)
     tiny = st.x * TINY
@@ -91,12 +87,9 @@ def bench_denormal(device="cpu", batch: int = 1, fmt: str = "channels_last", rou
         groups = [_dw_cases(s, batch, fmt, device) for s in DW_SHAPES]
         groups += [_se_cases(s, batch, fmt, device) for s in SE_SHAPES]
         for cases in groups:
-            samples = {(i, impl): [] for i in range(len(cases)) for impl in ("eager", "fused")}
-            for r in range(rounds):  # interleaved: a slow moment of the machine hits every variant alike
-                for i, case in enumerate(cases):
-                    for impl in ("eager", "fused"):
-                        samples[(i, impl)] += time_fn(case[impl], warmup=2 if r == 0 else 0, repeats=per_round,
-                                                      device=device)
+            fns = {(i, impl): case[impl] for i, case in enumerate(cases) for impl in ("eager", "fused")}
+            samples = interleaved(fns, rounds, lambda key, fn, r: time_fn(fn, warmup=2 if r == 0 else 0,
+                                                                           repeats=per_round, device=device))
             base = {impl: statistics.median(samples[(0, impl)]) for impl in ("eager", "fused")}
             for i, case in enumerate(cases):
                 y_eager, y_fused = case["eager"](), case["fused"]()

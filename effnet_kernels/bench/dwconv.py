@@ -1,6 +1,6 @@
 """Op microbenchmarks: the fused depthwise conv + BN + Swish at every depthwise layer shape of B0–B7.
 
-    python -m effnet_kernels.bench_ops [--phis 0 4] [--batches 1 8] [--formats nchw channels_last] [--out DIR]
+    python -m effnet_kernels.bench.dwconv [--phis 0 4] [--batches 1 8] [--formats nchw channels_last] [--out DIR]
 
 Per layer, in one run under ``torch.inference_mode()`` at the default thread count: eager
 ``Conv2d(groups=C)`` + ``BatchNorm2d`` (eval) + ``SiLU`` in the same memory format, the fused op through
@@ -19,23 +19,14 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
-from . import ops
-from ._cpu import output_size
-from ._ext import has_cpp
-from ._benchutil import (FORMATS, check_batches, exact_fp32, machine_info, mm_rate, op_bench_args, progress_line,
-                         record_isa, summarize, summed_over, time_fn, write_op_results)
-from .reference import fold_bn
-from .scaling import DepthwiseShape, depthwise_shapes
-
-
-def dw_layer_shapes(phis) -> List[DepthwiseShape]:
-    """Distinct depthwise layer shapes over the given φ, in order of first appearance."""
-    out: List[DepthwiseShape] = []
-    for phi in phis:
-        for s in depthwise_shapes(phi, distinct=True):
-            if s not in out:
-                out.append(s)
-    return out
+from .. import ops
+from .._cpu import output_size
+from .._ext import has_cpp
+from ._util import (FORMATS, check_batches, machine_info, mm_rate, op_bench_args, progress_line, record_isa,
+                    summed_over, write_op_results)
+from ..timing import exact_fp32, summarize, time_fn
+from ..reference import fold_bn
+from ..scaling import DepthwiseShape, depthwise_shapes, dw_layer_shapes
 
 
 class DwSetup:
@@ -88,7 +79,7 @@ class DwSetup:
     def run_swish(self):
         """The vectorised Swish alone over the output, single-threaded, divided by the thread count below:
         work every fused kernel must do besides the multiply-adds (the third floor)."""
-        from ._ext import _C
+        from .._ext import _C
         _C.swish_inplace(self.act.data_ptr(), self.act.numel())
 
 
@@ -179,7 +170,7 @@ def markdown(result: dict, phis) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = op_bench_args("python -m effnet_kernels.bench_ops", __doc__.split("\n\n")[0], "dwconv")
+    p = op_bench_args("python -m effnet_kernels.bench.dwconv", __doc__.split("\n\n")[0], "dwconv")
     args = p.parse_args(argv)
     check_batches(p, args)
     result = bench_dwconv(args.phis, args.batches, args.formats, args.min_seconds, progress=progress_line)

@@ -5,7 +5,7 @@ Every model is this package's EfficientNet at φ with randomized BatchNorm stati
 activations are of order 1, not denormal), at the paper's resolution. Providers are timed in interleaved
 rounds (a few runs each per round, so drift on a shared machine hits all of them alike); a row keeps every
 sample. All runs use ``torch.inference_mode()`` and torch's thread count; on a GPU, fp32 means no TF32 for any
-provider (:func:`~effnet_kernels._benchutil.exact_fp32`). The fused time includes nothing the caller would
+provider (:func:`~effnet_kernels.timing.exact_fp32`). The fused time includes nothing the caller would
 not do (the input goes in as NCHW). On a GPU, batch-1 latency is measured on CUDA-graph replays of every
 provider, ``torch.compile``'d model included.
 """
@@ -21,11 +21,10 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ._benchutil import cuda_graphed, exact_fp32, summarize, time_fn
-from .fuse import fuse
-from .models import efficientnet
-from .scaling import compound, model_cost
-from .testing import randomize_bn_, rel_error
+from ..timing import cuda_graphed, exact_fp32, interleaved, summarize, time_fn
+from ..fuse import fuse
+from ..scaling import compound, model_cost
+from ..testing import build_model, rel_error
 
 # The wall clock of the warm-up that tells fast models from slow ones (a module attribute, so a test can
 # replace it with a fake clock and fix how many calls a provider gets per round).
@@ -80,17 +79,6 @@ def compiled(model: torch.nn.Module, x: torch.Tensor):
     finally:
         cfg.freezing = old
     return lambda xin: m(xin.contiguous(memory_format=torch.channels_last))
-
-
-def build_model(phi, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
-    """efficientnet(phi) in eval mode with calibrated random BN statistics, on ``device`` in ``dtype``: the same
-    model for the same (phi, seed) in every run (the caller's global RNG is left as it was)."""
-    res = compound(phi).resolution
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = efficientnet(phi).eval()
-    model = randomize_bn_(model, seed=seed, calibration_size=(1, 3, res, res))
-    return model.to(device, dtype)
 
 
 def bench_phi(phi, batch: int, providers=PROVIDERS, rounds: int = 3, per_round: int = 2, device="cpu",
@@ -178,7 +166,6 @@ def _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, 
     if "fused_rel_err" in made:
         row["fused_rel_err"] = made["fused_rel_err"]
     call = made["calls"]
-    samples: Dict[str, List[float]] = {k: [] for k in call}
     with torch.inference_mode():
         slow = {}
         for name in list(call):  # warm-up, and a first sample to tell fast models from slow ones
@@ -190,25 +177,26 @@ def _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, 
                 slow[name] = clock() - t0 > SLOW_CALL_S
             except Exception as exc:  # noqa: BLE001
                 row["errors"][name] = f"{type(exc).__name__}: {exc}"[:500]
-                del call[name], samples[name]
-        for r in range(rounds):
-            for name in PROVIDERS:
-                if name not in call:
-                    continue
-                if not cuda:
-                    # Let the previous provider's worker threads stop spinning (ONNX Runtime's and OpenMP's spin
-                    # for milliseconds after a run and would take the cores from the next provider); a fast
-                    # model also gets one untimed run to bring its caches back.
-                    time.sleep(0.05)
-                try:
-                    samples[name] += time_fn(call[name], 0 if slow[name] else 1, per_round, device=device)
-                except Exception as exc:  # noqa: BLE001  (drop this provider, keep the others' numbers)
-                    row["errors"][name] = f"round {r + 1}: {type(exc).__name__}: {exc}"[:500]
-                    del call[name], samples[name]
-                    continue
-                if progress:
-                    progress(f"phi={phi:g} batch {batch} {name} round {r + 1}/{rounds}: "
-                             f"{statistics.median(samples[name]) * 1e3:.2f} ms")
+                del call[name]
+        seen: Dict[str, List[float]] = {k: [] for k in call}  # (for the progress line)
+
+        def sample(name, fn, r):
+            if not cuda:
+                # Let the previous provider's worker threads stop spinning (ONNX Runtime's and OpenMP's spin
+                # for milliseconds after a run and would take the cores from the next provider); a fast
+                # model also gets one untimed run to bring its caches back.
+                time.sleep(0.05)
+            got = time_fn(fn, 0 if slow[name] else 1, per_round, device=device)
+            seen[name] += got
+            if progress:
+                progress(f"phi={phi:g} batch {batch} {name} round {r + 1}/{rounds}: "
+                         f"{statistics.median(seen[name]) * 1e3:.2f} ms")
+            return got
+
+        def dropped(name, r, exc):  # this provider's numbers go, the others' stay
+            row["errors"][name] = f"round {r + 1}: {type(exc).__name__}: {exc}"[:500]
+
+        samples = interleaved({n: call[n] for n in PROVIDERS if n in call}, rounds, sample, dropped)
     for name, s in samples.items():
         row["providers"][name] = summarize(s, keep_samples=True)
     del made, call

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-from .bench_e2e import LABELS, PROVIDERS
+from .e2e import LABELS, PROVIDERS
 
 STYLE = {"eager_nchw": ("#7f7f7f", "o", "--"), "eager_cl": ("#bcbd22", "s", "--"), "compile": ("#1f77b4", "^", "-"),
          "ort": ("#9467bd", "D", "-"), "fused": ("#d62728", "*", "-")}

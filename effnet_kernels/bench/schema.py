@@ -1,6 +1,6 @@
 """The schema of effnet-bench's ``results.json`` (JSON Schema, draft 2020-12), and a validator.
 
-    from effnet_kernels.bench_schema import SCHEMA, validate
+    from effnet_kernels.bench.schema import SCHEMA, validate
     validate(json.load(open("effnet-bench-results/results.json")))   # raises on a mismatch (needs jsonschema)
 
 A result holds ``machine`` (versions, device, CPU kernel path, threads, date), ``settings`` (what was asked
@@ -12,7 +12,7 @@ interrupted (``interrupted``) or stopped by its time limit before the end.
 """
 from __future__ import annotations
 
-from .bench_e2e import PROVIDERS
+from .e2e import PROVIDERS
 
 _num = {"type": "number"}
 _nonneg = {"type": "number", "minimum": 0}

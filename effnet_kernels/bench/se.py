@@ -1,7 +1,7 @@
 """Squeeze-excitation benchmarks: the stand-alone fused SE at every SE shape of B0–B7, and B0's fused MBConv
 blocks with and without their SE.
 
-    python -m effnet_kernels.bench_se [--phis 0 4] [--batches 1 8] [--formats nchw channels_last] [--out DIR]
+    python -m effnet_kernels.bench.se [--phis 0 4] [--batches 1 8] [--formats nchw channels_last] [--out DIR]
 
 In one run, under ``torch.inference_mode()`` at the default thread count, medians of repeated runs after
 warm-up:
@@ -23,17 +23,13 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
-from . import ops
-from ._cpu import Conv1x1, SeProjection
-from ._benchutil import (FORMATS, check_batches, exact_fp32, machine_info, op_bench_args, progress_line, record_isa,
-                         summarize, summed_over, time_fn, write_op_results)
-from .bench_ops import gbps
-from .scaling import SEShape, _out, arch_spec, se_shapes
-
-
-def se_layer_shapes(phis) -> List[SEShape]:
-    """Distinct SE shapes over the given φ, in order of first appearance."""
-    return list(dict.fromkeys(s for phi in phis for s in se_shapes(phi, distinct=True)))
+from .. import ops, timing
+from .._cpu import Conv1x1, SeProjection
+from ._util import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summed_over,
+                    write_op_results)
+from ..timing import exact_fp32, summarize, time_fn
+from .dwconv import gbps
+from ..scaling import SEShape, _out, arch_spec, se_layer_shapes, se_shapes
 
 
 def _se_weights(c: int, s: int, g: torch.Generator):
@@ -139,13 +135,9 @@ def _median(fn, min_seconds, device=None, repeats=7):
 
 
 def interleaved(fns: dict, min_seconds: float, rounds: int = 5, device=None, repeats: int = 7) -> dict:
-    """Median per callable over ``rounds`` rounds that each time every callable in turn: on this shared,
-    noisy machine a burst of noise then hits all of them about equally."""
-    samples = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            samples[k].append(_median(fn, min_seconds / rounds, device, repeats))
-    return {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+    """Median per callable of its per-round medians, over ``rounds`` interleaved rounds (timing.interleaved)."""
+    per_round = timing.interleaved(fns, rounds, lambda name, fn, r: [_median(fn, min_seconds / rounds, device, repeats)])
+    return {k: sorted(v)[len(v) // 2] for k, v in per_round.items()}
 
 
 def bench_se(phis=range(8), batches=(1, 8), formats=("nchw", "channels_last"), block_phis=(0,),
@@ -242,7 +234,7 @@ def markdown(result: dict, phis) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = op_bench_args("python -m effnet_kernels.bench_se", __doc__.split("\n\n")[0], "se")
+    p = op_bench_args("python -m effnet_kernels.bench.se", __doc__.split("\n\n")[0], "se")
     p.add_argument("--block-phis", type=int, nargs="*", default=[0], choices=range(8), metavar="PHI",
                    help="models whose fused blocks are timed with and without SE (default: B0)")
     args = p.parse_args(argv)

@@ -3,6 +3,7 @@ import mode). Test modules import this and the package, never each other."""
 import torch
 
 from effnet_kernels import ops, reference
+from effnet_kernels.testing import max_abs_error, rel_error
 
 
 def _g(seed):
@@ -205,21 +206,18 @@ def classifier_ratio(logits, head, src32s, src64, classifier, k=CLASSIFIER_VS_SO
 # ---- ISA paths ----------------------------------------------------------------------------------------
 
 def _isa_lists():
-    import platform
-
     from effnet_kernels import _cpu
 
-    arch = {"x86_64": ["scalar", "avx2", "avx512"], "AMD64": ["scalar", "avx2", "avx512"],
-            "aarch64": ["scalar", "neon"], "arm64": ["scalar", "neon"]}.get(platform.machine(), ["scalar"])
     try:
-        supported = _cpu.isa_info()["supported"]
-    except RuntimeError:  # no _C
-        supported = []
-    return arch, supported
+        info = _cpu.isa_info()
+    except RuntimeError:  # no _C: the tests that need it fail or skip on that, not on a shorter list
+        return ["scalar"], []
+    return info["compiled"], info["supported"]
 
 
-# Every C++ ISA path of this architecture (tests parametrize over all of them and call require_isa, so a
-# path this CPU cannot run is a reported skip, not a silently shorter list), and those this CPU runs.
+# Every C++ ISA path this build has (its architecture's, from the C++ ISA list; test_package checks the list
+# per architecture), and those this CPU runs. Tests parametrize over all of them and call require_isa, so a
+# path this CPU cannot run is a reported skip, not a silently shorter list.
 ARCH_ISAS, SUPPORTED_ISAS = _isa_lists()
 
 
@@ -236,3 +234,86 @@ def require_isa(isa: str) -> None:
         skip_or_fail("needs AVX-512 hardware: this CPU has no AVX-512 (the path's start-up self-test against the "
                      "scalar kernel guards it where it runs)")
     skip_or_fail(f"this CPU cannot run the {isa} path (supported: {SUPPORTED_ISAS})")
+
+
+# ---- op inputs and float64 references ------------------------------------------------------------------
+
+
+def make_se(c, s, seed=0, flat=False, dtype=torch.float32):
+    """Random SE weights with gates spread over (0, 1) (not all ~0.5: a bug in the gate would hide)."""
+    g = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(s, c, 1, 1, generator=g) * (2 / c ** 0.5)
+    b1 = torch.randn(s, generator=g)
+    w2 = torch.randn(c, s, 1, 1, generator=g) * (2 / s ** 0.5)
+    b2 = torch.randn(c, generator=g)
+    if flat:
+        w1, w2 = w1.reshape(s, c), w2.reshape(c, s)
+    return tuple(t.to(dtype) for t in (w1, b1, w2, b2))
+
+
+def make_x(n, c, h, w, channels_last=False, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g) + 0.3  # SE inputs follow a Swish: mostly positive means
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def make_projection(cin, cout, seed=2, flat=False):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(cout, cin, 1, 1, generator=g) / cin ** 0.5
+    return (w.reshape(cout, cin) if flat else w), torch.randn(cout, generator=g)
+
+
+def make_inputs(n, c, h, w, k, channels_last=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g) * 2
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c, 1, k, k, generator=g) / k
+    bn = dict(bn_weight=torch.rand(c, generator=g) + 0.5, bn_bias=torch.randn(c, generator=g) * 0.2,
+              bn_mean=torch.randn(c, generator=g) * 0.2, bn_var=torch.rand(c, generator=g) + 0.5)
+    return x, weight, bn
+
+
+def reference64(x, weight, bn, eps, stride, padding):
+    return reference.dwconv_bn_swish(x.double(), weight.double(), **{k: v.double() for k, v in bn.items()},
+                                     eps=eps, stride=stride, padding=padding)
+
+
+def assert_close(y, ref, what=""):
+    err, max_err = rel_error(y, ref), max_abs_error(y, ref)
+    bound = 1e-4 * ref.abs().max().item()
+    if not (err <= 1e-5 and max_err <= bound):
+        diff = (y.double() - ref.double()).abs()
+        idx = torch.nonzero(diff > bound)[:5].tolist()
+        raise AssertionError(f"{what}: rel err {err:.3g} (≤1e-5), max err {max_err:.3g} (≤{bound:.3g}); "
+                             f"worst at {idx}: got {[y[tuple(i)].item() for i in idx]}, "
+                             f"want {[ref[tuple(i)].item() for i in idx]}")
+
+
+def expected_format(x):
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def special_values_case(c: int):
+    """(x, weight, bias): an input with NaN, ±inf, ±1e30 and a denormal in it (c >= 6), positive weights, zero bias."""
+    x = torch.randn(1, c, 6, 7)
+    x[0, 0, 2, 2] = float("nan")
+    x[0, 1, 0, 0] = float("inf")
+    x[0, 2, 3, 3] = float("-inf")
+    x[0, 3] = 1e30
+    x[0, 4] = -1e30
+    x[0, 5, 1, 1] = 1e-40  # denormal
+    w = torch.rand(c, 1, 3, 3) + 0.1
+    b = torch.zeros(c)
+    return x, w, b
+
+
+def assert_special_like_eager(y, x, w, b):
+    ref = torch.nn.functional.silu(torch.nn.functional.conv2d(x, w, b, padding=1, groups=x.shape[1]))
+    assert torch.equal(torch.isnan(y), torch.isnan(ref))
+    assert torch.equal(torch.isinf(y), torch.isinf(ref)) and torch.equal(y[torch.isinf(y)], ref[torch.isinf(ref)])
+    finite = torch.isfinite(ref)
+    assert torch.allclose(y[finite], ref[finite], rtol=1e-5, atol=1e-6)
+    assert (y[0, 4] == 0).all() and (y[0, 3] >= 1e30).all()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from effnet_kernels import reference
 
-from test_se_ops import make_se
+from helpers import make_se
 
 SPECIALS = (float("nan"), float("inf"), float("-inf"), 1e30, -1e30, 1e-40, -1e-40)
 DW_CASES = [(3, 1, "symmetric"), (5, 2, "same"), (3, 2, "symmetric"), (5, 1, "same")]  # (k, stride, padding)

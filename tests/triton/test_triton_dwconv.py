@@ -9,12 +9,12 @@ import torch
 
 from effnet_kernels import ops, reference
 from effnet_kernels import triton as tk
-from effnet_kernels.bench_ops import dw_layer_shapes
+from effnet_kernels.scaling import dw_layer_shapes
 from effnet_kernels.testing import rel_error
 
-from triton_common import CUDA, DEVICE, needs_cuda, needs_triton  # noqa: F401  (autouse fixture)
-from test_dwconv_ops import (assert_close, assert_special_like_eager, expected_format, make_inputs, reference64,
-                             special_values_case)
+from helpers.triton import CUDA, DEVICE, needs_cuda, needs_triton  # noqa: F401  (autouse fixture)
+from helpers import (assert_close, assert_special_like_eager, expected_format, make_inputs, reference64,
+                     special_values_case)
 
 
 def folded(weight, bn, eps=1e-5, dtype=torch.float32):

@@ -13,7 +13,7 @@ import torch
 import effnet_kernels as ek
 from effnet_kernels.testing import randomize_bn_, rel_error
 
-from triton_common import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
+from helpers.triton import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
 
 
 SIZE = (2, 3, 33, 31) if CUDA else (2, 3, 19, 17)

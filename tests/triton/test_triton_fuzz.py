@@ -4,13 +4,11 @@ offset views). On CUDA the tensors go to the GPU; without one, Triton's interpre
 CPU example count: the interpreter is slow). The checks are tests/test_fuzz.py's: the float64 references
 (the depthwise one pads with its own SAME rule), and for the SE gate the escape to 2x the eager fp32
 reference's error, the eager reference being an independent computation here (torch on the CPU)."""
-import pytest
-import torch
 from hypothesis import given, settings
 
 from conftest import TRITON_INTERPRET
-from test_fuzz import check_se, close64, dw_case, dw_inputs, dw_ref64, se_case
-from triton_common import DEVICE, needs_triton  # noqa: F401  (autouse fixture)
+from helpers.fuzz import check_se, close64, dw_case, dw_inputs, dw_ref64, se_case
+from helpers.triton import DEVICE, needs_triton  # noqa: F401  (autouse fixture)
 
 from effnet_kernels import triton as tk
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import call, op_cases
-from triton_common import DEVICE, needs_triton  # noqa: F401  (autouse fixture)
+from helpers.triton import DEVICE, needs_triton  # noqa: F401  (autouse fixture)
 
 OPS = list(op_cases())
 ARGS = [(op, name) for op, (named, *_) in op_cases().items() for name, _ in named]

@@ -8,11 +8,11 @@ import torch
 
 from effnet_kernels import _cpu, ops, reference
 from effnet_kernels import triton as tk
-from effnet_kernels.bench_se import se_layer_shapes
+from effnet_kernels.scaling import se_layer_shapes
 from effnet_kernels.testing import rel_error
 
-from triton_common import CUDA, DEVICE, needs_cuda, needs_triton  # noqa: F401  (autouse fixture)
-from test_se_ops import make_projection, make_se, make_x
+from helpers import make_projection, make_se, make_x
+from helpers.triton import CUDA, DEVICE, needs_cuda, needs_triton  # noqa: F401  (autouse fixture)
 
 
 def to(ts, dtype=None):

@@ -6,9 +6,9 @@ import torch
 
 from effnet_kernels import triton as tk
 
-from special_values import (DW_CASES, PROJECT_SIZES, SE_SIZES, assert_like_eager, check_dw, check_gate, dw_case,
-                            gate_case, project_case, se_case)
-from triton_common import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
+from helpers.special import (DW_CASES, PROJECT_SIZES, SE_SIZES, assert_like_eager, check_dw, check_gate, dw_case,
+                             gate_case, project_case, se_case)
+from helpers.triton import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy: exp overflow, inf*0
 
