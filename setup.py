@@ -12,6 +12,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -56,4 +57,16 @@ class CMakeBuild(build_ext):
             built[0].replace(out_path)
 
 
-setup(ext_modules=[CMakeExtension("effnet_kernels._C")], cmdclass={"build_ext": CMakeBuild})
+class CleanBuildPy(build_py):
+    """build_py into a fresh copy of the package: setuptools keeps build/lib* between builds, and a module
+    that was moved or deleted since the last build (e.g. ops.py -> ops/) would otherwise ship in the wheel
+    again, importable beside its replacement."""
+
+    def run(self) -> None:
+        import shutil
+
+        shutil.rmtree(Path(self.build_lib) / "effnet_kernels", ignore_errors=True)
+        super().run()
+
+
+setup(ext_modules=[CMakeExtension("effnet_kernels._C")], cmdclass={"build_ext": CMakeBuild, "build_py": CleanBuildPy})

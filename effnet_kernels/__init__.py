@@ -41,7 +41,7 @@ def info() -> dict:
     except ImportError:
         triton_version = None
     try:
-        from ._cpu import isa_info
+        from .cpu import isa_info
         isa = isa_info()
     except RuntimeError:
         isa = None

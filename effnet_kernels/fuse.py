@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import ops
 from .models import ConvBNAct, EfficientNet, MBConv
-from .padding import _pad_amounts
+from .padding import pad_amounts_unchecked
 from .reference import fold_bn
 
 __all__ = ["fuse", "FusedEfficientNet"]
@@ -155,8 +155,8 @@ class FusedEfficientNet(nn.Module):
         if any(b.dtype != torch.float32 or b.device.type != "cpu" for b in self.buffers()):
             return None
         from ._ext import _C
-        from ._cpu import _forced_isa
-        net = _C.Net(self.padding == "same", _forced_isa or "")
+        from .cpu import _isa
+        net = _C.Net(self.padding == "same", _isa.forced or "")
         keep = []  # the C++ side copies every weight; these only need to live through the calls
 
         def ptr(t: Optional[torch.Tensor], *shape: int) -> int:
@@ -259,8 +259,8 @@ class FusedEfficientNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
             k, s = self.stem_kernel, self.stem_stride
             if self.padding == "same":
-                top, bottom, _ = _pad_amounts(x.shape[-2], k, s, "same")
-                left, right, _ = _pad_amounts(x.shape[-1], k, s, "same")
+                top, bottom, _ = pad_amounts_unchecked(x.shape[-2], k, s, "same")
+                left, right, _ = pad_amounts_unchecked(x.shape[-1], k, s, "same")
                 x = F.conv2d(F.pad(x, (left, right, top, bottom)), self.stem_weight.to(t), self.stem_bias.to(t), s)
             else:
                 x = F.conv2d(x, self.stem_weight.to(t), self.stem_bias.to(t), s, k // 2)

@@ -38,10 +38,10 @@ def pad_amounts(size: int, kernel: int, stride: int, padding: str) -> Tuple[int,
     kernel = _check_int(kernel, "kernel", 1)
     if kernel % 2 != 1:
         raise ValueError(f"kernel must be odd (both conventions centre the window), got {kernel}")
-    return _pad_amounts(size, kernel, stride, check_padding(padding))
+    return pad_amounts_unchecked(size, kernel, stride, check_padding(padding))
 
 
-def _pad_amounts(size, kernel: int, stride: int, padding: str) -> Tuple[int, int, int]:
+def pad_amounts_unchecked(size, kernel: int, stride: int, padding: str) -> Tuple[int, int, int]:
     """pad_amounts without the checks, for callers that validated already (``size`` may be a SymInt under
     torch.compile / torch.export)."""
     if padding == "symmetric":

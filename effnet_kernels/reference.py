@@ -9,7 +9,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .padding import _pad_amounts
+from .padding import pad_amounts_unchecked
 
 __all__ = ["fold_bn", "pad_input", "dwconv_bias_swish", "dwconv_bias_swish_pool", "dwconv_bn_swish", "se_gate",
            "squeeze_excite", "se_project"]
@@ -25,8 +25,8 @@ def fold_bn(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor
 
 def pad_input(x: torch.Tensor, kernel: int, stride: int, padding: str) -> Tuple[torch.Tensor, int]:
     """Pad ``x`` explicitly when ``padding`` is asymmetric; returns (input, conv2d padding)."""
-    top, bottom, _ = _pad_amounts(x.shape[-2], kernel, stride, padding)
-    left, right, _ = _pad_amounts(x.shape[-1], kernel, stride, padding)
+    top, bottom, _ = pad_amounts_unchecked(x.shape[-2], kernel, stride, padding)
+    left, right, _ = pad_amounts_unchecked(x.shape[-1], kernel, stride, padding)
     if top == bottom and left == right and top == left:
         return x, top
     return F.pad(x, (left, right, top, bottom)), 0

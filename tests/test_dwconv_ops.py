@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from effnet_kernels import _cpu, ops, reference
+from effnet_kernels import cpu as _cpu, ops, reference
 from effnet_kernels.scaling import dw_layer_shapes
 from effnet_kernels.testing import rel_error
 

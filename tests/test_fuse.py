@@ -358,7 +358,7 @@ def test_small_bugs_exceed_the_bounds_five_times(isa, threads):
     """The bounds above can fail: each mutation moves some point (engine: stem, blocks, head, logits; op
     path: blocks, logits) at least 5x past its bound, on every ISA this CPU runs and 1 and 2 threads, while
     the unmutated model stays within them."""
-    from effnet_kernels._cpu import use_isa
+    from effnet_kernels.cpu import use_isa
 
     require_isa(isa)
     model = randomize_bn_(ek.efficientnet("b0").eval(), calibration_size=(4, 3, 64, 64))

@@ -1,4 +1,4 @@
-"""The 1×1-conv GEMM (C++ micro-kernels behind effnet_kernels._cpu.Conv1x1) against float64 on B0–B7 1×1
+"""The 1×1-conv GEMM (C++ micro-kernels behind effnet_kernels.cpu.Conv1x1) against float64 on B0–B7 1×1
 shapes and awkward ones, every epilogue, both input layouts, a non-contiguous input, bad arguments."""
 import pytest
 import torch
@@ -20,7 +20,7 @@ def reference(x, w, b, swish, residual):
 ])
 @pytest.mark.parametrize("swish,with_residual", [(True, False), (False, True), (False, False)])
 def test_conv1x1_matches_float64(cpp, n, cin, cout, h, w, swish, with_residual):
-    from effnet_kernels._cpu import Conv1x1
+    from effnet_kernels.cpu import Conv1x1
     g = torch.Generator().manual_seed(cin * 7 + cout)
     x = torch.randn(n, cin, h, w, generator=g)
     wt, b = torch.randn(cout, cin, generator=g) / cin ** 0.5, torch.randn(cout, generator=g)
@@ -36,7 +36,7 @@ def test_conv1x1_matches_float64(cpp, n, cin, cout, h, w, swish, with_residual):
 
 
 def test_conv1x1_non_contiguous_and_bad_input(cpp):
-    from effnet_kernels._cpu import Conv1x1
+    from effnet_kernels.cpu import Conv1x1
     wt, b = torch.randn(8, 5), torch.randn(8)
     conv = Conv1x1(wt, b)
     x = torch.randn(2, 10, 9, 9)[:, ::2]

@@ -20,7 +20,7 @@ def test_import_without_compiled_module_warns_once_and_falls_back():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             import effnet_kernels as ek
-            import effnet_kernels.models, effnet_kernels._cpu, effnet_kernels.ops as ops
+            import effnet_kernels.models, effnet_kernels.cpu, effnet_kernels.ops as ops
         msgs = [str(w.message) for w in caught if "effnet_kernels._C" in str(w.message)]
         assert len(msgs) == 1, msgs
         assert "pip install ." in msgs[0], msgs[0]
@@ -31,7 +31,7 @@ def test_import_without_compiled_module_warns_once_and_falls_back():
         with torch.no_grad():
             assert m(torch.randn(1, 3, 64, 64)).shape == (1, 3)
         try:
-            effnet_kernels._cpu.dwconv_bias_swish(torch.randn(1, 2, 3, 3), torch.randn(2, 1, 3, 3),
+            effnet_kernels.cpu.dwconv_bias_swish(torch.randn(1, 2, 3, 3), torch.randn(2, 1, 3, 3),
                                                   torch.randn(2))
         except RuntimeError as e:
             assert "pip install ." in str(e)

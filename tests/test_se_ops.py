@@ -5,7 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from effnet_kernels import _cpu, ops, reference
+from effnet_kernels import cpu as _cpu, ops, reference
+from effnet_kernels.cpu import _cache
+from effnet_kernels.ops._validate import output_memory_format
 from effnet_kernels.scaling import se_layer_shapes
 from effnet_kernels.testing import rel_error
 
@@ -24,7 +26,7 @@ def check_se(x, weights, backend, what, tol=1e-6):
     ref = ref64(x, weights)
     assert y.shape == x.shape and y.dtype == x.dtype, what
     if backend != "torch":  # (the eager reference keeps whatever layout eager gives)
-        assert y.is_contiguous(memory_format=_cpu.output_memory_format(x)), f"{what}: output layout"
+        assert y.is_contiguous(memory_format=output_memory_format(x)), f"{what}: output layout"
     err = rel_error(y, ref)
     assert err <= tol, f"{what}: rel err {err:.3g} > {tol}"
     return y
@@ -205,7 +207,7 @@ def test_se_project_against_eager_se_conv_bn(n, cin, s, cout, h, w, channels_las
             what = f"{(n, cin, s, cout, h, w)} cl={channels_last} res={with_residual} {backend}"
             assert out.shape == (n, cout, h, w) and out.dtype == torch.float32, what
             if backend != "torch":
-                assert out.is_contiguous(memory_format=_cpu.output_memory_format(x)), f"{what}: layout"
+                assert out.is_contiguous(memory_format=output_memory_format(x)), f"{what}: layout"
             assert rel_error(out, ref) <= 2e-6, f"{what}: vs float64 {rel_error(out, ref):.3g}"
             assert rel_error(out, eager) <= 5e-6, f"{what}: vs eager SE→conv→BN {rel_error(out, eager):.3g}"
 
@@ -326,7 +328,7 @@ def test_caches_let_dead_weights_go():
     x = make_x(1, 16, 3, 3)
     sew = [t.clone() for t in make_se(16, 4)]
     ops.squeeze_excite(x, *sew)
-    n_packs, n_fast = len(_cpu._packs), len(_cpu._fast)
+    n_packs, n_fast = len(_cache._packs), len(_cache._fast)
     del sew
     gc.collect()
-    assert len(_cpu._packs) == n_packs - 1 and len(_cpu._fast) == n_fast - 1
+    assert len(_cache._packs) == n_packs - 1 and len(_cache._fast) == n_fast - 1

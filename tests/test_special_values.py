@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import effnet_kernels as ek
-from effnet_kernels import _cpu, ops
+from effnet_kernels import cpu as _cpu, ops
 from effnet_kernels.testing import denormals_survive
 from effnet_kernels.testing import randomize_bn_
 

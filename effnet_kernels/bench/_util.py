@@ -106,7 +106,7 @@ class Progress:
 def record_isa(result: dict) -> None:
     """Put the CPU kernel path in use into the result's machine info (its tables print it)."""
     try:
-        from .._cpu import isa_info
+        from ..cpu import isa_info
         result["machine"]["isa"] = isa_info()["default"]
     except RuntimeError:
         result["machine"]["isa"] = "none (reference fallback)"

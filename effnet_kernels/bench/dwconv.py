@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from .. import ops
-from .._cpu import output_size
+from ..ops._validate import output_size
 from .._ext import has_cpp
 from ._util import (FORMATS, check_batches, machine_info, mm_rate, op_bench_args, progress_line, record_isa,
                     summed_over, write_op_results)

@@ -11,7 +11,7 @@ warm-up:
   bytes, what any stand-alone SE moves (read x for the pool, read x and write y for the scale);
 * per block of B0 (channels_last, the fused model's layout): the fused block — expand 1×1 (GEMM + bias,
   Swish), :func:`~effnet_kernels.ops.dwconv_bias_swish_pool`, the SE gate folded into the projection with
-  the residual (``_cpu.SeProjection``: :func:`~effnet_kernels.ops.se_project` with its weights packed once,
+  the residual (``effnet_kernels.cpu.SeProjection``: :func:`~effnet_kernels.ops.se_project` with its weights packed once,
   as a fused model holds them) — against the same fused block with the SE removed (depthwise without the
   pool, the projection GEMM + bias + residual alone). Their ratio is what the SE costs inside a block.
 """
@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from .. import ops, timing
-from .._cpu import Conv1x1, SeProjection
+from ..cpu import Conv1x1, SeProjection
 from ._util import (FORMATS, check_batches, machine_info, op_bench_args, progress_line, record_isa, summed_over,
                     write_op_results)
 from ..timing import exact_fp32, summarize, time_fn

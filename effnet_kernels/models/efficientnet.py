@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..padding import _pad_amounts, check_padding
+from ..padding import pad_amounts_unchecked, check_padding
 from ..scaling import ArchSpec, BlockSpec, arch_spec
 
 __all__ = ["ConvBNAct", "SqueezeExcite", "MBConv", "EfficientNet", "efficientnet", "stochastic_depth"]
@@ -35,8 +35,8 @@ class ConvBNAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_pad:
             k, s = self.conv.kernel_size[0], self.conv.stride[0]
-            top, bottom, _ = _pad_amounts(x.shape[-2], k, s, "same")
-            left, right, _ = _pad_amounts(x.shape[-1], k, s, "same")
+            top, bottom, _ = pad_amounts_unchecked(x.shape[-2], k, s, "same")
+            left, right, _ = pad_amounts_unchecked(x.shape[-1], k, s, "same")
             x = F.pad(x, (left, right, top, bottom))
         return self.act(self.bn(self.conv(x)))
 

@@ -12,7 +12,6 @@ device-safe, and CPU tensors under compile keep going to the C++ kernel.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Optional, Tuple
 
 import torch
@@ -23,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - CI installs triton with torch
     HAS_TRITON = False
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+from ._env import INTERPRET
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _I32_LIMIT = 2 ** 31
 
@@ -64,7 +63,7 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     only when a tensor spans 2³¹ elements or more; True forces it (tests reach that path on small shapes).
     ``tile``: ``{"BLOCK_W", "BLOCK_C", "TH", "num_warps"}`` to bypass autotuning (tests, the GPU probe).
     """
-    from .._cpu import check_dwconv_args, output_memory_format, output_size
+    from ..ops._validate import check_dwconv_args, output_memory_format, output_size
 
     if validate:
         _, stride, padding = check_dwconv_args(x, weight, bias, stride, padding, dtypes=DTYPES, device_type=None,
@@ -118,7 +117,7 @@ def _pow2(v: int, lo: int = 1) -> int:
 
 
 def _se_args(x, reduce_weight, reduce_bias, expand_weight, expand_bias, name="x"):
-    from .._cpu import check_se_input, check_se_weights
+    from ..ops._validate import check_se_input, check_se_weights
 
     what = "backend='triton'"
     c = check_se_input(x, name, DTYPES, None, what)
@@ -147,7 +146,7 @@ def _gate(pooled, w1, b1, w2, b2, s):
 
 def se_gate(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias):
     """fp32 (N, C) gate from fp32 (N, C) means (any float weights)."""
-    from .._cpu import check_pooled, check_se_weights
+    from ..ops._validate import check_pooled, check_se_weights
 
     if not isinstance(pooled, torch.Tensor) or pooled.dim() != 2:
         raise ValueError("pooled must be a 2-D (N, C) tensor")
@@ -172,7 +171,7 @@ def _pool(x):
 
 
 def _scale(x, gate):
-    from .._cpu import output_memory_format
+    from ..ops._validate import output_memory_format
     from .se import se_scale_kernel
 
     n, c, h, w = x.shape
@@ -190,7 +189,7 @@ def squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias):
     """The stand-alone SE: pool, gate, scale (three launches); y in x's dtype and layout rule."""
     w1, b1, w2, b2, s = _se_args(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
     if x.shape[0] == 0:
-        from .._cpu import output_memory_format
+        from ..ops._validate import output_memory_format
         return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
     return _scale(x, _gate(_pool(x), w1, b1, w2, b2, s))
 
@@ -198,7 +197,7 @@ def squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias):
 def se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight, proj_bias,
                residual=None):
     """W · (y * gate) + bias (+ residual) per sample: the gate in the GEMM's A tiles (se_project_kernel)."""
-    from .._cpu import check_pooled, check_projection, output_memory_format
+    from ..ops._validate import check_pooled, check_projection, output_memory_format
     from .se import se_project_kernel
 
     w1, b1, w2, b2, s = _se_args(y, reduce_weight, reduce_bias, expand_weight, expand_bias, name="y")

@@ -25,16 +25,11 @@ Offsets are int32 unless a tensor has 2³¹ elements or more, where the kernel i
 """
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 import triton.testing
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
-# EFFNET_TRITON_AUTOTUNE=0 keeps one config per layout (no tuning): for test runs over many shapes, where
-# every new shape would otherwise compile and time every config.
-AUTOTUNE = os.environ.get("EFFNET_TRITON_AUTOTUNE", "1") not in ("", "0")
+from ._env import AUTOTUNE, INTERPRET
 
 
 def _cfg(block_w, block_c, th, warps, channels_last):

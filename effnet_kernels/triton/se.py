@@ -15,13 +15,10 @@ gate folded into its A tiles.
 """
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
-AUTOTUNE = os.environ.get("EFFNET_TRITON_AUTOTUNE", "1") not in ("", "0")
+from ._env import AUTOTUNE, INTERPRET
 
 
 @triton.jit

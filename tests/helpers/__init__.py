@@ -206,7 +206,7 @@ def classifier_ratio(logits, head, src32s, src64, classifier, k=CLASSIFIER_VS_SO
 # ---- ISA paths ----------------------------------------------------------------------------------------
 
 def _isa_lists():
-    from effnet_kernels import _cpu
+    from effnet_kernels import cpu as _cpu
 
     try:
         info = _cpu.isa_info()

@@ -6,7 +6,8 @@ the TRITON_INTERPRET=1 pytest process (scripts/test.sh)."""
 import pytest
 import torch
 
-from effnet_kernels import _cpu, ops, reference
+from effnet_kernels import ops, reference
+from effnet_kernels.ops._validate import output_memory_format
 from effnet_kernels import triton as tk
 from effnet_kernels.scaling import se_layer_shapes
 from effnet_kernels.testing import rel_error
@@ -26,7 +27,7 @@ def check(n, c, s, h, w, channels_last, cout=None, residual=False, flat=False):
     ref = reference.squeeze_excite(x.double(), *[t.double() for t in sew])
     y = tk.squeeze_excite(*to((x,) + sew))
     assert y.device.type == DEVICE and y.shape == x.shape, what
-    assert y.is_contiguous(memory_format=_cpu.output_memory_format(x)), f"{what}: layout"
+    assert y.is_contiguous(memory_format=output_memory_format(x)), f"{what}: layout"
     assert rel_error(y.cpu(), ref) <= 1e-6, f"{what}: squeeze_excite {rel_error(y.cpu(), ref):.3g}"
     pooled = x.double().mean((2, 3)).float()
     gate = tk.se_gate(*to((pooled,) + sew))
@@ -38,7 +39,7 @@ def check(n, c, s, h, w, channels_last, cout=None, residual=False, flat=False):
                                    None if res is None else res.double())
         out = tk.se_project(*to((x, pooled) + sew + (pw, pb)), None if res is None else res.to(DEVICE))
         assert out.shape == (n, cout, h, w), what
-        assert out.is_contiguous(memory_format=_cpu.output_memory_format(x)), f"{what}: projection layout"
+        assert out.is_contiguous(memory_format=output_memory_format(x)), f"{what}: projection layout"
         assert rel_error(out.cpu(), ref) <= 2e-6, f"{what}: se_project {rel_error(out.cpu(), ref):.3g}"
 
 
