@@ -2,7 +2,7 @@
 and of torch.jit.trace, and the one dispatch function every public op goes through."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -89,7 +89,7 @@ def refuse_autograd_and_trace(op: str, backend: Optional[str], named) -> None:
     """The kernels write through raw pointers (CPU) or launch Triton: autograd sees no computation and
     torch.jit.trace records only the output allocation. Refuse both rather than return an output without
     gradients or a trace that returns uninitialised memory; the reference (``backend="torch"``) is eager
-    PyTorch and supports both. ``named``: (argument name, value) pairs."""
+    PyTorch and supports both. ``named``: (argument name, value) pairs (an iterable, read only if needed)."""
     if backend == "torch":
         return
     if torch.jit.is_tracing():
@@ -106,31 +106,58 @@ def refuse_autograd_and_trace(op: str, backend: Optional[str], named) -> None:
                                    f"through the eager reference")
 
 
-def dispatch(op: str, backend, named, *, validate: Callable, cpp: Callable, cpp_runs: Callable, registered: Callable,
-             reference: Callable, triton: Callable, fast: Optional[Callable] = None):
+class OpSpec:
+    """What one public op plugs into :func:`dispatch`, as methods taking the op's positional arguments
+    ``args`` (one instance per op, built at import: a call creates no closures). ``names``: the argument
+    names of the tensors among ``args``, in order, for the refusals' messages; the first decides the
+    device."""
+
+    op: str = ""
+    names: Tuple[str, ...] = ()
+
+    def fast(self, *args):  # the eager CPU call for arguments seen valid before, or None
+        return None
+
+    def validate(self, backend, *args):  # the full checks for the backend; returns what the kernels need
+        raise NotImplementedError
+
+    def cpp_runs(self, v, *args) -> bool:  # backend=None on the CPU: do the C++ kernels take these dtypes?
+        raise NotImplementedError
+
+    def cpp(self, backend, v, *args):
+        raise NotImplementedError
+
+    def registered(self, v, *args):
+        raise NotImplementedError
+
+    def reference(self, v, *args):
+        raise NotImplementedError
+
+    def triton(self, kernels, v, *args):
+        raise NotImplementedError
+
+
+def dispatch(spec: OpSpec, backend, args: tuple):
     """Run one public op on the backend asked for (``None``: by device), the same ladder for every op:
 
     1. ``backend`` checked; autograd and torch.jit.trace refused (not for ``"torch"``);
-    2. ``backend=None``, eager: ``fast()`` — the CPU call for arguments seen valid before, or None;
-    3. ``v = validate(backend)``: the full checks for that backend's dtypes (the errors a user reads);
+    2. ``backend=None``, eager: ``spec.fast`` — the CPU call for arguments seen valid before, or None;
+    3. ``v = spec.validate(backend, ...)``: the full checks for that backend's dtypes (the errors a user reads);
     4. the backend must be there: ``"cpp"`` needs ``_C``, ``"triton"`` (and ``None`` off the CPU) a device
        Triton runs on;
-    5. ``None``: on the CPU ``cpp(v)`` when ``cpp_runs(v)`` (fp32 and ``_C`` built) outside torch.compile,
-       else ``registered(v)`` (the ``torch.library`` op: under torch.compile, on CUDA, other dtypes);
-       ``"cpp"``: ``cpp(v)``; ``"torch"``: ``reference(v)``; ``"triton"``: ``triton(kernels, v)``.
-
-    ``named``: the (argument name, value) pairs of the tensor arguments, the one whose device decides first."""
+    5. ``None``: on the CPU ``spec.cpp`` when ``spec.cpp_runs`` (fp32 and ``_C`` built) outside
+       torch.compile, else ``spec.registered`` (the ``torch.library`` op: under torch.compile, on CUDA, other
+       dtypes); ``"cpp"``: ``spec.cpp``; ``"torch"``: ``spec.reference``; ``"triton"``: ``spec.triton``."""
     if backend is not None:
         backend = check_backend(backend)
-    refuse_autograd_and_trace(op, backend, named)
+    refuse_autograd_and_trace(spec.op, backend, zip(spec.names, args))
     compiling = torch.compiler.is_compiling()
-    if backend is None and fast is not None and not compiling:
-        out = fast()
+    if backend is None and not compiling:
+        out = spec.fast(*args)
         if out is not None:
             return out
-    backend = check_backend(backend)
-    v = validate(backend)
-    name, x = named[0]
+    v = spec.validate(backend, *args)
+    x = args[0]
     device = x.device.type
     kernels = None
     if backend == "cpp" and not has_cpp():
@@ -142,15 +169,15 @@ def dispatch(op: str, backend, named, *, validate: Callable, cpp: Callable, cpp_
             raise ValueError(no_triton(x))
     if backend is None:
         if device != "cpu" and triton_kernels(device) is None:
-            raise ValueError(no_kernel(name, x))
-        if device == "cpu" and not compiling and cpp_runs(v):
-            return cpp(v)
-        return registered(v)
+            raise ValueError(no_kernel(spec.names[0], x))
+        if device == "cpu" and not compiling and spec.cpp_runs(v, *args):
+            return spec.cpp(backend, v, *args)
+        return spec.registered(v, *args)
     if backend == "cpp":
-        return cpp(v)
+        return spec.cpp(backend, v, *args)
     if backend == "torch":
-        return reference(v)
-    return triton(kernels, v)
+        return spec.reference(v, *args)
+    return spec.triton(kernels, v, *args)
 
 
 # The registered ops have no backward: called directly with an input that requires grad (grad mode on),

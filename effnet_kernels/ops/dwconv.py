@@ -10,7 +10,8 @@ from torch import Tensor
 
 from .. import cpu as _cpu, reference
 from .._ext import has_cpp
-from ._dispatch import check_backend, dispatch, dtypes_for, refuse_autograd_and_trace, refuse_backward, triton_kernels
+from ._dispatch import (OpSpec, check_backend, dispatch, dtypes_for, refuse_autograd_and_trace, refuse_backward,
+                        triton_kernels)
 from ._validate import check_dwconv_args, output_memory_format, output_size
 
 
@@ -92,22 +93,36 @@ def _validate(x, weight, bias, stride, padding, backend):
     return stride, padding
 
 
-def _dispatch(x, weight, bias, stride, padding, backend, pool: bool, op_name: str):
-    def validate(backend):
+class _DwSpec(OpSpec):
+    names = ("x", "weight", "bias")
+
+    def __init__(self, op: str, pool: bool) -> None:
+        self.op, self.pool = op, pool
+
+    def fast(self, x, weight, bias, stride, padding):
+        return _cpu.try_fast(x, weight, bias, stride, padding, self.pool)
+
+    def validate(self, backend, x, weight, bias, stride, padding):
         return _validate(x, weight, bias, stride, padding, backend)  # (stride, padding)
 
-    def cpp(v):
-        return _cpu.dwconv_bias_swish(x, weight, bias, *v, pool=pool, validate=False)
+    def cpp_runs(self, v, x, *rest):
+        return has_cpp() and x.dtype == torch.float32
 
-    def reference_op(v):
-        return (reference.dwconv_bias_swish_pool if pool else reference.dwconv_bias_swish)(x, weight, bias, *v)
+    def cpp(self, backend, v, x, weight, bias, stride, padding):
+        return _cpu.dwconv_bias_swish(x, weight, bias, *v, pool=self.pool, validate=False)
 
-    return dispatch(
-        op_name, backend, (("x", x), ("weight", weight), ("bias", bias)), validate=validate,
-        fast=lambda: _cpu.try_fast(x, weight, bias, stride, padding, pool),
-        cpp_runs=lambda v: has_cpp() and x.dtype == torch.float32, cpp=cpp,
-        registered=lambda v: (_dwconv_bias_swish_pool_op if pool else _dwconv_bias_swish_op)(x, weight, bias, *v),
-        reference=reference_op, triton=lambda kernels, v: kernels.dwconv_bias_swish(x, weight, bias, *v, pool=pool))
+    def registered(self, v, x, weight, bias, stride, padding):
+        return (_dwconv_bias_swish_pool_op if self.pool else _dwconv_bias_swish_op)(x, weight, bias, *v)
+
+    def reference(self, v, x, weight, bias, stride, padding):
+        return (reference.dwconv_bias_swish_pool if self.pool else reference.dwconv_bias_swish)(x, weight, bias, *v)
+
+    def triton(self, kernels, v, x, weight, bias, stride, padding):
+        return kernels.dwconv_bias_swish(x, weight, bias, *v, pool=self.pool)
+
+
+_DW = _DwSpec("dwconv_bias_swish", pool=False)
+_DW_POOL = _DwSpec("dwconv_bias_swish_pool", pool=True)
 
 
 def dwconv_bias_swish(x: Tensor, weight: Tensor, bias: Tensor, stride: int = 1, padding: str = "symmetric",
@@ -117,13 +132,13 @@ def dwconv_bias_swish(x: Tensor, weight: Tensor, bias: Tensor, stride: int = 1, 
     x: (N, C, H, W); weight: (C, 1, k, k), odd k ≤ 7 (3 and 5 are the fast ones); bias: (C,);
     stride 1 or 2; padding ``"symmetric"`` (k//2 each side) or ``"same"`` (TensorFlow SAME).
     """
-    return _dispatch(x, weight, bias, stride, padding, backend, pool=False, op_name="dwconv_bias_swish")
+    return dispatch(_DW, backend, (x, weight, bias, stride, padding))
 
 
 def dwconv_bias_swish_pool(x: Tensor, weight: Tensor, bias: Tensor, stride: int = 1, padding: str = "symmetric",
                            backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
     """``(y, pooled)``: :func:`dwconv_bias_swish` and the fp32 (N, C) mean of y over H×W, in the same pass."""
-    return _dispatch(x, weight, bias, stride, padding, backend, pool=True, op_name="dwconv_bias_swish_pool")
+    return dispatch(_DW_POOL, backend, (x, weight, bias, stride, padding))
 
 
 def dwconv_bn_swish(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor, bn_mean: Tensor, bn_var: Tensor,

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .. import cpu as _cpu, reference
 from .._ext import has_cpp
-from ._dispatch import FLOATS, dispatch, dtypes_for, refuse_backward, triton_kernels
+from ._dispatch import FLOATS, OpSpec, dispatch, dtypes_for, refuse_backward, triton_kernels
 from ._validate import check_pooled, check_projection, check_se_input, check_se_weights, output_memory_format
 
 _SE_WHAT = "the squeeze-excitation ops"
@@ -133,6 +133,96 @@ def _se_validate(x, name, weights, backend):
     return c, checked, dtypes, what
 
 
+class _SqueezeExciteSpec(OpSpec):
+    op, names = "squeeze_excite", ("x",) + _SE_NAMES
+
+    def fast(self, x, *weights):
+        return _cpu.try_fast_se(x, *weights)  # CPU fp32, arguments seen valid before
+
+    def validate(self, backend, x, *weights):
+        return _se_validate(x, "x", weights, backend)
+
+    def cpp_runs(self, v, x, reduce_weight, *rest):
+        return _cpu_fp32(x, reduce_weight)
+
+    def cpp(self, backend, v, x, *weights):
+        return _cpu.squeeze_excite(x, *weights, validate=False)
+
+    def registered(self, v, x, *weights):
+        return _squeeze_excite_op(x, *weights)
+
+    def reference(self, v, x, *weights):
+        return reference.squeeze_excite(x, *weights)
+
+    def triton(self, kernels, v, x, *weights):
+        return kernels.squeeze_excite(x, *weights)
+
+
+class _GateSpec(OpSpec):
+    op, names = "se_gate", ("pooled",) + _SE_NAMES
+
+    def validate(self, backend, pooled, *weights):
+        if not isinstance(pooled, Tensor):
+            raise TypeError(f"pooled must be a torch.Tensor, got {type(pooled).__name__}")
+        if pooled.dim() != 2:
+            raise ValueError(f"pooled must be 2-D (N, C), got shape {tuple(pooled.shape)}")
+        check_pooled(pooled, pooled.shape[0], pooled.shape[1], pooled.device)
+        if backend == "cpp" and pooled.device.type != "cpu":
+            raise ValueError(f"pooled must be on the CPU for backend='cpp', got device {pooled.device}")
+        on_cpu = pooled.device.type == "cpu"
+        return check_se_weights(pooled.shape[1], *weights, dtypes_for(backend, "cpu" if on_cpu else "other"),
+                                pooled.device, f"backend={backend!r}" + (" on CPU" if on_cpu else ""))
+
+    def cpp_runs(self, v, pooled, reduce_weight, *rest):
+        return _cpu_fp32(reduce_weight)
+
+    def cpp(self, backend, v, pooled, *weights):
+        return _cpu.se_gate(pooled, *v)
+
+    def registered(self, v, pooled, *weights):
+        return _se_gate_op(pooled, *weights)
+
+    def reference(self, v, pooled, *weights):
+        return reference.se_gate(pooled, *weights).float()
+
+    def triton(self, kernels, v, pooled, *weights):
+        return kernels.se_gate(pooled, *weights)
+
+
+class _ProjectSpec(OpSpec):
+    op, names = "se_project", ("y", "pooled") + _SE_NAMES + ("proj_weight", "proj_bias", "residual")
+
+    def fast(self, y, pooled, *rest):
+        return _cpu.try_fast_se_project(y, pooled, *rest)
+
+    def validate(self, backend, y, pooled, w1, b1, w2, b2, proj_weight, proj_bias, residual):
+        _, checked, dtypes, what = _se_validate(y, "y", (w1, b1, w2, b2), backend)
+        _check_pooled_for(y, pooled)
+        return checked, check_projection(y, proj_weight, proj_bias, residual, dtypes, what)
+
+    def cpp_runs(self, v, y, pooled, reduce_weight, *rest):
+        return _cpu_fp32(y, reduce_weight)
+
+    def cpp(self, backend, v, y, pooled, *rest):
+        # Eager default-dispatch calls are remembered, so the next one with these weights takes the fast path.
+        (w1, b1, w2, b2, s), pw = v
+        proj_bias, residual = rest[5], rest[6]
+        return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual,
+                               remember=rest[:6] if backend is None else None)
+
+    def registered(self, v, *args):
+        return _se_project_op(*args)
+
+    def reference(self, v, *args):
+        return reference.se_project(*args)
+
+    def triton(self, kernels, v, *args):
+        return kernels.se_project(*args)
+
+
+_SE, _GATE, _PROJECT = _SqueezeExciteSpec(), _GateSpec(), _ProjectSpec()
+
+
 def squeeze_excite(x: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
                    expand_bias: Tensor, backend: Optional[str] = None) -> Tensor:
     """``x * sigmoid(expand(silu(reduce(mean_hw(x)))))`` — torchvision's ``SqueezeExcitation`` with SiLU,
@@ -140,14 +230,7 @@ def squeeze_excite(x: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand
     ((S, C), (C, S)). Two passes over x (pool, then scale); inside an MBConv block use
     :func:`dwconv_bias_swish_pool` + :func:`se_project` instead, which need neither. Output layout: x's
     (channels_last stays channels_last)."""
-    weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
-    return dispatch(
-        "squeeze_excite", backend, (("x", x), *zip(_SE_NAMES, weights)),
-        validate=lambda backend: _se_validate(x, "x", weights, backend),
-        fast=lambda: _cpu.try_fast_se(x, *weights),  # CPU fp32, arguments seen valid before
-        cpp_runs=lambda v: _cpu_fp32(x, reduce_weight), cpp=lambda v: _cpu.squeeze_excite(x, *weights, validate=False),
-        registered=lambda v: _squeeze_excite_op(x, *weights), reference=lambda v: reference.squeeze_excite(x, *weights),
-        triton=lambda kernels, v: kernels.squeeze_excite(x, *weights))
+    return dispatch(_SE, backend, (x, reduce_weight, reduce_bias, expand_weight, expand_bias))
 
 
 def _check_pooled_for(x, pooled):
@@ -160,26 +243,7 @@ def se_gate(pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_w
             backend: Optional[str] = None) -> Tensor:
     """The SE gate ``sigmoid(expand(silu(reduce(pooled))))``, fp32 (N, C), from the fp32 (N, C) means that
     :func:`dwconv_bias_swish_pool` emits. One small kernel (two matrix-vector products per sample)."""
-    weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
-
-    def validate(backend):
-        if not isinstance(pooled, Tensor):
-            raise TypeError(f"pooled must be a torch.Tensor, got {type(pooled).__name__}")
-        if pooled.dim() != 2:
-            raise ValueError(f"pooled must be 2-D (N, C), got shape {tuple(pooled.shape)}")
-        check_pooled(pooled, pooled.shape[0], pooled.shape[1], pooled.device)
-        if backend == "cpp" and pooled.device.type != "cpu":
-            raise ValueError(f"pooled must be on the CPU for backend='cpp', got device {pooled.device}")
-        on_cpu = pooled.device.type == "cpu"
-        return check_se_weights(pooled.shape[1], *weights, dtypes_for(backend, "cpu" if on_cpu else "other"),
-                                pooled.device, f"backend={backend!r}" + (" on CPU" if on_cpu else ""))
-
-    return dispatch(
-        "se_gate", backend, (("pooled", pooled), *zip(_SE_NAMES, weights)), validate=validate,
-        cpp_runs=lambda v: _cpu_fp32(reduce_weight), cpp=lambda v: _cpu.se_gate(pooled, *v),
-        registered=lambda v: _se_gate_op(pooled, *weights),
-        reference=lambda v: reference.se_gate(pooled, *weights).float(),
-        triton=lambda kernels, v: kernels.se_gate(pooled, *weights))
+    return dispatch(_GATE, backend, (pooled, reduce_weight, reduce_bias, expand_weight, expand_bias))
 
 
 def se_project(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Tensor, expand_weight: Tensor,
@@ -190,27 +254,8 @@ def se_project(y: Tensor, pooled: Tensor, reduce_weight: Tensor, reduce_bias: Te
     (Cout, Cin)). ``pooled`` is the fp32 (N, Cin) mean of y (from :func:`dwconv_bias_swish_pool`), so y is
     read once, by the GEMM: the gate is folded into per-sample weights or into the GEMM's input, whichever
     costs less for the layer. Output: (N, Cout, H, W) in y's dtype and layout."""
-    weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
-    projection = (proj_weight, proj_bias)
-
-    def validate(backend):
-        _, checked, dtypes, what = _se_validate(y, "y", weights, backend)
-        _check_pooled_for(y, pooled)
-        return checked, check_projection(y, proj_weight, proj_bias, residual, dtypes, what)
-
-    def cpp(v):  # eager (backend=None) calls are remembered, so the next one takes the fast path
-        (w1, b1, w2, b2, s), pw = v
-        return _cpu.se_project(y, pooled, w1, b1, w2, b2, s, pw, proj_bias, residual,
-                               remember=None if backend is not None else weights + projection)
-
-    return dispatch(
-        "se_project", backend, (("y", y), ("pooled", pooled), *zip(_SE_NAMES, weights), ("proj_weight", proj_weight),
-                                ("proj_bias", proj_bias), ("residual", residual)), validate=validate,
-        fast=lambda: _cpu.try_fast_se_project(y, pooled, *weights, *projection, residual),
-        cpp_runs=lambda v: _cpu_fp32(y, reduce_weight), cpp=cpp,
-        registered=lambda v: _se_project_op(y, pooled, *weights, *projection, residual),
-        reference=lambda v: reference.se_project(y, pooled, *weights, *projection, residual),
-        triton=lambda kernels, v: kernels.se_project(y, pooled, *weights, *projection, residual))
+    return dispatch(_PROJECT, backend, (y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight,
+                                        proj_bias, residual))
 
 
 refuse_backward(_squeeze_excite_op, "squeeze_excite")
