@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: one command for a GPU machine, under 5 minutes (bare machine: torch 2.11, triton 3.6, timm; no network).
 #   bash benchmarks/gpu_check.sh            # from the repository root; results under $OUT (or ./gpu_out)
+#   bash benchmarks/gpu_check.sh --dry-run  # no GPU needed: every step's script on the CPU, tiny shapes
+#                                           # (Triton's interpreter), the installed package; for CI
 # Installs the package (no build isolation, no downloads), runs the CUDA tests (tests/triton on the GPU
 # and the registered op's opcheck / torch.compile there), measures the copy bandwidth and benchmarks the
 # fused depthwise op against eager and torch.compile (benchmarks/gpu_check.py), then the SE and the SE
@@ -15,6 +17,20 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 start=$(date +%s)
 log() { echo "[gpu_check $(( $(date +%s) - start ))s] $*"; }
+if [ "${1:-}" = "--dry-run" ]; then
+  # The scripts of every step below, on the CPU: their imports, arguments, measuring loops and tables.
+  export TRITON_INTERPRET=1
+  cd "$ROOT/benchmarks"
+  log "dry run (CPU): depthwise, SE and fused-model scripts with --smoke, effnet-bench on the CPU"
+  "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" --smoke >"$OUT/bench.log" 2>&1; bench_rc=$?
+  "$PY" "$ROOT/benchmarks/gpu_check_se.py" --out "$OUT" --smoke >"$OUT/bench_se.log" 2>&1; se_rc=$?
+  "$PY" "$ROOT/benchmarks/gpu_check_fuse.py" --out "$OUT" --smoke >"$OUT/bench_fuse.log" 2>&1; fuse_rc=$?
+  "$PY" -m effnet_kernels.bench --device cpu --no-ops --phis 0 --batch 2 --compile-phis none --ort-phis none \
+    --rounds 1 --per-round 1 --no-progress --no-plots --out "$OUT/effnet-bench" >"$OUT/effnet_bench.log" 2>&1; e2e_rc=$?
+  for f in bench bench_se bench_fuse effnet_bench; do tail -2 "$OUT/$f.log"; done
+  log "dry run: bench rc $bench_rc, SE bench rc $se_rc, fuse rc $fuse_rc, effnet-bench rc $e2e_rc"
+  exit $(( bench_rc != 0 || se_rc != 0 || fuse_rc != 0 || e2e_rc != 0 ))
+fi
 
 log "machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 log "install (pip install --no-build-isolation --no-deps .)"

@@ -1,10 +1,11 @@
 """GPU check, fused model: fuse(model) on CUDA against float64 — fp32 with TF32 off, fp16 by the
 2x-eager-error rule, autocast. (Its speed: effnet-bench --device cuda, the next step of gpu_check.sh.)
 
-    python benchmarks/gpu_check_fuse.py --out $OUT
+    python benchmarks/gpu_check_fuse.py --out $OUT [--smoke]
 
 Every step records its error instead of stopping the check (the fused GPU path had never run on a GPU
-when this script was written). Writes gpu_fuse.json and gpu_fuse.md under --out.
+when this script was written). Writes gpu_fuse.json and gpu_fuse.md under --out. ``--smoke``: the same
+code on the CPU on a small input (gpu_check.sh --dry-run: the script still runs where there is no GPU).
 """
 import argparse
 import copy
@@ -22,11 +23,14 @@ from effnet_kernels.testing import randomize_bn_, rel_error
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=Path("."))
+    p.add_argument("--smoke", action="store_true", help="the same code on the CPU, small input (no GPU needed)")
     args = p.parse_args()
     start = time.time()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": {}}
+    dev = "cpu" if args.smoke else "cuda"
+    res = {"device": "cpu (smoke)" if args.smoke else torch.cuda.get_device_name(), "torch": torch.__version__,
+           "steps": {}}
 
     def step(name, fn):
         t0 = time.time()
@@ -37,13 +41,17 @@ def main():
         print(f"[{time.time() - start:5.1f}s] {name}: {json.dumps(res['steps'][name])[:300]}", flush=True)
         res["steps"][name]["seconds"] = round(time.time() - t0, 1)
 
-    model = randomize_bn_(ek.efficientnet("b0").eval(), calibration_size=(4, 3, 224, 224)).cuda()
-    x = torch.randn(2, 3, 227, 233, device="cuda")
+    size = (2, 3, 37, 41) if args.smoke else (2, 3, 227, 233)
+    model = randomize_bn_(ek.efficientnet("b0").eval(), calibration_size=(4, 3) + size[2:]).to(dev)
+    x = torch.randn(*size, device=dev)
 
     def correctness():
         with torch.inference_mode():
             ref = copy.deepcopy(model).double()(x.double())
             out = {"fp32_eager_err": rel_error(model(x), ref), "fp32_fused_err": rel_error(ek.fuse(model)(x), ref)}
+            out["fp32_ok"] = out["fp32_fused_err"] <= 1e-4
+            if args.smoke:  # (a fused model on the CPU is fp32 only: it refuses fp16)
+                return out
             half = copy.deepcopy(model).half()
             xh = x.half()
             out["fp16_eager_err"] = rel_error(half(xh), ref)
@@ -52,7 +60,6 @@ def main():
             with torch.autocast("cuda", dtype=torch.float16):
                 out["autocast_fused_err"] = rel_error(ek.fuse(model)(x).float(), ref)
         out["fp16_ok"] = out["fp16_fused_err"] <= 2 * out["fp16_eager_err"]
-        out["fp32_ok"] = out["fp32_fused_err"] <= 1e-4
         return out
 
     step("correctness", correctness)

@@ -27,7 +27,7 @@ fi
 echo "[effnet] pytest"
 t0=$(date +%s)
 # Run from tests/'s parent with the venv's pytest (no cwd on sys.path): the *installed* package is tested.
-"$VENV/bin/pytest" tests "$@" || status=1
+"$VENV/bin/pytest" tests --durations=25 "$@" || status=1
 echo "[effnet] pytest took $(( $(date +%s) - t0 )) s"
 
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -35,16 +35,24 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_avail
   # variable is read when the kernels are decorated). With a GPU the run above covered tests/triton.
   echo "[effnet] pytest tests/triton under TRITON_INTERPRET=1"
   t0=$(date +%s)
-  TRITON_INTERPRET=1 "$VENV/bin/pytest" tests/triton "$@" || status=1
+  TRITON_INTERPRET=1 "$VENV/bin/pytest" tests/triton --durations=10 "$@" || status=1
   echo "[effnet] interpreter tests took $(( $(date +%s) - t0 )) s"
 fi
+
+# The benchmark suite and the GPU check script must not break unnoticed: each pytest-benchmark test once at
+# its first (smallest) parameter, timing off; the GPU check's scripts on the CPU (--dry-run).
+echo "[effnet] benchmarks/ smoke run and the GPU check's --dry-run"
+t0=$(date +%s)
+(cd "$ROOT/benchmarks" && "$VENV/bin/pytest" . -q -p no:cacheprovider --benchmark-disable --smoke) || status=1
+OUT="$ROOT/build/gpu_check_dry_run" PYTHON="$VENV/bin/python" bash "$ROOT/benchmarks/gpu_check.sh" --dry-run || status=1
+echo "[effnet] benchmark smoke + GPU check dry run took $(( $(date +%s) - t0 )) s"
 
 cmake_bin="$VENV/bin/cmake"; ninja_bin="$VENV/bin/ninja"
 echo "[effnet] C++ tests (native)"
 t0=$(date +%s)
 "$cmake_bin" -S . -B build/native -G Ninja -DCMAKE_MAKE_PROGRAM="$ninja_bin" -DEFFNET_BUILD_PYTHON=OFF >/dev/null
 "$cmake_bin" --build build/native
-"$VENV/bin/ctest" --test-dir build/native --output-on-failure || status=1
+"$VENV/bin/ctest" --test-dir build/native --output-on-failure -j "$(nproc)" || status=1
 echo "[effnet] native C++ build + tests took $(( $(date +%s) - t0 )) s"
 
 echo "[effnet] C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (EFFNET_SANITIZE=ON)"
@@ -53,7 +61,7 @@ t0=$(date +%s)
   -DEFFNET_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 "$cmake_bin" --build build/sanitize
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  "$VENV/bin/ctest" --test-dir build/sanitize --output-on-failure || status=1
+  "$VENV/bin/ctest" --test-dir build/sanitize --output-on-failure -j "$(nproc)" || status=1
 echo "[effnet] sanitizer C++ build + tests took $(( $(date +%s) - t0 )) s"
 
 if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then
@@ -62,7 +70,7 @@ if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/
   "$cmake_bin" -S . -B build/aarch64 -G Ninja -DCMAKE_MAKE_PROGRAM="$ninja_bin" \
     -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/aarch64-linux-gnu.cmake" >/dev/null
   "$cmake_bin" --build build/aarch64
-  "$VENV/bin/ctest" --test-dir build/aarch64 --output-on-failure || status=1
+  "$VENV/bin/ctest" --test-dir build/aarch64 --output-on-failure -j "$(nproc)" || status=1
   echo "[effnet] aarch64 C++ build + tests took $(( $(date +%s) - t0 )) s"
 else
   skip "aarch64 C++ tests: aarch64-linux-gnu-g++ or qemu-aarch64 not found (apt-get install g++-aarch64-linux-gnu qemu-user)"
