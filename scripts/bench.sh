@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick start 1: set up (.venv, install, build) and run effnet-bench on this device.
-#   bash scripts/bench.sh --quick            # every phi, eager vs fused (+ ONNX Runtime, torch.compile at B0), < 5 min
+#   bash scripts/bench.sh --quick            # every phi, eager vs fused (+ ONNX Runtime, torch.compile at B0), ~2 min
 #   bash scripts/bench.sh fit --latency-ms 20
 # Arguments go to `effnet-bench` (python -m effnet_kernels.bench); results go to ./effnet-bench-results
 # under the repository root unless --out is given.

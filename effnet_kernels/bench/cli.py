@@ -1,7 +1,7 @@
 """effnet-bench: EfficientNet at every φ on this device — the fused kernels against eager PyTorch (NCHW and
 channels_last), torch.compile and, on the CPU, ONNX Runtime — and which φ fits a budget.
 
-    effnet-bench --quick                      # every φ 0…7, eager + fused (+ ORT, compile at B0), < 5 min
+    effnet-bench --quick                      # every φ 0…7, eager + fused (+ ORT, compile at B0), ~2 min
     effnet-bench [--device cuda] [--phis 0 2.5 7] [--batch 8] [--out DIR]    # the full run
     effnet-bench fit --latency-ms 20          # the largest φ whose fused model runs in 20 ms here
     effnet-bench fit --macs 1e9 --params 10e6 # by cost alone (no measuring)
