@@ -57,8 +57,10 @@ echo "[effnet] native C++ build + tests took $(( $(date +%s) - t0 )) s"
 
 echo "[effnet] C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (EFFNET_SANITIZE=ON)"
 t0=$(date +%s)
+# -O1 -g, ASan's recommended level: half the compile time of -O2 (measured 24 s vs 50 s here) for 2x the test
+# time (14 s vs 7 s).
 "$cmake_bin" -S . -B build/sanitize -G Ninja -DCMAKE_MAKE_PROGRAM="$ninja_bin" -DEFFNET_BUILD_PYTHON=OFF \
-  -DEFFNET_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  -DEFFNET_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" >/dev/null
 "$cmake_bin" --build build/sanitize
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   "$VENV/bin/ctest" --test-dir build/sanitize --output-on-failure -j "$(nproc)" || status=1
