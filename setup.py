@@ -65,7 +65,13 @@ class CleanBuildPy(build_py):
     def run(self) -> None:
         import shutil
 
-        shutil.rmtree(Path(self.build_lib) / "effnet_kernels", ignore_errors=True)
+        for p in sorted((Path(self.build_lib) / "effnet_kernels").glob("**/*"), reverse=True):
+            if p.name.startswith("_C") and p.parent.name == "effnet_kernels":
+                continue  # the compiled module, should build_ext have run first
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
         super().run()
 
 

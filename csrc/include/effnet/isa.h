@@ -1,6 +1,7 @@
 // The instruction-set paths, listed once. Every per-ISA piece of the core — the kernel declarations, the
 // dispatch switches, the self-tests, the names info() reports — is generated from these lists, so adding
-// an ISA is one line here, its translation unit kernels/<name>.cc and one line in CMakeLists.txt.
+// an ISA is one line here, its translation unit kernels/<name>.cc and, in CMakeLists.txt, its name in the
+// architecture's list and its EFFNET_FLAGS_<name> line.
 #pragma once
 
 #include <string>
