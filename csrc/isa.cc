@@ -116,13 +116,29 @@ Isa default_isa() {
 
 // ---- self-tests: each SIMD path against the scalar path on small awkward shapes ----------------------
 
-// Depthwise: both layouts, both strides, k 3/5/7, channel tails, pooling.
-bool dwconv_self_test(Isa isa, std::string* why) {
-  uint32_t state = 12345u;
-  auto rnd = [&] {
+namespace {
+
+// The self-tests' inputs: a fixed LCG, uniform in [-1, 1) (reproducible on every CPU and build).
+struct Lcg {
+  uint32_t state;
+  float operator()() {
     state = state * 1664525u + 1013904223u;
     return static_cast<float>((state >> 8) & 0xFFFF) / 32768.0f - 1.0f;
-  };
+  }
+};
+
+// Element strides (n, c, h, w) of a dense (N, C, H, W) tensor: NCHW (layout 0) or NHWC (layout 1).
+void dense_strides(int layout, int64_t c, int64_t h, int64_t w, int64_t st[4]) {
+  st[0] = c * h * w;
+  if (layout == 0) { st[1] = h * w; st[2] = w; st[3] = 1; }
+  else { st[1] = 1; st[2] = w * c; st[3] = c; }
+}
+
+}  // namespace
+
+// Depthwise: both layouts, both strides, k 3/5/7, channel tails, pooling.
+bool dwconv_self_test(Isa isa, std::string* why) {
+  Lcg rnd{12345u};
   for (int64_t k : {3, 5, 7})
     for (int64_t stride : {1, 2})
       for (int layout = 0; layout < 2; ++layout) {
@@ -131,13 +147,8 @@ bool dwconv_self_test(Isa isa, std::string* why) {
         p.pad_top = p.pad_left = k / 2;
         p.out_h = conv_out_size(p.h, k, stride, k / 2, k / 2);
         p.out_w = conv_out_size(p.w, k, stride, k / 2, k / 2);
-        const int64_t chw[3] = {p.c, p.h, p.w}, ochw[3] = {p.c, p.out_h, p.out_w};
-        for (int t = 0; t < 2; ++t) {
-          const int64_t* d = t == 0 ? chw : ochw;
-          int64_t* st = t == 0 ? p.x_stride : p.y_stride;
-          if (layout == 0) { st[0] = d[0] * d[1] * d[2]; st[1] = d[1] * d[2]; st[2] = d[2]; st[3] = 1; }
-          else { st[0] = d[0] * d[1] * d[2]; st[1] = 1; st[2] = d[2] * d[0]; st[3] = d[0]; }
-        }
+        dense_strides(layout, p.c, p.h, p.w, p.x_stride);
+        dense_strides(layout, p.c, p.out_h, p.out_w, p.y_stride);
         std::vector<float> x(p.n * p.c * p.h * p.w), w(p.c * k * k), b(p.c);
         for (auto& v : x) v = 3.0f * rnd();
         for (auto& v : w) v = rnd();
@@ -163,11 +174,7 @@ bool dwconv_self_test(Isa isa, std::string* why) {
 
 // Squeeze-excitation: both layouts, a channel count off every vector width.
 bool se_self_test(Isa isa, std::string* why) {
-  uint32_t state = 2024u;
-  auto rnd = [&] {
-    state = state * 1664525u + 1013904223u;
-    return static_cast<float>((state >> 8) & 0xFFFF) / 32768.0f - 1.0f;
-  };
+  Lcg rnd{2024u};
   const int64_t n = 2, c = 19, h = 5, w = 6, s = 3;
   std::vector<float> w1(s * c), b1(s), w2(c * s), b2(c), x(n * c * h * w);
   for (auto* v : {&w1, &b1, &w2, &b2, &x})
@@ -178,10 +185,8 @@ bool se_self_test(Isa isa, std::string* why) {
   for (int layout = 0; layout < 2; ++layout) {
     SeParams p;
     p.n = n; p.c = c; p.h = h; p.w = w;
-    int64_t* st = p.x_stride;
-    if (layout == 0) { st[0] = c * h * w; st[1] = h * w; st[2] = w; st[3] = 1; }
-    else { st[0] = c * h * w; st[1] = 1; st[2] = w * c; st[3] = c; }
-    std::copy(st, st + 4, p.y_stride);
+    dense_strides(layout, c, h, w, p.x_stride);
+    std::copy(p.x_stride, p.x_stride + 4, p.y_stride);
     std::vector<float> y0(x.size()), y1(x.size());
     squeeze_excite(p, s, x.data(), packed.data(), y0.data(), 1, Isa::kScalar);
     squeeze_excite(p, s, x.data(), packed.data(), y1.data(), 1, isa);

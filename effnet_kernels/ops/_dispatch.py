@@ -2,6 +2,7 @@
 and of torch.jit.trace, and the one dispatch function every public op goes through."""
 from __future__ import annotations
 
+import abc
 from typing import Optional, Tuple
 
 import torch
@@ -106,35 +107,42 @@ def refuse_autograd_and_trace(op: str, backend: Optional[str], named) -> None:
                                    f"through the eager reference")
 
 
-class OpSpec:
+class OpSpec(abc.ABC):
     """What one public op plugs into :func:`dispatch`, as methods taking the op's positional arguments
-    ``args`` (one instance per op, built at import: a call creates no closures). ``names``: the argument
-    names of the tensors among ``args``, in order, for the refusals' messages; the first decides the
-    device."""
+    ``args`` (one instance per op, built at import: a call creates no closures; a subclass that misses a
+    method cannot be instantiated). ``names``: the argument names of the tensors among ``args``, in order,
+    for the refusals' messages; the first decides the device."""
 
     op: str = ""
     names: Tuple[str, ...] = ()
 
-    def fast(self, *args):  # the eager CPU call for arguments seen valid before, or None
+    def fast(self, *args):
+        """The eager CPU call for arguments seen valid before, or None (default: none; se_gate has none)."""
         return None
 
-    def validate(self, backend, *args):  # the full checks for the backend; returns what the kernels need
-        raise NotImplementedError
+    @abc.abstractmethod
+    def validate(self, backend, *args):
+        """The full checks for ``backend``; returns what the kernels need (``v``)."""
 
-    def cpp_runs(self, v, *args) -> bool:  # backend=None on the CPU: do the C++ kernels take these dtypes?
-        raise NotImplementedError
+    @abc.abstractmethod
+    def cpp_runs(self, v, *args) -> bool:
+        """backend=None on the CPU: do the C++ kernels take these dtypes?"""
 
+    @abc.abstractmethod
     def cpp(self, backend, v, *args):
-        raise NotImplementedError
+        """The C++ kernels."""
 
+    @abc.abstractmethod
     def registered(self, v, *args):
-        raise NotImplementedError
+        """The torch.library op."""
 
+    @abc.abstractmethod
     def reference(self, v, *args):
-        raise NotImplementedError
+        """The eager reference."""
 
+    @abc.abstractmethod
     def triton(self, kernels, v, *args):
-        raise NotImplementedError
+        """The Triton launcher (``kernels``: effnet_kernels.triton)."""
 
 
 def dispatch(spec: OpSpec, backend, args: tuple):
