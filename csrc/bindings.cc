@@ -191,6 +191,15 @@ void gemm_pack(int64_t n, int64_t k, std::uintptr_t w, int64_t stride_n, int64_t
                     resolve_isa(isa));
 }
 
+// A layer's padding from Python: [] for TensorFlow SAME, [top, bottom, left, right] for explicit amounts.
+effnet::Pad as_pad(const std::vector<int64_t>& pad, const std::string& name) {
+  if (pad.empty()) return effnet::Pad::tf_same();
+  if (pad.size() != 4)
+    throw std::invalid_argument(name + ": pad must be [] (TensorFlow SAME) or [top, bottom, left, right], got " +
+                                std::to_string(pad.size()) + " values");
+  return effnet::Pad{false, pad[0], pad[1], pad[2], pad[3]};
+}
+
 // effnet::Net with pointer arguments (weights are copied and packed in the calls that take them).
 class PyNet {
  public:
@@ -214,15 +223,34 @@ class PyNet {
   void set_classifier(int64_t features, int64_t classes, std::uintptr_t w, std::uintptr_t b) {
     net_.set_classifier(features, classes, as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"));
   }
+  void add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride,
+                const std::vector<int64_t>& pad, bool swish, std::uintptr_t w, std::uintptr_t b) {
+    net_.add_conv(name, cin, cout, k, stride, as_pad(pad, name), swish, as_ptr<const float>(w, "weight"),
+                  as_ptr<const float>(b, "bias"));
+  }
+  void add_named_block(const std::string& name, const std::vector<int64_t>& pad, int64_t cin, int64_t cexp,
+                       int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip, std::uintptr_t ew,
+                       std::uintptr_t eb, std::uintptr_t dw, std::uintptr_t db, std::uintptr_t w1, std::uintptr_t b1,
+                       std::uintptr_t w2, std::uintptr_t b2, std::uintptr_t pw, std::uintptr_t pb) {
+    net_.add_block(name, as_pad(pad, name), cin, cexp, cout, k, stride, squeeze, skip,
+                   as_ptr<const float>(ew, "expand_weight", true), as_ptr<const float>(eb, "expand_bias", ew == 0),
+                   as_ptr<const float>(dw, "dw_weight"), as_ptr<const float>(db, "dw_bias"),
+                   as_ptr<const float>(w1, "se_reduce_weight"), as_ptr<const float>(b1, "se_reduce_bias"),
+                   as_ptr<const float>(w2, "se_expand_weight"), as_ptr<const float>(b2, "se_expand_bias"),
+                   as_ptr<const float>(pw, "proj_weight"), as_ptr<const float>(pb, "proj_bias"));
+  }
+  std::vector<int64_t> out_shape(int64_t h, int64_t w) const { return net_.out_shape(h, w); }
   void run(std::uintptr_t x, int64_t n, int64_t h, int64_t w, const std::vector<int64_t>& strides,
-           std::uintptr_t logits, int num_threads) const {
+           std::uintptr_t out, int num_threads, bool out_nchw) const {
     const auto s = as_strides(strides, "x_strides");
     const float* xp = as_ptr<const float>(x, "x", n == 0);
-    float* lp = as_ptr<float>(logits, "logits", n == 0);
+    float* op = as_ptr<float>(out, "out", n == 0);
     py::gil_scoped_release release;
-    net_.run(xp, n, h, w, s.data(), lp, num_threads);
+    net_.run(xp, n, h, w, s.data(), op, num_threads, out_nchw);
   }
   int64_t classes() const { return net_.classes(); }
+  int64_t in_channels() const { return net_.in_channels(); }
+  int64_t layers() const { return net_.layers(); }
   void set_profiling(bool on) { net_.set_profiling(on); }
   void set_band_fusion(bool on, int64_t min_floats, int64_t band_floats) {
     if (min_floats < 0 || band_floats < 1)
@@ -330,14 +358,24 @@ PYBIND11_MODULE(_C, m) {
     return effnet::gemm_packed_size(n, k, resolve_isa(isa)); }, py::arg("n"), py::arg("k"), py::arg("isa") = "");
   m.def("gemm_pack", &gemm_pack, py::arg("n"), py::arg("k"), py::arg("w"), py::arg("stride_n"), py::arg("stride_k"),
         py::arg("packed"), py::arg("isa") = "");
-  py::class_<PyNet>(m, "Net", "A whole fused EfficientNet forward pass (see csrc/include/effnet/net.h).")
+  py::class_<PyNet>(m, "Net", "A fused chain of layers, optionally a whole EfficientNet (see csrc/include/effnet/net.h).")
       .def(py::init<bool, const std::string&>(), py::arg("same_padding"), py::arg("isa") = "")
       .def("set_stem", &PyNet::set_stem)
       .def("add_block", &PyNet::add_block)
       .def("set_head", &PyNet::set_head)
       .def("set_classifier", &PyNet::set_classifier)
+      .def("add_conv", &PyNet::add_conv, py::arg("name"), py::arg("cin"), py::arg("cout"), py::arg("k"),
+           py::arg("stride"), py::arg("pad"), py::arg("swish"), py::arg("weight"), py::arg("bias"),
+           "a dense conv layer; pad [] for TensorFlow SAME or [top, bottom, left, right]")
+      .def("add_named_block", &PyNet::add_named_block, "add_block with a name and the depthwise conv's pad")
+      .def("out_shape", &PyNet::out_shape, py::arg("h"), py::arg("w"),
+           "[c, out_h, out_w] run writes for an (h, w) input ([classes, 1, 1] with a classifier)")
+      .def_property_readonly("in_channels", &PyNet::in_channels)
+      .def_property_readonly("layers", &PyNet::layers)
       .def("run", &PyNet::run, py::arg("x"), py::arg("n"), py::arg("h"), py::arg("w"), py::arg("x_strides"),
-           py::arg("logits"), py::arg("num_threads"))
+           py::arg("out"), py::arg("num_threads"), py::arg("out_nchw") = false,
+           "x (n, c, h, w) at x_strides; out: the logits, or the last layer's output as dense NHWC (NCHW with "
+           "out_nchw)")
       .def("set_profiling", &PyNet::set_profiling, py::arg("on"))
       .def("set_band_fusion", &PyNet::set_band_fusion, py::arg("on"),
            py::arg("min_floats") = effnet::Net::kDefaultBandMinFloats,

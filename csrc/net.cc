@@ -24,9 +24,42 @@ struct Net::Block {
   std::vector<float> proj_packed, proj_bias;
 };
 
-struct Net::Arena {
-  std::vector<float> col, x0, x1, e, y, pooled, gate, features;
+struct Net::Layer {
+  std::string name;
+  Pad pad;
+  bool is_block = false;
+  // conv (is_block false)
+  int64_t cin = 0, cout = 0, k = 1, stride = 1;
+  bool swish = false;
+  std::vector<float> packed, bias;
+  // block (is_block true)
+  Block block;
+  int64_t block_index = 0;  // among the net's blocks (profile step names)
+  int64_t in_c() const { return is_block ? block.cin : cin; }
+  int64_t out_c() const { return is_block ? block.cout : cout; }
 };
+
+struct Net::Arena {
+  std::mutex busy;  // held by the run using the buffers
+  std::vector<float> in, col, x0, x1, e, y, pooled, gate, features;
+};
+
+namespace {
+
+// The arena all live Nets share: created with the first, freed with the last.
+std::shared_ptr<Net::Arena> shared_arena() {
+  static std::mutex guard;
+  static std::weak_ptr<Net::Arena> current;
+  std::lock_guard<std::mutex> lock(guard);
+  std::shared_ptr<Net::Arena> a = current.lock();
+  if (!a) {
+    a = std::make_shared<Net::Arena>();
+    current = a;
+  }
+  return a;
+}
+
+}  // namespace
 
 namespace {
 
@@ -53,15 +86,36 @@ std::vector<float> packed_gemm(int64_t n, int64_t k, const float* w, Isa isa, co
   return packed;
 }
 
-// (pad before, output size) along one axis, for both padding conventions (effnet_kernels.padding).
+// (pad before, output size) along one axis: TensorFlow SAME from the size, or the explicit amounts
+// (effnet_kernels.padding). out <= 0: the window does not fit the padded input.
 struct Axis {
   int64_t before, out;
 };
-Axis axis(int64_t size, int64_t k, int64_t stride, bool same) {
-  if (!same) return {k / 2, (size + 2 * (k / 2) - k) / stride + 1};
+Axis axis(int64_t size, int64_t k, int64_t stride, bool same, int64_t before, int64_t after) {
+  if (!same) {
+    const int64_t span = size + before + after - k;
+    return {before, span < 0 ? 0 : span / stride + 1};
+  }
   const int64_t out = (size + stride - 1) / stride;
   const int64_t total = std::max<int64_t>((out - 1) * stride + k - size, 0);
   return {total / 2, out};
+}
+Axis axis_h(const Pad& p, int64_t size, int64_t k, int64_t stride) {
+  return axis(size, k, stride, p.same, p.top, p.bottom);
+}
+Axis axis_w(const Pad& p, int64_t size, int64_t k, int64_t stride) {
+  return axis(size, k, stride, p.same, p.left, p.right);
+}
+
+void check_pad(const Pad& p, const std::string& name) {
+  require(p.top >= 0 && p.bottom >= 0 && p.left >= 0 && p.right >= 0,
+          name + ": padding amounts must be >= 0");
+}
+
+// Whether x at these (n, c, h, w) strides is dense NHWC (what a GEMM reads as its A matrix).
+bool is_nhwc_dense(const int64_t* s, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return (c == 1 || s[1] == 1) && (w == 1 || s[3] == c) && (h == 1 || s[2] == w * c) &&
+         (n == 1 || s[0] == h * w * c);
 }
 
 float* sized(std::vector<float>& v, int64_t count) {
@@ -127,18 +181,44 @@ GemmArgs gemm_args(int64_t m, int64_t n, int64_t k, const float* a, const std::v
 
 }  // namespace
 
-Net::Net(bool same_padding, Isa isa) : same_(same_padding), isa_(isa), arena_(std::make_unique<Arena>()) {
+Net::Net(bool same_padding, Isa isa) : same_(same_padding), isa_(isa), arena_(shared_arena()) {
   require(isa_supported(isa), std::string("isa ") + isa_name(isa) + " is not supported here");
 }
 
 Net::~Net() = default;
 
+int64_t Net::in_channels() const { return layers_.empty() ? 0 : layers_.front().in_c(); }
+
+int64_t Net::layers() const { return static_cast<int64_t>(layers_.size()); }
+
+int64_t Net::last_channels() const { return layers_.empty() ? 0 : layers_.back().out_c(); }
+
+void Net::add_layer(Layer&& layer) {
+  require(classes_ == 0, layer.name + ": the classifier is the last layer, no layer can follow it");
+  require(layers_.empty() || last_channels() == layer.in_c(),
+          layer.name + " takes " + std::to_string(layer.in_c()) + " channels, the layer before gives " +
+              std::to_string(last_channels()));
+  layers_.push_back(std::move(layer));
+}
+
+void Net::add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride, const Pad& pad,
+                   bool swish, const float* weight, const float* bias) {
+  require(cin >= 1 && cout >= 1 && k >= 1 && stride >= 1, name + ": a conv needs cin, cout, k, stride >= 1");
+  check_pad(pad, name);
+  Layer l;
+  l.name = name; l.pad = pad; l.cin = cin; l.cout = cout; l.k = k; l.stride = stride; l.swish = swish;
+  l.packed = packed_gemm(cout, cin * k * k, weight, isa_, "conv weight");
+  l.bias = copy_of(bias, cout, "conv bias");
+  add_layer(std::move(l));
+}
+
 void Net::set_stem(int64_t cin, int64_t cout, int64_t k, int64_t stride, const float* weight, const float* bias) {
-  require(cin >= 1 && cout >= 1 && k >= 1 && k % 2 == 1 && stride >= 1,
-          "stem needs cin, cout >= 1, odd k and stride >= 1");
-  stem_cin_ = cin; stem_cout_ = cout; stem_k_ = k; stem_stride_ = stride;
-  stem_packed_ = packed_gemm(cout, cin * k * k, weight, isa_, "stem weight");
-  stem_bias_ = copy_of(bias, cout, "stem bias");
+  require(k % 2 == 1, "stem needs an odd k");
+  add_conv("stem", cin, cout, k, stride, same_ ? Pad::tf_same() : Pad::symmetric(k), true, weight, bias);
+}
+
+void Net::set_head(int64_t cin, int64_t cout, const float* weight, const float* bias) {
+  add_conv("head", cin, cout, 1, 1, Pad{}, true, weight, bias);
 }
 
 void Net::add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip,
@@ -146,15 +226,25 @@ void Net::add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t 
                     const float* dw_bias, const float* se_reduce_weight, const float* se_reduce_bias,
                     const float* se_expand_weight, const float* se_expand_bias, const float* proj_weight,
                     const float* proj_bias) {
-  require(cin >= 1 && cexp >= 1 && cout >= 1 && squeeze >= 1, "block channel counts must be >= 1");
-  require(k >= 1 && k % 2 == 1 && k <= 7, "block kernel size must be odd and <= 7, got " + std::to_string(k));
-  require(stride == 1 || stride == 2, "block stride must be 1 or 2, got " + std::to_string(stride));
-  require(!skip || (stride == 1 && cin == cout), "a block with a residual needs stride 1 and cin == cout");
-  require(expand_weight != nullptr || cexp == cin, "a block without an expand conv needs cexp == cin");
-  const int64_t prev = blocks_.empty() ? stem_cout_ : blocks_.back().cout;
-  require(prev == cin, "block " + std::to_string(blocks_.size()) + " takes " + std::to_string(cin) +
-                           " channels, the layer before gives " + std::to_string(prev));
-  Block b;
+  add_block("blocks." + std::to_string(blocks_added_), same_ ? Pad::tf_same() : Pad::symmetric(k), cin, cexp, cout,
+            k, stride, squeeze, skip, expand_weight, expand_bias, dw_weight, dw_bias, se_reduce_weight,
+            se_reduce_bias, se_expand_weight, se_expand_bias, proj_weight, proj_bias);
+}
+
+void Net::add_block(const std::string& name, const Pad& pad, int64_t cin, int64_t cexp, int64_t cout, int64_t k,
+                    int64_t stride, int64_t squeeze, bool skip, const float* expand_weight,
+                    const float* expand_bias, const float* dw_weight, const float* dw_bias,
+                    const float* se_reduce_weight, const float* se_reduce_bias, const float* se_expand_weight,
+                    const float* se_expand_bias, const float* proj_weight, const float* proj_bias) {
+  require(cin >= 1 && cexp >= 1 && cout >= 1 && squeeze >= 1, name + ": block channel counts must be >= 1");
+  require(k >= 1 && k % 2 == 1 && k <= 7, name + ": block kernel size must be odd and <= 7, got " + std::to_string(k));
+  require(stride == 1 || stride == 2, name + ": block stride must be 1 or 2, got " + std::to_string(stride));
+  require(!skip || (stride == 1 && cin == cout), name + ": a block with a residual needs stride 1 and cin == cout");
+  require(expand_weight != nullptr || cexp == cin, name + ": a block without an expand conv needs cexp == cin");
+  check_pad(pad, name);
+  Layer l;
+  l.name = name; l.pad = pad; l.is_block = true; l.block_index = blocks_added_;
+  Block& b = l.block;
   b.cin = cin; b.cexp = cexp; b.cout = cout; b.k = k; b.stride = stride; b.squeeze = squeeze; b.skip = skip;
   if (expand_weight != nullptr) {
     b.expand_packed = packed_gemm(cexp, cin, expand_weight, isa_, "expand weight");
@@ -182,57 +272,76 @@ void Net::add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t 
       pack_nhwc(q, isa_, b.dw_weight.data() + c0 * k * k, b.dw_bias.data() + c0, b.group_packed.back().data());
     }
   }
-  require(se_reduce_weight && se_reduce_bias && se_expand_weight && se_expand_bias, "SE weights must not be null");
+  require(se_reduce_weight && se_reduce_bias && se_expand_weight && se_expand_bias,
+          name + ": SE weights must not be null");
   b.se_packed.resize(se_packed_size(cexp, squeeze));
   const int64_t s1[2] = {cexp, 1}, s2[2] = {squeeze, 1};
   se_pack(cexp, squeeze, se_reduce_weight, s1, se_reduce_bias, se_expand_weight, s2, se_expand_bias,
           b.se_packed.data());
   b.proj_packed = packed_gemm(cout, cexp, proj_weight, isa_, "projection weight");
   b.proj_bias = copy_of(proj_bias, cout, "projection bias");
-  blocks_.push_back(std::move(b));
-}
-
-void Net::set_head(int64_t cin, int64_t cout, const float* weight, const float* bias) {
-  require(cin >= 1 && cout >= 1, "head channel counts must be >= 1");
-  head_cin_ = cin; head_cout_ = cout;
-  head_packed_ = packed_gemm(cout, cin, weight, isa_, "head weight");
-  head_bias_ = copy_of(bias, cout, "head bias");
+  add_layer(std::move(l));
+  ++blocks_added_;
 }
 
 void Net::set_classifier(int64_t features, int64_t classes, const float* weight, const float* bias) {
   require(features >= 1 && classes >= 1, "classifier sizes must be >= 1");
-  require(features == head_cout_, "the classifier takes " + std::to_string(features) + " features, the head gives " +
-                                      std::to_string(head_cout_));
-  classes_ = classes;
+  require(!layers_.empty(), "the classifier needs a layer before it");
+  require(classes_ == 0, "the net has a classifier already");
+  require(features == last_channels(), "the classifier takes " + std::to_string(features) +
+                                           " features, the last layer gives " + std::to_string(last_channels()));
   cls_packed_ = packed_gemm(classes, features, weight, isa_, "classifier weight");
   cls_bias_ = copy_of(bias, classes, "classifier bias");
+  classes_ = classes;
 }
 
-void Net::run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* logits,
-              int num_threads) const {
-  require(stem_cout_ > 0 && head_cout_ > 0 && classes_ > 0, "the net is incomplete (stem, head, classifier)");
-  const int64_t last = blocks_.empty() ? stem_cout_ : blocks_.back().cout;
-  require(head_cin_ == last, "the head takes " + std::to_string(head_cin_) + " channels, the last block gives " +
-                                 std::to_string(last));
+namespace {
+
+// A conv the GEMM runs on its NHWC input as it is (no im2col): 1x1, stride 1, no padding.
+bool direct_gemm(int64_t k, int64_t stride, const Pad& p) {
+  return k == 1 && stride == 1 && (p.same || (p.top == 0 && p.bottom == 0 && p.left == 0 && p.right == 0));
+}
+
+}  // namespace
+
+std::vector<int64_t> Net::out_shape(int64_t h, int64_t w) const {
+  require(!layers_.empty(), "the net has no layer");
+  require(h >= 1 && w >= 1, "input needs h, w >= 1");
+  int64_t c = in_channels();
+  for (const Layer& l : layers_) {
+    const int64_t k = l.is_block ? l.block.k : l.k, s = l.is_block ? l.block.stride : l.stride;
+    const int64_t oh = axis_h(l.pad, h, k, s).out, ow = axis_w(l.pad, w, k, s).out;
+    require(oh >= 1 && ow >= 1, l.name + ": a " + std::to_string(h) + "x" + std::to_string(w) +
+                                    " input leaves no output pixel (kernel " + std::to_string(k) +
+                                    " larger than the padded input)");
+    h = oh; w = ow; c = l.out_c();
+  }
+  if (classes_ > 0) return {classes_, 1, 1};
+  return {c, h, w};
+}
+
+void Net::run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* out,
+              int num_threads, bool out_nchw) const {
   require(n >= 0 && h >= 1 && w >= 1, "input needs n >= 0 and h, w >= 1");
+  const std::vector<int64_t> shape = out_shape(h, w);  // checks every layer's output is non-empty
   for (int i = 0; i < 4; ++i) require(x_stride[i] >= 0, "input strides must be non-negative");
   if (n == 0) return;
-  require(x != nullptr && logits != nullptr, "x and logits must not be null");
-  std::unique_lock<std::mutex> lock(arena_mutex_, std::try_to_lock);
-  if (lock.owns_lock()) return run_with(*arena_, x, n, h, w, x_stride, logits, num_threads);
+  require(x != nullptr && out != nullptr, "x and out must not be null");
+  (void)shape;
+  std::unique_lock<std::mutex> lock(arena_->busy, std::try_to_lock);
+  if (lock.owns_lock()) return run_with(*arena_, x, n, h, w, x_stride, out, num_threads, out_nchw);
   Arena own;  // another thread is running: this call gets buffers of its own
-  run_with(own, x, n, h, w, x_stride, logits, num_threads);
+  run_with(own, x, n, h, w, x_stride, out, num_threads, out_nchw);
 }
 
 void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4],
-                   float* logits, int num_threads) const {
+                   float* out, int num_threads, bool out_nchw) const {
   std::vector<std::pair<std::string, double>> prof;
   auto t_last = std::chrono::steady_clock::now();
-  auto mark = [&](const char* what, int64_t index) {
+  auto mark = [&](const std::string& what) {
     if (!profiling_) return;
     const auto now = std::chrono::steady_clock::now();
-    prof.emplace_back(index >= 0 ? std::string(what) + "." + std::to_string(index) : std::string(what),
-                      std::chrono::duration<double>(now - t_last).count());
+    prof.emplace_back(what, std::chrono::duration<double>(now - t_last).count());
     t_last = now;
   };
   std::vector<Tap> taps;
@@ -240,102 +349,150 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     if (!taps_on_) return;
     taps.push_back(Tap{std::move(name), n, th, tw, c, std::vector<float>(data, data + n * th * tw * c)});
   };
-  // Stem: im2col (columns in the weight's (c, kh, kw) order, zeros where the window leaves the image).
-  const Axis ay = axis(h, stem_k_, stem_stride_, same_), ax = axis(w, stem_k_, stem_stride_, same_);
-  int64_t hh = ay.out, ww = ax.out;
-  const int64_t cols = stem_cin_ * stem_k_ * stem_k_;
-  float* col = sized(arena.col, n * hh * ww * cols);
-  parallel_for(n * hh, std::max(1, std::min(num_threads, static_cast<int>(n * hh / 8))), [&](int64_t row) {
-    const int64_t s = row / hh, oy = row % hh;
-    if (stem_k_ == 3) {
-      im2col_row<3>(x, s, oy, h, w, x_stride, stem_cin_, stem_stride_, ay.before, ax.before, ww, col + row * ww * cols);
-    } else {
-      im2col_row<0>(x, s, oy, h, w, x_stride, stem_cin_, stem_stride_, ay.before, ax.before, ww, col + row * ww * cols,
-                    stem_k_);
-    }
-  });
-  // Buffer sizes for this input: walk the shapes once.
-  // (e holds the expand outputs and, at the last resolution, the head's: not the head at the stem's resolution)
-  int64_t x_max = hh * ww * stem_cout_, e_max = 0, y_max = 0, c_max = head_cout_;
+  // Buffer sizes for this input: walk the shapes once. x0 / x1 hold the layers' outputs in turn (the last
+  // layer's goes to `out` unless a classifier follows), col the im2col of a conv, e a block's expanded
+  // input, y its depthwise output.
+  int64_t x_max = 0, col_max = 0, e_max = 0, y_max = 0, c_max = 1;
   {
-    int64_t th = hh, tw = ww;
-    for (const Block& b : blocks_) {
-      e_max = std::max(e_max, th * tw * b.cexp);
-      th = axis(th, b.k, b.stride, same_).out;
-      tw = axis(tw, b.k, b.stride, same_).out;
-      y_max = std::max(y_max, th * tw * b.cexp);
-      x_max = std::max(x_max, th * tw * b.cout);
-      c_max = std::max(c_max, b.cexp);
+    int64_t th = h, tw = w;
+    for (const Layer& l : layers_) {
+      const int64_t k = l.is_block ? l.block.k : l.k, s = l.is_block ? l.block.stride : l.stride;
+      const int64_t oh = axis_h(l.pad, th, k, s).out, ow = axis_w(l.pad, tw, k, s).out;
+      if (l.is_block) {
+        e_max = std::max(e_max, th * tw * l.block.cexp);
+        y_max = std::max(y_max, oh * ow * l.block.cexp);
+        c_max = std::max(c_max, l.block.cexp);
+      } else if (!direct_gemm(l.k, l.stride, l.pad)) {
+        col_max = std::max(col_max, oh * ow * l.cin * l.k * l.k);
+      }
+      x_max = std::max(x_max, oh * ow * l.out_c());
+      th = oh; tw = ow;
     }
-    e_max = std::max(e_max, th * tw * head_cout_);
+    c_max = std::max(c_max, last_channels());
   }
   float* bufs[2] = {sized(arena.x0, n * x_max), sized(arena.x1, n * x_max)};
-  float* e = sized(arena.e, n * e_max);
-  float* y = sized(arena.y, n * y_max);
+  float* col = col_max > 0 ? sized(arena.col, n * col_max) : nullptr;
+  float* e = e_max > 0 ? sized(arena.e, n * e_max) : nullptr;
+  float* y = y_max > 0 ? sized(arena.y, n * y_max) : nullptr;
   float* pooled = sized(arena.pooled, n * c_max);
   float* gate = sized(arena.gate, n * c_max);
 
-  mark("stem.im2col", -1);
-  gemm(gemm_args(n * hh * ww, stem_cout_, cols, col, stem_packed_, stem_bias_, bufs[0], true), num_threads, isa_);
-  mark("stem.gemm", -1);
-  tap("stem", bufs[0], hh, ww, stem_cout_);
-  int cur = 0;
-  int64_t bi = 0;
-  for (const Block& b : blocks_) {
-    const float* in = bufs[cur];
-    const float* ex = in;
-    const Axis by = axis(hh, b.k, b.stride, same_), bx = axis(ww, b.k, b.stride, same_);
-    const bool banded = band_fusion_ && b.group > 0 && hh * ww * b.cexp > band_min_floats_;
-    if (banded) {
-      expand_dw_banded(b, in, n, hh, ww, by.before, bx.before, by.out, bx.out, y, pooled, num_threads);
-      mark("expand_dw", bi);
-      if (taps_on_) tap("blocks." + std::to_string(bi) + ".dw", y, by.out, bx.out, b.cexp);
-    } else if (!b.expand_packed.empty()) {
-      gemm(gemm_args(n * hh * ww, b.cexp, b.cin, in, b.expand_packed, b.expand_bias, e, true), num_threads, isa_);
-      ex = e;
-      mark("expand", bi);
-    }
-    if (!banded) {
-    DwConvParams p;
-    p.n = n; p.c = b.cexp; p.h = hh; p.w = ww; p.out_h = by.out; p.out_w = bx.out;
-    p.k = b.k; p.stride = b.stride; p.pad_top = by.before; p.pad_left = bx.before;
-    nhwc_strides(p.x_stride, b.cexp, hh, ww);
-    nhwc_strides(p.y_stride, b.cexp, by.out, bx.out);
-    const bool packed_fits = nhwc_packed_size(p, isa_) == b.dw_packed.size() && !b.dw_packed.empty();
-    dwconv_bias_swish(p, ex, b.dw_weight.data(), b.dw_bias.data(), y, pooled, num_threads, isa_,
-                      packed_fits ? b.dw_packed.data() : nullptr);
-    mark("dw", bi);
-    if (taps_on_) tap("blocks." + std::to_string(bi) + ".dw", y, by.out, bx.out, b.cexp);
-    }
-    se_gate(n, b.cexp, b.squeeze, b.se_packed.data(), pooled, gate, num_threads, isa_);
-    mark("se_gate", bi);
-    hh = by.out;
-    ww = bx.out;
-    GemmArgs g = gemm_args(n * hh * ww, b.cout, b.cexp, y, b.proj_packed, b.proj_bias, bufs[1 - cur], false);
-    g.scale = gate;
-    g.rows_per_scale = hh * ww;
-    if (b.skip) {
-      g.residual = in;
-      g.ldr = b.cout;
-    }
-    gemm(g, num_threads, isa_);
-    mark("project", bi);
-    if (taps_on_) tap("blocks." + std::to_string(bi), bufs[1 - cur], hh, ww, b.cout);
-    ++bi;
-    cur = 1 - cur;
+  // The current activation: x through its strides, or a dense NHWC buffer.
+  const float* cur = x;
+  int64_t cs[4] = {x_stride[0], x_stride[1], x_stride[2], x_stride[3]};
+  int64_t hh = h, ww = w, cc = in_channels();
+  const Layer& first = layers_.front();
+  const bool first_reads_strides = !first.is_block && !direct_gemm(first.k, first.stride, first.pad);
+  if (!first_reads_strides && !is_nhwc_dense(cs, n, cc, hh, ww)) {
+    float* in = sized(arena.in, n * hh * ww * cc);  // one copy into NHWC
+    parallel_for(n * hh, std::max(1, std::min(num_threads, static_cast<int>(n * hh / 8))), [&](int64_t row) {
+      const int64_t s = row / hh, iy = row % hh;
+      const float* src = x + s * cs[0] + iy * cs[2];
+      float* dst = in + row * ww * cc;
+      // channel-major: each channel's row is read in order, the writes stay inside one output row
+      for (int64_t c = 0; c < cc; ++c)
+        for (int64_t ix = 0; ix < ww; ++ix) dst[ix * cc + c] = src[ix * cs[3] + c * cs[1]];
+    });
+    cur = in;
+    mark("input.nhwc");
   }
-  gemm(gemm_args(n * hh * ww, head_cout_, head_cin_, bufs[cur], head_packed_, head_bias_, e, true), num_threads,
-       isa_);
-  mark("head.gemm", -1);
-  tap("head", e, hh, ww, head_cout_);
-  SeParams sp;
-  sp.n = n; sp.c = head_cout_; sp.h = hh; sp.w = ww;
-  nhwc_strides(sp.x_stride, head_cout_, hh, ww);
-  float* features = sized(arena.features, n * head_cout_);
-  se_pool(sp, e, features, num_threads, isa_);
-  mark("head.pool", -1);
-  gemm(gemm_args(n, classes_, head_cout_, features, cls_packed_, cls_bias_, logits, false), num_threads, isa_);
-  mark("classifier", -1);
+  if (cur != x || is_nhwc_dense(cs, n, cc, hh, ww)) nhwc_strides(cs, cc, hh, ww);
+  int next = 0;  // the ping-pong buffer the next layer writes (never the one it reads)
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    const Layer& l = layers_[li];
+    const bool last = li + 1 == layers_.size();
+    float* dst = last && classes_ == 0 && !out_nchw ? out : bufs[next];
+    if (!l.is_block) {
+      const Axis ay = axis_h(l.pad, hh, l.k, l.stride), ax = axis_w(l.pad, ww, l.k, l.stride);
+      const float* a = cur;
+      if (!direct_gemm(l.k, l.stride, l.pad)) {
+        const int64_t cols = l.cin * l.k * l.k, oh = ay.out, ow = ax.out;
+        parallel_for(n * oh, std::max(1, std::min(num_threads, static_cast<int>(n * oh / 8))), [&](int64_t row) {
+          const int64_t s = row / oh, oy = row % oh;
+          if (l.k == 3) {
+            im2col_row<3>(cur, s, oy, hh, ww, cs, l.cin, l.stride, ay.before, ax.before, ow, col + row * ow * cols);
+          } else {
+            im2col_row<0>(cur, s, oy, hh, ww, cs, l.cin, l.stride, ay.before, ax.before, ow, col + row * ow * cols,
+                          l.k);
+          }
+        });
+        a = col;
+        mark(l.name + ".im2col");
+      }
+      hh = ay.out;
+      ww = ax.out;
+      gemm(gemm_args(n * hh * ww, l.cout, l.cin * l.k * l.k, a, l.packed, l.bias, dst, l.swish), num_threads, isa_);
+      mark(l.name + ".gemm");
+      tap(l.name, dst, hh, ww, l.cout);
+    } else {
+      const Block& b = l.block;
+      const std::string bi = std::to_string(l.block_index);
+      const float* in = cur;
+      const float* ex = in;
+      const Axis by = axis_h(l.pad, hh, b.k, b.stride), bx = axis_w(l.pad, ww, b.k, b.stride);
+      const bool banded = band_fusion_ && b.group > 0 && hh * ww * b.cexp > band_min_floats_;
+      if (banded) {
+        expand_dw_banded(b, in, n, hh, ww, by.before, bx.before, by.out, bx.out, y, pooled, num_threads);
+        mark("expand_dw." + bi);
+      } else {
+        if (!b.expand_packed.empty()) {
+          gemm(gemm_args(n * hh * ww, b.cexp, b.cin, in, b.expand_packed, b.expand_bias, e, true), num_threads,
+               isa_);
+          ex = e;
+          mark("expand." + bi);
+        }
+        DwConvParams p;
+        p.n = n; p.c = b.cexp; p.h = hh; p.w = ww; p.out_h = by.out; p.out_w = bx.out;
+        p.k = b.k; p.stride = b.stride; p.pad_top = by.before; p.pad_left = bx.before;
+        nhwc_strides(p.x_stride, b.cexp, hh, ww);
+        nhwc_strides(p.y_stride, b.cexp, by.out, bx.out);
+        const bool packed_fits = nhwc_packed_size(p, isa_) == b.dw_packed.size() && !b.dw_packed.empty();
+        dwconv_bias_swish(p, ex, b.dw_weight.data(), b.dw_bias.data(), y, pooled, num_threads, isa_,
+                          packed_fits ? b.dw_packed.data() : nullptr);
+        mark("dw." + bi);
+      }
+      if (taps_on_) tap(l.name + ".dw", y, by.out, bx.out, b.cexp);
+      se_gate(n, b.cexp, b.squeeze, b.se_packed.data(), pooled, gate, num_threads, isa_);
+      mark("se_gate." + bi);
+      hh = by.out;
+      ww = bx.out;
+      GemmArgs g = gemm_args(n * hh * ww, b.cout, b.cexp, y, b.proj_packed, b.proj_bias, dst, false);
+      g.scale = gate;
+      g.rows_per_scale = hh * ww;
+      if (b.skip) {
+        g.residual = in;
+        g.ldr = b.cout;
+      }
+      gemm(g, num_threads, isa_);
+      mark("project." + bi);
+      tap(l.name, dst, hh, ww, b.cout);
+    }
+    cc = l.out_c();
+    cur = dst;
+    nhwc_strides(cs, cc, hh, ww);
+    if (dst == bufs[next]) next = 1 - next;
+  }
+  if (classes_ == 0 && out_nchw) {  // NHWC buffer -> NCHW out, in tiles of pixels (reads stay in cache)
+    const int64_t plane = hh * ww, tile = 64, tiles = ceil_div(plane, tile);
+    parallel_for(n * tiles, std::max(1, std::min(num_threads, static_cast<int>(n * tiles / 4))), [&](int64_t t) {
+      const int64_t s = t / tiles, p0 = (t % tiles) * tile, p1 = std::min(plane, p0 + tile);
+      const float* src = cur + s * plane * cc;
+      float* o = out + s * plane * cc;
+      for (int64_t c = 0; c < cc; ++c)
+        for (int64_t p = p0; p < p1; ++p) o[c * plane + p] = src[p * cc + c];
+    });
+    mark("output.nchw");
+  }
+  if (classes_ > 0) {
+    SeParams sp;
+    sp.n = n; sp.c = cc; sp.h = hh; sp.w = ww;
+    nhwc_strides(sp.x_stride, cc, hh, ww);
+    float* features = sized(arena.features, n * cc);
+    se_pool(sp, cur, features, num_threads, isa_);
+    mark("head.pool");
+    gemm(gemm_args(n, classes_, cc, features, cls_packed_, cls_bias_, out, false), num_threads, isa_);
+    mark("classifier");
+  }
   if (profiling_ || taps_on_) {
     std::lock_guard<std::mutex> guard(profile_mutex_);
     if (profiling_) profile_ = std::move(prof);

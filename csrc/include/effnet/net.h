@@ -1,15 +1,20 @@
-// A whole fused EfficientNet forward pass in C++ (torch-free): what fuse() runs for fp32 CPU inference.
+// A fused EfficientNet forward pass in C++ (torch-free): what fuse() runs for fp32 CPU inference, for a
+// whole classifier or for any chain of layers it swapped in a larger model (a backbone's stages, one block).
 //
-// Every weight arrives folded (BatchNorm into the convolutions) and is packed here once; a forward pass
-// is then one call with no per-op dispatch:
-//   stem   im2col of the 3x3 stride-2 conv + GEMM with bias and Swish in the epilogue;
-//   block  expand 1x1: GEMM + bias + Swish  ->  depthwise + bias + Swish with the SE pool in the same pass
-//          ->  SE gate (two small matrix-vector products)  ->  projection 1x1: GEMM with the gate applied
-//          to A as it is packed, bias, and the residual added in the epilogue;
-//   head   1x1 GEMM + bias + Swish, global mean (the SE pool kernel), classifier GEMM.
+// A Net is a chain of layers, each taking the previous one's output, and an optional classifier. Every
+// weight arrives folded (BatchNorm into the convolutions) and is packed here once; a forward pass is then
+// one call with no per-op dispatch:
+//   conv   a dense k x k convolution (a stem, a head): im2col + GEMM with bias and optional Swish in the
+//          epilogue; a 1x1 stride-1 conv is the GEMM alone;
+//   block  an MBConv block: expand 1x1 GEMM + bias + Swish  ->  depthwise + bias + Swish with the SE pool
+//          in the same pass  ->  SE gate (two small matrix-vector products)  ->  projection 1x1: GEMM with
+//          the gate applied to A as it is packed, bias, and the residual added in the epilogue;
+//   classifier  global mean of the last layer (the SE pool kernel), then a GEMM.
 // Activations live in NHWC buffers of an arena reused from call to call (sized for the largest layer at
 // the input's shape), so a forward pass pays no allocation and no first-touch page faults after the first.
-// Concurrent callers are safe: one uses the arena, the others get their own for that call.
+// All live Nets share one arena (a model swapped block by block runs many small Nets one after the other:
+// they reuse the same warm buffers). Concurrent callers are safe: one uses the arena, the others get their
+// own for that call.
 #pragma once
 
 #include <cstdint>
@@ -23,32 +28,64 @@
 
 namespace effnet {
 
+// The padding of one layer: explicit amounts before / after along each axis (symmetric k // 2, or the
+// fixed amounts of a model built for one image size, as efficientnet_pytorch's static SAME padding), or
+// TensorFlow SAME computed from each input's size (timm tf_*, Conv2dSame).
+struct Pad {
+  bool same = false;
+  int64_t top = 0, bottom = 0, left = 0, right = 0;
+  static Pad symmetric(int64_t k) { return Pad{false, k / 2, k / 2, k / 2, k / 2}; }
+  static Pad tf_same() { return Pad{true, 0, 0, 0, 0}; }
+};
+
 class Net {
  public:
-  // same_padding: TensorFlow SAME (timm tf_*) instead of k // 2 on every side.
+  // same_padding: the padding of the layers added without one (set_stem, the short add_block): TensorFlow
+  // SAME (timm tf_*) instead of k // 2 on every side.
   Net(bool same_padding, Isa isa);
   ~Net();
 
-  // weight (cout, cin, k, k) contiguous; bias (cout,).
+  // Layers run in the order they are added; each takes the channels the one before gives. `name` names
+  // the layer's taps (see set_taps) and, for convs, its profile steps.
+  // A dense conv: weight (cout, cin, k, k) contiguous; bias (cout,); Swish after the bias when `swish`.
+  void add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride, const Pad& pad,
+                bool swish, const float* weight, const float* bias);
+  // An MBConv block: expand_weight (cexp, cin) or null when cexp == cin (expand ratio 1); dw_weight
+  // (cexp, k, k); se_reduce (squeeze, cexp), se_expand (cexp, squeeze); proj_weight (cout, cexp); all
+  // contiguous. `pad` is the depthwise conv's.
+  void add_block(const std::string& name, const Pad& pad, int64_t cin, int64_t cexp, int64_t cout, int64_t k,
+                 int64_t stride, int64_t squeeze, bool skip, const float* expand_weight, const float* expand_bias,
+                 const float* dw_weight, const float* dw_bias, const float* se_reduce_weight,
+                 const float* se_reduce_bias, const float* se_expand_weight, const float* se_expand_bias,
+                 const float* proj_weight, const float* proj_bias);
+  // The whole-classifier shorthands: "stem" (conv + Swish), "blocks.<i>", "head" (1x1 conv + Swish), all
+  // with the constructor's padding.
   void set_stem(int64_t cin, int64_t cout, int64_t k, int64_t stride, const float* weight, const float* bias);
-  // expand_weight (cexp, cin) or null when cexp == cin (expand ratio 1); dw_weight (cexp, k, k);
-  // se_reduce (squeeze, cexp), se_expand (cexp, squeeze); proj_weight (cout, cexp); all contiguous.
   void add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip,
                  const float* expand_weight, const float* expand_bias, const float* dw_weight, const float* dw_bias,
                  const float* se_reduce_weight, const float* se_reduce_bias, const float* se_expand_weight,
                  const float* se_expand_bias, const float* proj_weight, const float* proj_bias);
-  // weight (cout, cin) of the head 1x1 conv; classifier (classes, cout).
   void set_head(int64_t cin, int64_t cout, const float* weight, const float* bias);
+  // Global mean of the last layer's output, then the linear layer: weight (classes, features). Last.
   void set_classifier(int64_t features, int64_t classes, const float* weight, const float* bias);
 
-  int64_t in_channels() const { return stem_cin_; }
+  int64_t in_channels() const;
   int64_t classes() const { return classes_; }
+  int64_t layers() const;
   Isa isa() const { return isa_; }
 
-  // x: (n, cin, h, w) at element strides x_stride (any layout); logits: n x classes, contiguous.
-  // Throws std::invalid_argument on a net that is not complete or an input it cannot take.
-  void run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* logits,
-           int num_threads) const;
+  // What run writes for an (h, w) input: {c, out_h, out_w} of the last layer, or {classes, 1, 1} with a
+  // classifier. Throws std::invalid_argument when a layer's output would be empty.
+  std::vector<int64_t> out_shape(int64_t h, int64_t w) const;
+
+  // x: (n, cin, h, w) at element strides x_stride (any layout; a chain that starts with a block or a 1x1
+  // conv reads an NHWC-dense x in place and copies any other layout once). out: the logits (n x classes,
+  // contiguous) with a classifier, else the last layer's output as dense NHWC (n, out_h, out_w, c); it
+  // must not overlap x. out_nchw: write the last layer's output as dense NCHW instead (what eager code
+  // after a swapped block expects), transposed from the engine's NHWC buffer. Throws std::invalid_argument
+  // on an empty net or an input it cannot take.
+  void run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* out,
+           int num_threads, bool out_nchw = false) const;
 
   // Expand + depthwise in row bands (default on): for blocks whose expanded activation is large, each
   // task (sample, group of channels) runs the expand GEMM a few input rows at a time into a small
@@ -70,11 +107,11 @@ class Net {
   void set_profiling(bool on) { profiling_ = on; }
   std::vector<std::pair<std::string, double>> last_profile() const;
 
-  // Every step's output of the last run (stem, each block's depthwise conv and the block, head; NHWC
-  // floats) when tapping is on: what the tests compare, block by block, with the source model. Off by
-  // default (a copy per step).
+  // Every step's output of the last run (each layer, and each block's depthwise conv; NHWC floats) when
+  // tapping is on: what the tests compare, block by block, with the source model. Off by default (a copy
+  // per step).
   struct Tap {
-    std::string name;  // "stem", "blocks.<i>.dw", "blocks.<i>", "head"
+    std::string name;  // the layer's name; "<name>.dw" for a block's depthwise output
     int64_t n, h, w, c;
     std::vector<float> data;  // n * h * w * c, NHWC
   };
@@ -82,19 +119,19 @@ class Net {
   std::vector<Tap> last_taps() const;
 
   struct Block;
+  struct Layer;
   struct Arena;
 
  private:
   void run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4],
-                float* logits, int num_threads) const;
+                float* out, int num_threads, bool out_nchw) const;
+  int64_t last_channels() const;
+  void add_layer(Layer&& layer);
 
   bool same_;
   Isa isa_;
-  int64_t stem_cin_ = 0, stem_cout_ = 0, stem_k_ = 0, stem_stride_ = 0;
-  std::vector<float> stem_packed_, stem_bias_;
-  std::vector<Block> blocks_;
-  int64_t head_cin_ = 0, head_cout_ = 0;
-  std::vector<float> head_packed_, head_bias_;
+  std::vector<Layer> layers_;
+  int64_t blocks_added_ = 0;
   int64_t classes_ = 0;
   std::vector<float> cls_packed_, cls_bias_;
   void expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h, int64_t w, int64_t pad_top,
@@ -109,8 +146,7 @@ class Net {
   mutable std::vector<Tap> taps_;  // guarded by profile_mutex_
   mutable std::mutex profile_mutex_;
   mutable std::vector<std::pair<std::string, double>> profile_;
-  mutable std::mutex arena_mutex_;
-  std::unique_ptr<Arena> arena_;
+  std::shared_ptr<Arena> arena_;  // shared by every live Net (see above)
 };
 
 }  // namespace effnet
