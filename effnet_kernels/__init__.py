@@ -20,11 +20,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EfficientNet", "efficientnet", "from_torchvision", "from_timm", "compound", "model_cost",
-    "round_filters", "round_repeats", "has_cpp", "info", "fuse", "fit_phi", "__version__",
+    "round_filters", "round_repeats", "has_cpp", "info", "fuse", "fuse_report", "register_block", "fit_phi",
+    "__version__",
 ]
 
 
-from .fuse import fuse  # noqa: E402
+from .fuse import fuse, fuse_report  # noqa: E402
+from .recognize import register_block  # noqa: E402
 from .budget import fit_phi  # noqa: E402
 
 

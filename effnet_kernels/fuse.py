@@ -23,21 +23,21 @@ Stochastic depth and dropout are identity (inference only): ``.train()`` on a fu
 """
 from __future__ import annotations
 
-from typing import Optional
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ops
+from . import ops, recognize, swapped
 from .models import ConvBNAct, EfficientNet, MBConv
 from .padding import pad_amounts_unchecked
 from .reference import fold_bn
 
-__all__ = ["fuse", "FusedEfficientNet"]
-
-SUPPORTED = ("effnet_kernels.EfficientNet (any phi), torchvision.models.efficientnet_b0...b7, "
-             "timm efficientnet_b0...b7 and tf_efficientnet_b0...b7")
+__all__ = ["fuse", "fuse_report", "FuseReport", "FusedEfficientNet"]
 
 
 def _folded(m: ConvBNAct):
@@ -282,38 +282,235 @@ def _has_engine() -> bool:
     return has_cpp()
 
 
-def _convert(model: nn.Module) -> EfficientNet:
-    """This package's EfficientNet for ``model`` (refused unless a supported family in eval mode)."""
-    if isinstance(model, FusedEfficientNet):
-        raise TypeError("model must be an unfused EfficientNet, got a FusedEfficientNet (it is already fused)")
+# ---- fuse(): the whole-classifier engine, or a copy with every recognised module swapped -------------------
+
+@dataclass
+class FuseEntry:
+    """One module fuse() looked at: its path in the model, class, and what became of it."""
+    path: str
+    cls: str
+    swapped: bool
+    what: str  # the fused module (swapped) or the reason it was left
+
+
+class FuseReport:
+    """What :func:`fuse` swapped and what it left, per module path (``ek.fuse_report(fused)``)."""
+
+    def __init__(self, entries: List[FuseEntry], mode: str):
+        self.entries = entries
+        self.mode = mode  # "whole-model engine" or "swapped modules"
+
+    @property
+    def swapped(self) -> List[FuseEntry]:
+        return [e for e in self.entries if e.swapped]
+
+    @property
+    def left(self) -> List[FuseEntry]:
+        return [e for e in self.entries if not e.swapped]
+
+    def __str__(self) -> str:
+        lines = [f"fuse(): {len(self.swapped)} swapped, {len(self.left)} left ({self.mode})"]
+        for e in self.entries:
+            lines.append(f"  {'swapped' if e.swapped else 'left   '}  {e.path or '(model)'}  [{e.cls}]  {e.what}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def fuse_report(fused: nn.Module) -> FuseReport:
+    """The :class:`FuseReport` of a model :func:`fuse` returned."""
+    report = getattr(fused, "_effnet_fuse_report", None)
+    if not isinstance(report, FuseReport):
+        raise TypeError(f"fused must be a model returned by effnet_kernels.fuse(), got {type(fused).__name__} "
+                        f"without a fuse report")
+    return report
+
+
+def _cls(m) -> str:
+    return f"{type(m).__module__}.{type(m).__qualname__}"
+
+
+def _supported() -> str:
+    return ", ".join(recognize.registered())
+
+
+def _whole_classifier(model: nn.Module) -> Optional[EfficientNet]:
+    """This package's EfficientNet for a whole B0-B7 classifier of a known class whose every layer the
+    whole-model engine computes (SiLU blocks with SE, average pooling, a linear classifier); else None."""
+    if isinstance(model, EfficientNet) and type(model) is EfficientNet:
+        return model
     name = type(model).__module__
-    ours = isinstance(model, EfficientNet)
-    if not ours and (not isinstance(model, nn.Module) or not name.startswith(("torchvision", "timm"))):
-        raise TypeError(f"fuse() supports {SUPPORTED}; got {type(model).__name__} from {name}")
+    try:
+        if name.startswith("torchvision") and type(model).__name__ == "EfficientNet":
+            if type(model.avgpool) is not nn.AdaptiveAvgPool2d or type(model.classifier[-1]) is not nn.Linear:
+                return None
+            from .models import from_torchvision
+            return from_torchvision(model)
+        if name.startswith("timm") and type(model).__name__ == "EfficientNet":
+            pool = model.global_pool
+            if getattr(pool, "pool_type", None) != "avg" or type(model.classifier) is not nn.Linear:
+                return None
+            from .models import from_timm
+            return from_timm(model)
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return None  # not one of the preset architectures: the general path swaps its modules
+    return None
+
+
+def _unit_for(part, source: nn.Module) -> swapped.FusedUnit:
+    cls = swapped.FusedConv if isinstance(part, recognize.ConvPart) else swapped.FusedMBConv
+    return cls(part, type(source).__name__)
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs")
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module, old: nn.Module) -> None:
+    """module.name = new, keeping the hooks registered on old (timm's FeatureHookNet reads features so)."""
+    for d in _HOOK_DICTS:
+        if getattr(old, d, None):
+            getattr(new, d).update(getattr(old, d))
+    setattr(module, name, new)
+
+
+class _Swapper:
+    def __init__(self, strict: bool, dry: bool = False):
+        self.strict = strict
+        self.dry = dry  # only look: report what would be swapped, change nothing
+        self.entries: List[FuseEntry] = []
+
+    def swapped_any(self) -> bool:
+        return any(e.swapped for e in self.entries)
+
+    def replace(self, module: nn.Module, name: str, new: nn.Module, old: nn.Module) -> None:
+        if not self.dry:
+            _replace(module, name, new, old)
+
+    def note(self, path: str, module: nn.Module, swapped_to, reason: Optional[str] = None) -> None:
+        if swapped_to is None and self.strict:
+            raise ValueError(f"fuse(strict=True): {path or '(model)'} ({_cls(module)}) was left: {reason}")
+        self.entries.append(FuseEntry(path, _cls(module), swapped_to is not None,
+                                      swapped_to.describe() if swapped_to is not None else reason))
+
+    def visit(self, module: nn.Module, prefix: str) -> None:
+        for name, child in list(module.named_children()):
+            path = prefix + name
+            part = recognize.recognize(child)
+            if isinstance(part, (recognize.ConvPart, recognize.BlockPart)):
+                unit = _unit_for(part, child)
+                self.replace(module, name, unit, child)
+                self.note(path, child, unit)
+                continue
+            if isinstance(part, str):
+                self.note(path, child, None, part)
+                continue
+            like = recognize.subclass_of_registered(child)
+            if like is not None:
+                self.note(path, child, None, f"a subclass of {like}, not the class itself (recognition is by "
+                                             f"exact class: a subclass may compute something else)")
+            self.visit(child, path + ".")
+            if type(child) is nn.Sequential and any(isinstance(c, (swapped.FusedUnit, swapped.FusedSequential))
+                                                    for c in child):
+                self.replace(module, name, swapped.FusedSequential(OrderedDict(child._modules)), child)
+        self.pairs(module, prefix)
+
+    def pairs(self, module: nn.Module, prefix: str) -> None:
+        """Conv + BatchNorm siblings the container's forward calls back to back."""
+        named = recognize.PAIR_CONTAINERS.get(type(module), [])
+        if type(module) in recognize.ADJACENT_CONTAINERS:
+            kids = list(module._modules.items())
+            named = named + [(a, b) for (a, _), (b, _) in zip(kids, kids[1:])]
+        returned = getattr(module, "return_layers", None) or {}  # timm feature wrappers: outputs kept by name
+        for conv_name, bn_name in named:
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if conv is None or bn is None or conv_name in returned:
+                continue
+            part = recognize.conv_bn_pair(conv, bn)
+            if part is None:
+                continue
+            path = prefix + conv_name
+            if isinstance(part, str):
+                self.note(path, conv, None, f"with {bn_name}: {part}")
+                continue
+            unit = _unit_for(part, conv)
+            unit.source = f"{type(conv).__name__} + {type(bn).__name__}"
+            self.replace(module, conv_name, unit, conv)
+            self.replace(module, bn_name, nn.Identity(), bn)
+            self.note(path, conv, unit)
+            self.entries[-1].what += f" (with {bn_name}, now an Identity)"
+
+
+def fuse(model: nn.Module, strict: bool = False, inplace: bool = False) -> nn.Module:
+    """A fused copy of ``model``, same outputs (see the module docstring); the source is never modified.
+
+    * A whole B0–B7 classifier (this package's EfficientNet at any φ, torchvision's and timm's
+      ``efficientnet_b*`` / ``tf_efficientnet_b*``) becomes a :class:`FusedEfficientNet`: the whole
+      forward pass in one C++ call.
+    * Any other ``nn.Module`` — a backbone, a feature extractor, a U-Net or detector around one,
+      efficientnet_pytorch's EfficientNet — is copied and every module :mod:`effnet_kernels.recognize`
+      recognises is replaced by a fused one (:mod:`effnet_kernels.swapped`); everything else (decoders,
+      heads, custom layers, forward signatures, attribute paths) stays as it was.
+
+    ``ek.fuse_report(fused)`` lists what was swapped and what was left, and why. ``strict=True`` raises a
+    ValueError on the first module left. A model with nothing to swap is a TypeError naming what is
+    supported. ``model`` must be in eval mode. ``inplace`` is accepted for the usual signature: the
+    source is never modified either way, and the result never shares storage with it. The result lives on
+    the source's device and in its dtype; on the CPU in fp32 the C++ engines are built (weights packed)
+    here, so the first forward pass is as fast as the next."""
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, (FusedEfficientNet, swapped.FusedUnit)) or getattr(model, "_effnet_fuse_report", None):
+        raise TypeError(f"model must be an unfused model, got a {type(model).__name__} fuse() returned (it is "
+                        f"already fused)")
     if model.training:
         raise ValueError("fuse() needs a model in eval mode (it folds the BatchNorm running statistics): call "
                          "model.eval() first")
-    if ours:
-        return model
-    from .models import from_timm, from_torchvision
-    return from_torchvision(model) if name.startswith("torchvision") else from_timm(model)
-
-
-def fuse(model: nn.Module, inplace: bool = False) -> FusedEfficientNet:
-    """A fused inference model with the same outputs as ``model`` (see the module docstring).
-
-    ``model`` must be in eval mode. ``inplace`` is accepted for the usual ``fuse(model, inplace=...)``
-    signature: the source model is never modified either way, and the fused model never shares storage
-    with it (every weight is folded into a new tensor). Changes no global torch setting. The result lives
-    on the source model's device and in its dtype (``.half()`` / ``.to(torch.bfloat16)`` before or after
-    fusing for the GPU path). On the CPU in fp32 the C++ engine is built (weights packed) here, so the
-    first forward pass is as fast as the next."""
-    if not isinstance(inplace, bool):
-        raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
-    src = _convert(model)
-    p = next(src.parameters())
+    params = list(model.parameters()) + list(model.buffers())
+    device, dtype = (params[0].device, params[0].dtype) if params else (torch.device("cpu"), torch.float32)
+    src = _whole_classifier(model)
+    if src is not None:
+        # the block checks first: a preset architecture with, say, another activation is not the engine's
+        check = _Swapper(strict, dry=True)
+        check.visit(model, "")
+        if all(e.swapped for e in check.entries):
+            with torch.no_grad():
+                fused = FusedEfficientNet(src).to(device=device, dtype=dtype)
+            fused._effnet_fuse_report = FuseReport(check.entries, "whole-model engine")
+            if _has_engine():
+                fused._engine()  # packs the weights now when they are fp32 on the CPU (None otherwise)
+            return fused
     with torch.no_grad():
-        fused = FusedEfficientNet(src).to(device=p.device, dtype=p.dtype)
+        out = copy.deepcopy(model)
+        swapper = _Swapper(strict)
+        top = recognize.recognize(out)
+        if isinstance(top, (recognize.ConvPart, recognize.BlockPart)):  # the model is one block / conv
+            unit = _unit_for(top, out)
+            swapper.note("", out, unit)
+            out = unit
+        elif isinstance(top, str):
+            swapper.note("", out, None, top)
+        else:
+            swapper.visit(out, "")
+            if type(out) is nn.Sequential and any(isinstance(c, (swapped.FusedUnit, swapped.FusedSequential))
+                                                  for c in out):
+                out = swapped.FusedSequential(OrderedDict(out._modules))
+    if not swapper.swapped_any():
+        left = "; ".join(f"{e.path}: {e.what}" for e in swapper.entries[:3])
+        raise TypeError(f"fuse() found nothing to swap in {type(model).__name__} ({_cls(model)})"
+                        + (f" (left: {left})" if left else "") + f"; it recognises: {_supported()}")
+    for m in out.modules():
+        if isinstance(m, swapped.FusedUnit):
+            m.to(device=device, dtype=dtype)
+    out._effnet_fuse_report = FuseReport(swapper.entries, "swapped modules")
     if _has_engine():
-        fused._engine()  # packs the weights now when they are fp32 on the CPU (None otherwise)
-    return fused
+        for m in out.modules():
+            if isinstance(m, swapped.FusedSequential):
+                m.prepare()
+            elif isinstance(m, swapped.FusedUnit):
+                m._engine.get([m])
+    return out

@@ -85,3 +85,120 @@ def build_model(phi, device="cpu", dtype: torch.dtype = torch.float32, seed: int
 def denormals_survive() -> bool:
     """False when this thread flushes subnormals (FTZ/DAZ set by someone)."""
     return (torch.tensor([1e-39]) * 0.5).item() != 0.0
+
+
+# ---- real models from the libraries people use, and models that contain them ----------------------------
+
+class UNet(nn.Module):
+    """A small U-Net around an EfficientNet encoder, as segmentation libraries build them: the encoder's
+    feature maps (a timm ``features_only`` model's list, or efficientnet_pytorch's ``extract_endpoints``),
+    an eager decoder (upsample, concatenate the skip, 3x3 conv + BN + ReLU per level) and a 1x1 mask head.
+    The deepest map goes through a global-context step that calls ``.view()`` on it, as attention and
+    pooling code does: it fails on a channels_last tensor, so an encoder that hands back another memory
+    format than eager's is caught."""
+
+    def __init__(self, encoder: nn.Module, channels, classes: int = 2, endpoints: bool = False):
+        super().__init__()
+        self.encoder, self.endpoints = encoder, endpoints
+        chans = list(channels)
+        self.context = nn.Conv2d(chans[-1], chans[-1], 1)
+        ups, c = [], chans[-1]
+        for skip in reversed(chans[:-1]):
+            ups.append(nn.Sequential(nn.Conv2d(c + skip, skip, 3, padding=1, bias=False), nn.BatchNorm2d(skip),
+                                     nn.ReLU(inplace=True)))
+            c = skip
+        self.decoder = nn.ModuleList(ups)
+        self.mask = nn.Conv2d(c, classes, 1)
+
+    def features(self, x):
+        if self.endpoints:
+            return list(self.encoder.extract_endpoints(x).values())[:-1]  # drop the head's reduction_6
+        return list(self.encoder(x))
+
+    def forward(self, x):
+        feats = self.features(x)
+        d = feats[-1]
+        n, c, h, w = d.shape
+        ctx = self.context(d.view(n, c, h * w).mean(-1).view(n, c, 1, 1))
+        d = d + ctx
+        for up, skip in zip(self.decoder, reversed(feats[:-1])):
+            d = nn.functional.interpolate(d, size=skip.shape[-2:], mode="nearest")
+            d = up(torch.cat([d, skip], 1))
+        return self.mask(d)
+
+
+def _timm(name: str, **kw) -> nn.Module:
+    import timm
+    return timm.create_model(name, pretrained=False, **kw)
+
+
+def _lukemelas(name: str, image_size=None) -> nn.Module:
+    from efficientnet_pytorch import EfficientNet as LukemelasEfficientNet
+    kw = {} if image_size is None else {"image_size": image_size}
+    return LukemelasEfficientNet.from_name(name, **kw)
+
+
+def model_from_spec(spec: str, seed: int = 0, calibration_size=(2, 3, 128, 128)):
+    """``(model, resolution)``: a randomly initialised, BN-calibrated eval model for ``spec`` and the input
+    size it was designed for:
+
+    * ``ek:PHI`` — this package's EfficientNet (``ek:0``, ``ek:2.5``);
+    * ``timm:NAME`` — a timm classifier; ``timm:NAME:features`` its ``features_only`` backbone,
+      ``timm:NAME:features:1,3`` with those ``out_indices``;
+    * ``tv:NAME`` — a torchvision classifier; ``tv:NAME:features`` its ``.features``;
+    * ``lukemelas:NAME`` — efficientnet_pytorch's ``EfficientNet.from_name(NAME)`` (static SAME padding
+      for its image size); ``lukemelas:NAME:SIZE`` built for another image size;
+    * ``unet:timm:NAME`` / ``unet:lukemelas:NAME`` — :class:`UNet` with that encoder.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a str such as 'timm:efficientnet_b0:features', got {type(spec).__name__}")
+    parts = spec.split(":")
+    lib, rest = parts[0], parts[1:]
+    torch.manual_seed(seed)
+    if lib == "ek" and len(rest) == 1:
+        from .scaling import compound
+        phi = float(rest[0])
+        model = build_model(int(phi) if phi.is_integer() else phi, seed=seed)
+        return model, compound(phi).resolution
+    if lib == "timm" and 1 <= len(rest) <= 3 and (len(rest) == 1 or rest[1] == "features"):
+        kw = {}
+        if len(rest) >= 2:
+            kw["features_only"] = True
+        if len(rest) == 3:
+            kw["out_indices"] = tuple(int(i) for i in rest[2].split(","))
+        model = _timm(rest[0], **kw)
+        res = _timm(rest[0]).pretrained_cfg.get("input_size", (3, 224, 224))[-1] if kw else \
+            model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+    elif lib == "tv" and 1 <= len(rest) <= 2 and (len(rest) == 1 or rest[1] == "features"):
+        import torchvision
+        model = getattr(torchvision.models, rest[0])()
+        res = _tv_resolution(rest[0])
+        if len(rest) == 2:
+            model = model.features
+    elif lib == "lukemelas" and 1 <= len(rest) <= 2:
+        size = int(rest[1]) if len(rest) == 2 else None
+        model = _lukemelas(rest[0], size)
+        res = size or model._global_params.image_size
+    elif lib == "unet" and len(rest) == 2 and rest[0] in ("timm", "lukemelas"):
+        if rest[0] == "timm":
+            enc = _timm(rest[1], features_only=True)
+            model = UNet(enc, enc.feature_info.channels())
+            res = 256
+        else:
+            enc = _lukemelas(rest[1], 256)
+            with torch.no_grad():
+                chans = [t.shape[1] for t in enc.eval().extract_endpoints(torch.zeros(1, 3, 64, 64)).values()][:-1]
+            model = UNet(enc, chans, endpoints=True)
+            res = 256
+    else:
+        raise ValueError(f"spec must be ek:PHI, timm:NAME[:features[:I,J]], tv:NAME[:features], "
+                         f"lukemelas:NAME[:SIZE] or unet:timm|lukemelas:NAME, got {spec!r}")
+    model.eval()
+    randomize_bn_(model, seed=seed, calibration_size=calibration_size)
+    return model.eval(), int(res)
+
+
+def _tv_resolution(name: str) -> int:
+    from .scaling import PRESETS, compound
+    tail = name.rsplit("_", 1)[-1]
+    return compound(PRESETS.index(tail)).resolution if tail in PRESETS else 224

@@ -1,0 +1,530 @@
+"""Which modules of a model ``fuse()`` can swap, read into folded weights.
+
+Recognition is by **exact class** (``type(m) is C``, never ``isinstance``: timm's ``CondConvResidual``
+subclasses ``InvertedResidual`` and computes something else), then by the submodules' types, shapes and
+flags; never by a model's name. A recognised module becomes a *part*, its BatchNorms folded into the
+convolutions in float64:
+
+* :class:`ConvPart` — a dense k×k conv + BatchNorm (+ SiLU): a stem, a head;
+* :class:`BlockPart` — an MBConv block: [expand 1×1 + BN + SiLU] → depthwise k×k + BN + SiLU →
+  squeeze-excitation (reduce, SiLU, expand, sigmoid) → projection 1×1 + BN [+ the input].
+
+A module that looks like one of these but computes something the kernels do not (another activation, no
+SE, a grouped conv, a BatchNorm in training mode, dilation, ...) is *left*, with the reason. The classes
+recognised out of the box (see :data:`REGISTRY`):
+
+========================  ===================================================================
+this package              ``models.MBConv``, ``models.ConvBNAct`` (stem, head)
+torchvision               ``MBConv``, ``Conv2dNormActivation`` (stem, head)
+timm                      ``_efficientnet_blocks.InvertedResidual`` / ``DepthwiseSeparableConv`` /
+                          ``ConvBnAct`` (with ``SqueezeExcite``, ``BatchNormAct2d``, ``Conv2dSame``)
+efficientnet_pytorch      ``MBConvBlock`` (``Conv2dStaticSamePadding`` / ``Conv2dDynamicSamePadding``,
+                          ``Swish`` / ``MemoryEfficientSwish``)
+========================  ===================================================================
+
+plus, inside the EfficientNet containers whose forward is known to call them back to back (timm's
+``EfficientNet`` / ``EfficientNetFeatures`` / flattened feature wrappers, efficientnet_pytorch's
+``EfficientNet``), a stem or head conv followed by its BatchNorm (timm's ``conv_stem`` + ``bn1``, ``conv_head`` + ``bn2``;
+efficientnet_pytorch's ``_conv_stem`` + ``_bn0``, ``_conv_head`` + ``_bn1``).
+
+A library that vendors a copy of one of these blocks under its own class name registers it:
+``register_block(MyInvertedResidual, like=timm.models._efficientnet_blocks.InvertedResidual)`` reads it as
+the original; ``register_block(MyBlock, extract=fn)`` with ``fn(module) -> BlockPart | ConvPart`` (raising
+:class:`Left` with a reason for an instance it cannot take) adds a new one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = ["ConvPart", "BlockPart", "Left", "register_block", "registered", "recognize", "REGISTRY",
+           "PAIR_CONTAINERS"]
+
+# A layer's padding: "same" (TensorFlow SAME from each input's size) or explicit (top, bottom, left, right).
+Pad = Union[str, Tuple[int, int, int, int]]
+
+
+class Left(Exception):
+    """Raised by an extractor for a module it recognises by class but cannot fuse; the message is the reason
+    ``fuse_report`` gives."""
+
+
+@dataclass
+class ConvPart:
+    """A dense conv with BN folded (float64): weight (cout, cin, k, k), bias (cout,), then SiLU if ``act``."""
+    weight: torch.Tensor
+    bias: torch.Tensor
+    stride: int
+    pad: Pad
+    act: bool
+    kind: str = "conv"
+
+    def describe(self) -> str:
+        co, ci, k, _ = self.weight.shape
+        return f"conv {k}x{k}/{self.stride} {ci}->{co}" + (" +SiLU" if self.act else "")
+
+
+@dataclass
+class BlockPart:
+    """An MBConv block with every BN folded (float64). expand: (cexp, cin) weight + bias, or None;
+    dw (cexp, 1, k, k) + bias; se reduce (squeeze, cexp), expand (cexp, squeeze) with biases; project
+    (cout, cexp) + bias; ``skip``: the block adds its input."""
+    expand: Optional[Tuple[torch.Tensor, torch.Tensor]]
+    dw: Tuple[torch.Tensor, torch.Tensor]
+    stride: int
+    pad: Pad
+    se: Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    project: Tuple[torch.Tensor, torch.Tensor]
+    skip: bool
+    kind: str = "block"
+
+    def describe(self) -> str:
+        cexp, _, k, _ = self.dw[0].shape
+        cin = self.expand[0].shape[1] if self.expand is not None else cexp
+        return (f"MBConv k{k}/{self.stride} {cin}->{cexp}->{self.project[0].shape[0]}"
+                + (" +skip" if self.skip else ""))
+
+
+Part = Union[ConvPart, BlockPart]
+Extractor = Callable[[nn.Module], Part]
+
+# exact class -> extractor
+REGISTRY: Dict[type, Extractor] = {}
+
+
+def register_block(cls: type, extract: Optional[Extractor] = None, like: Optional[type] = None) -> None:
+    """Recognise modules of exactly ``cls``: read as the registered class ``like`` (a vendored copy with the
+    same attributes), or by ``extract(module) -> BlockPart | ConvPart`` (raise :class:`Left` to leave one)."""
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise TypeError(f"cls must be an nn.Module subclass, got {cls!r}")
+    if (extract is None) == (like is None):
+        raise ValueError("register_block needs exactly one of extract= (a function) and like= (a registered class)")
+    if like is not None:
+        _load_library_extractors()
+        if like not in REGISTRY:
+            raise ValueError(f"like must be a registered class, got {like!r}; registered: "
+                             f"{', '.join(_qualname(c) for c in REGISTRY)}")
+        extract = REGISTRY[like]
+    if not callable(extract):
+        raise TypeError(f"extract must be callable, got {type(extract).__name__}")
+    REGISTRY[cls] = extract
+
+
+def registered() -> List[str]:
+    """The classes recognised (qualified names)."""
+    _load_library_extractors()
+    return [_qualname(c) for c in REGISTRY]
+
+
+def _qualname(c: type) -> str:
+    return f"{c.__module__}.{c.__qualname__}"
+
+
+def recognize(module: nn.Module) -> Union[Part, str, None]:
+    """The part ``module`` fuses into; a reason (str) when its class is known but this instance cannot be
+    fused; None when its class is not recognised."""
+    _load_library_extractors()
+    fn = REGISTRY.get(type(module))
+    if fn is None:
+        return None
+    try:
+        return fn(module)
+    except Left as e:
+        return str(e)
+
+
+def subclass_of_registered(module: nn.Module) -> Optional[str]:
+    """The registered class ``module`` subclasses without being it (left: a subclass may compute something
+    else, as timm's CondConvResidual), or None."""
+    _load_library_extractors()
+    t = type(module)
+    if t in REGISTRY:
+        return None
+    for c in REGISTRY:
+        if isinstance(module, c) and c not in (nn.Sequential,):
+            return _qualname(c)
+    return None
+
+
+# ---- checks shared by the extractors ----------------------------------------------------------------------
+
+def _name(m) -> str:
+    return type(m).__name__
+
+
+def _is_silu(m: nn.Module) -> bool:
+    return type(m) in _SILU_TYPES
+
+
+def _require_silu(m: nn.Module, where: str) -> None:
+    if not _is_silu(m):
+        raise Left(f"{where} activation is {_name(m)}, not SiLU (fused kernels apply SiLU)")
+
+
+def _require_identity(m: Optional[nn.Module], where: str) -> None:
+    """m is an identity: nn.Identity, or a dropout / drop-path / stochastic depth in eval mode."""
+    if m is None or type(m) in _IDENTITY_TYPES:
+        return
+    if type(m) in _EVAL_IDENTITY_TYPES:
+        if m.training:
+            raise Left(f"{where} ({_name(m)}) is in training mode")
+        return
+    raise Left(f"{where} is {_name(m)}, not an identity at inference")
+
+
+def _conv_pad(conv: nn.Module, k: int) -> Pad:
+    """The padding a recognised conv applies (dynamic SAME or explicit amounts)."""
+    if type(conv) in _DYNAMIC_SAME_CONVS:
+        if tuple(conv.padding) != (0, 0):
+            raise Left(f"{_name(conv)} with extra padding {conv.padding}")
+        return "same"
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            base = (0, 0, 0, 0)
+        else:  # torch's padding="same" (stride 1): the extra pixel of an even total goes after
+            total = k - 1
+            base = (total // 2, total - total // 2) * 2
+    else:
+        ph, pw = conv.padding
+        base = (ph, ph, pw, pw)
+    static = getattr(conv, "static_padding", None)
+    if static is not None and type(static) is not nn.Identity:  # efficientnet_pytorch's Conv2dStaticSamePadding
+        if type(static) is not nn.ZeroPad2d:
+            raise Left(f"{_name(conv)}.static_padding is {_name(static)}")
+        left, right, top, bottom = static.padding
+        base = (base[0] + top, base[1] + bottom, base[2] + left, base[3] + right)
+    return base
+
+
+def _conv(conv: nn.Module, where: str, *, depthwise: bool = False, pointwise: bool = False):
+    """(weight fp64, bias fp64 or None, stride, pad) of a recognised conv, checked."""
+    if type(conv) not in _CONV_TYPES:
+        raise Left(f"{where} is {_name(conv)}, not a plain convolution")
+    w = conv.weight
+    co, ci_g, kh, kw = w.shape
+    if kh != kw:
+        raise Left(f"{where} has a {kh}x{kw} kernel (square only)")
+    if tuple(conv.dilation) != (1, 1):
+        raise Left(f"{where} is dilated {tuple(conv.dilation)}")
+    if conv.padding_mode != "zeros":
+        raise Left(f"{where} pads with {conv.padding_mode!r}, not zeros")
+    sh, sw = conv.stride
+    if sh != sw:
+        raise Left(f"{where} has stride {conv.stride} (equal strides only)")
+    if depthwise:
+        if not (conv.groups == co == conv.in_channels and ci_g == 1):
+            raise Left(f"{where} is not depthwise (groups {conv.groups}, {conv.in_channels}->{co} channels)")
+        if kh % 2 != 1 or kh > 7:
+            raise Left(f"{where} has kernel {kh} (odd, <= 7 fused)")
+        if sh not in (1, 2):
+            raise Left(f"{where} has stride {sh} (1 or 2 fused)")
+    elif conv.groups != 1:
+        raise Left(f"{where} is a grouped conv (groups {conv.groups})")
+    if pointwise and (kh != 1 or sh != 1):
+        raise Left(f"{where} is {kh}x{kh} stride {sh}, not a 1x1 stride-1 conv")
+    pad = _conv_pad(conv, kh)
+    if pointwise and pad != (0, 0, 0, 0) and pad != "same":
+        raise Left(f"{where} pads a 1x1 conv by {pad}")
+    b = conv.bias.detach().double() if conv.bias is not None else None
+    return w.detach().double(), b, int(sh), pad
+
+
+def _bn(bn: nn.Module, where: str):
+    """(scale, shift, act module or None) of an inference BatchNorm (timm's BatchNormAct2d carries its act)."""
+    if type(bn) not in _BN_TYPES:
+        raise Left(f"{where} is {_name(bn)}, not a BatchNorm2d")
+    if bn.training:
+        raise Left(f"{where} is in training mode (batch statistics, nothing to fold): call .eval()")
+    if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
+        raise Left(f"{where} keeps no running statistics")
+    var, mean = bn.running_var.detach().double(), bn.running_mean.detach().double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    act = None
+    if hasattr(bn, "act"):  # timm BatchNormAct2d
+        _require_identity(getattr(bn, "drop", None), f"{where}.drop")
+        act = bn.act
+    return scale, beta - mean * scale, act
+
+
+def _fold(conv_w, conv_b, scale, shift):
+    w = conv_w * scale.reshape(-1, *([1] * (conv_w.dim() - 1)))
+    b = shift if conv_b is None else conv_b * scale + shift
+    return w, b
+
+
+def _conv_bn(conv, bn, where_conv, where_bn, *, act: Optional[nn.Module] = None, want_act: bool,
+             depthwise=False, pointwise=False):
+    """Fold conv + BN; the activation (act, or the BN's own) must be SiLU when want_act, identity otherwise."""
+    w, b, stride, pad = _conv(conv, where_conv, depthwise=depthwise, pointwise=pointwise)
+    if bn.num_features != w.shape[0]:
+        raise Left(f"{where_bn} has {bn.num_features} channels, {where_conv} gives {w.shape[0]}")
+    scale, shift, bn_act = _bn(bn, where_bn)
+    a = act if act is not None else bn_act
+    if want_act:
+        if a is None:
+            raise Left(f"{where_bn} has no activation after it")
+        _require_silu(a, where_bn)
+    else:
+        _require_identity(a, f"{where_bn} activation")
+    w, b = _fold(w, b, scale, shift)
+    return w, b, stride, pad
+
+
+def _se(reduce_conv, expand_conv, act, gate, where: str):
+    """(reduce w, b, expand w, b) as matrices of an SE: reduce 1x1 (bias) -> SiLU -> expand 1x1 (bias) -> sigmoid."""
+    rw, rb, _, _ = _conv(reduce_conv, f"{where} reduce", pointwise=True)
+    ew, eb, _, _ = _conv(expand_conv, f"{where} expand", pointwise=True)
+    if rb is None or eb is None:
+        raise Left(f"{where} convs have no bias")
+    _require_silu(act, f"{where}")
+    if gate is not None and type(gate) not in _SIGMOID_TYPES:
+        raise Left(f"{where} gate is {_name(gate)}, not a sigmoid")
+    if ew.shape[1] != rw.shape[0] or ew.shape[0] != rw.shape[1]:
+        raise Left(f"{where} shapes do not chain ({tuple(rw.shape)}, {tuple(ew.shape)})")
+    return rw.flatten(1), rb, ew.flatten(1), eb
+
+
+def _block(expand, dw, stride, pad, se, project, skip) -> BlockPart:
+    cexp = dw[0].shape[0]
+    cin = expand[0].shape[1] if expand is not None else cexp
+    if expand is not None and expand[0].shape[0] != cexp:
+        raise Left(f"expand gives {expand[0].shape[0]} channels, the depthwise conv takes {cexp}")
+    if se[0].shape[1] != cexp:
+        raise Left(f"SE takes {se[0].shape[1]} channels, the depthwise conv gives {cexp}")
+    if project[0].shape[1] != cexp:
+        raise Left(f"projection takes {project[0].shape[1]} channels, the depthwise conv gives {cexp}")
+    if skip and (stride != 1 or cin != project[0].shape[0]):
+        raise Left("a residual with stride or channel change")
+    flat = (lambda wb: (wb[0].flatten(1), wb[1])) if expand is not None else None
+    return BlockPart(flat(expand) if expand is not None else None, dw, stride, pad, se,
+                     (project[0].flatten(1), project[1]), bool(skip))
+
+
+# ---- this package ---------------------------------------------------------------------------------------
+
+def _ours_convbnact(m) -> ConvPart:
+    w, b, stride, pad = _conv_bn(m.conv, m.bn, "conv", "bn", act=m.act if _is_silu(m.act) else None,
+                                 want_act=_is_silu(m.act))
+    if m.dynamic_pad:
+        pad = "same"
+    if m.conv.groups != 1:
+        raise Left("a grouped ConvBNAct (a depthwise conv is fused inside its MBConv)")
+    return ConvPart(w, b, stride, pad, _is_silu(m.act))
+
+
+def _ours_mbconv(m) -> BlockPart:
+    expand = None
+    if m.expand is not None:
+        w, b, _, _ = _conv_bn(m.expand.conv, m.expand.bn, "expand.conv", "expand.bn", act=m.expand.act,
+                              want_act=True, pointwise=True)
+        expand = (w, b)
+    w, b, stride, pad = _conv_bn(m.dw.conv, m.dw.bn, "dw.conv", "dw.bn", act=m.dw.act, want_act=True,
+                                 depthwise=True)
+    if m.dw.dynamic_pad:
+        pad = "same"
+    se = _se(m.se.reduce, m.se.expand, nn.SiLU(), None, "se")
+    pw, pb, _, _ = _conv_bn(m.project.conv, m.project.bn, "project.conv", "project.bn", act=m.project.act,
+                            want_act=False, pointwise=True)
+    return _block(expand, (w, b), stride, pad, se, (pw, pb), m.has_skip)
+
+
+# ---- torchvision ----------------------------------------------------------------------------------------
+
+def _tv_cna(m, where: str, want_act: bool, **kw):
+    """torchvision Conv2dNormActivation: Sequential(conv, BN[, act])."""
+    if type(m) is not _TV_CNA:
+        raise Left(f"{where} is {_name(m)}, not a Conv2dNormActivation")
+    kids = list(m)
+    if len(kids) not in (2, 3):
+        raise Left(f"{where} has {len(kids)} layers (conv, BN, act expected)")
+    act = kids[2] if len(kids) == 3 else nn.Identity()
+    return _conv_bn(kids[0], kids[1], f"{where}.0", f"{where}.1", act=act, want_act=want_act, **kw)
+
+
+def _tv_conv_norm_act(m) -> ConvPart:
+    kids = list(m)
+    act = len(kids) == 3 and _is_silu(kids[2])
+    w, b, stride, pad = _tv_cna(m, "Conv2dNormActivation", act)
+    return ConvPart(w, b, stride, pad, act)
+
+
+def _tv_mbconv(m) -> BlockPart:
+    _require_identity(m.stochastic_depth, "stochastic_depth")
+    layers = list(m.block)
+    if len(layers) not in (3, 4):
+        raise Left(f"block has {len(layers)} layers (3 or 4 expected)")
+    expand = None
+    if len(layers) == 4:
+        w, b, _, _ = _tv_cna(layers[0], "block.0", True, pointwise=True)
+        expand = (w, b)
+    j = len(layers) - 3
+    w, b, stride, pad = _tv_cna(layers[j], f"block.{j}", True, depthwise=True)
+    se_m = layers[j + 1]
+    if type(se_m) is not _TV_SE:
+        raise Left(f"block.{j + 1} is {_name(se_m)}, not a SqueezeExcitation")
+    se = _se(se_m.fc1, se_m.fc2, se_m.activation, se_m.scale_activation, f"block.{j + 1}")
+    pw, pb, _, _ = _tv_cna(layers[j + 2], f"block.{j + 2}", False, pointwise=True)
+    return _block(expand, (w, b), stride, pad, se, (pw, pb), m.use_res_connect)
+
+
+# ---- timm -----------------------------------------------------------------------------------------------
+
+def _timm_se(m, where="se"):
+    if type(m) in _IDENTITY_TYPES:
+        raise Left("no squeeze-excitation (blocks without SE are not fused yet)")
+    if type(m) is not _TIMM_SE:
+        raise Left(f"{where} is {_name(m)}, not timm's SqueezeExcite")
+    return _se(m.conv_reduce, m.conv_expand, m.act1, m.gate, where)
+
+
+def _timm_common(m):
+    if getattr(m, "conv_s2d", None) is not None:
+        raise Left("space-to-depth stem (s2d) is not fused")
+    _require_identity(m.aa, "aa (anti-aliasing)")
+    _require_identity(m.drop_path, "drop_path")
+
+
+def _timm_inverted_residual(m) -> BlockPart:
+    _timm_common(m)
+    w, b, _, _ = _conv_bn(m.conv_pw, m.bn1, "conv_pw", "bn1", want_act=True, pointwise=True)
+    dw, db, stride, pad = _conv_bn(m.conv_dw, m.bn2, "conv_dw", "bn2", want_act=True, depthwise=True)
+    se = _timm_se(m.se)
+    pw, pb, _, _ = _conv_bn(m.conv_pwl, m.bn3, "conv_pwl", "bn3", want_act=False, pointwise=True)
+    return _block((w, b), (dw, db), stride, pad, se, (pw, pb), m.has_skip)
+
+
+def _timm_depthwise_separable(m) -> BlockPart:
+    _timm_common(m)
+    dw, db, stride, pad = _conv_bn(m.conv_dw, m.bn1, "conv_dw", "bn1", want_act=True, depthwise=True)
+    se = _timm_se(m.se)
+    pw, pb, _, _ = _conv_bn(m.conv_pw, m.bn2, "conv_pw", "bn2", want_act=False, pointwise=True)
+    return _block(None, (dw, db), stride, pad, se, (pw, pb), m.has_skip)
+
+
+def _timm_conv_bn_act(m) -> ConvPart:
+    _require_identity(m.aa, "aa (anti-aliasing)")
+    if m.has_skip:
+        raise Left("ConvBnAct with a residual is not fused")
+    act = getattr(m.bn1, "act", None)
+    want = act is not None and _is_silu(act)
+    w, b, stride, pad = _conv_bn(m.conv, m.bn1, "conv", "bn1", want_act=want)
+    return ConvPart(w, b, stride, pad, want)
+
+
+# ---- efficientnet_pytorch -------------------------------------------------------------------------------
+
+def _ep_mbconv(m) -> BlockPart:
+    args = m._block_args
+    _require_silu(m._swish, "_swish")
+    expand = None
+    if args.expand_ratio != 1:
+        w, b, _, _ = _conv_bn(m._expand_conv, m._bn0, "_expand_conv", "_bn0", act=m._swish, want_act=True,
+                              pointwise=True)
+        expand = (w, b)
+    dw, db, stride, pad = _conv_bn(m._depthwise_conv, m._bn1, "_depthwise_conv", "_bn1", act=m._swish,
+                                   want_act=True, depthwise=True)
+    if not m.has_se:
+        raise Left("no squeeze-excitation (blocks without SE are not fused yet)")
+    se = _se(m._se_reduce, m._se_expand, m._swish, None, "_se_reduce/_se_expand")
+    pw, pb, _, _ = _conv_bn(m._project_conv, m._bn2, "_project_conv", "_bn2", want_act=False, pointwise=True)
+    # exactly the block's own condition (its stride arrives as [s] for a stage's first block, and [1] != 1)
+    skip = bool(m.id_skip and args.stride == 1 and args.input_filters == args.output_filters)
+    return _block(expand, (dw, db), stride, pad, se, (pw, pb), skip)
+
+
+# ---- the registry, filled on first use (the libraries are optional) -------------------------------------
+
+_SILU_TYPES: set = {nn.SiLU}
+_SIGMOID_TYPES: set = {nn.Sigmoid}
+_IDENTITY_TYPES: set = {nn.Identity}
+_EVAL_IDENTITY_TYPES: set = {nn.Dropout}  # identities in eval mode
+_CONV_TYPES: set = {nn.Conv2d}
+_DYNAMIC_SAME_CONVS: set = set()
+_BN_TYPES: set = {nn.BatchNorm2d}
+_TV_CNA = _TV_SE = _TIMM_SE = None
+# container class -> [(conv attribute, BN attribute)] its forward calls back to back: the stems and heads of
+# the EfficientNet classes; ADJACENT_CONTAINERS: timm's flattened feature wrappers, whose forward calls
+# their children in order (their conv_stem + bn1). A plain nn.Sequential's conv + BN is not an EfficientNet
+# layer (a decoder's): it stays as it is.
+PAIR_CONTAINERS: Dict[type, List[Tuple[str, str]]] = {}
+ADJACENT_CONTAINERS: set = set()
+_loaded = False
+
+
+def _load_library_extractors() -> None:
+    global _loaded, _TV_CNA, _TV_SE, _TIMM_SE
+    if _loaded:
+        return
+    _loaded = True
+    from .models.efficientnet import ConvBNAct, MBConv
+    REGISTRY.setdefault(MBConv, _ours_mbconv)
+    REGISTRY.setdefault(ConvBNAct, _ours_convbnact)
+    try:
+        from torchvision.models.efficientnet import MBConv as TvMBConv
+        from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
+        from torchvision.ops import StochasticDepth
+        _TV_CNA, _TV_SE = Conv2dNormActivation, SqueezeExcitation
+        _EVAL_IDENTITY_TYPES.add(StochasticDepth)
+        REGISTRY.setdefault(TvMBConv, _tv_mbconv)
+        REGISTRY.setdefault(Conv2dNormActivation, _tv_conv_norm_act)
+    except ImportError:
+        pass
+    try:
+        from timm.layers import BatchNormAct2d, Conv2dSame, DropPath
+        from timm.layers import activations as ta
+        from timm.models import _efficientnet_blocks as tb
+        from timm.models import efficientnet as te
+        from timm.models import _features as tf
+        _SILU_TYPES.update(getattr(ta, n) for n in ("SiLU", "Swish") if hasattr(ta, n))
+        _SIGMOID_TYPES.update(getattr(ta, n) for n in ("Sigmoid",) if hasattr(ta, n))
+        _EVAL_IDENTITY_TYPES.add(DropPath)
+        _CONV_TYPES.add(Conv2dSame)
+        _DYNAMIC_SAME_CONVS.add(Conv2dSame)
+        _BN_TYPES.add(BatchNormAct2d)
+        _TIMM_SE = tb.SqueezeExcite
+        REGISTRY.setdefault(tb.InvertedResidual, _timm_inverted_residual)
+        REGISTRY.setdefault(tb.DepthwiseSeparableConv, _timm_depthwise_separable)
+        REGISTRY.setdefault(tb.ConvBnAct, _timm_conv_bn_act)
+        PAIR_CONTAINERS[te.EfficientNet] = [("conv_stem", "bn1"), ("conv_head", "bn2")]
+        PAIR_CONTAINERS[te.EfficientNetFeatures] = [("conv_stem", "bn1")]
+        for name in ("FeatureListNet", "FeatureDictNet", "FeatureHookNet"):
+            if hasattr(tf, name):
+                ADJACENT_CONTAINERS.add(getattr(tf, name))
+    except ImportError:
+        pass
+    try:
+        from efficientnet_pytorch import model as em, utils as eu
+        _SILU_TYPES.update({eu.Swish, eu.MemoryEfficientSwish})
+        _CONV_TYPES.update({eu.Conv2dStaticSamePadding, eu.Conv2dDynamicSamePadding})
+        _DYNAMIC_SAME_CONVS.add(eu.Conv2dDynamicSamePadding)
+        REGISTRY.setdefault(em.MBConvBlock, _ep_mbconv)
+        PAIR_CONTAINERS[em.EfficientNet] = [("_conv_stem", "_bn0"), ("_conv_head", "_bn1")]
+    except ImportError:
+        pass
+
+
+def conv_bn_pair(conv: nn.Module, bn: nn.Module) -> Union[ConvPart, str, None]:
+    """A conv and the BatchNorm its container applies right after it (the BN may carry an activation, as
+    timm's BatchNormAct2d): the folded part, a reason, or None when the two are not a conv and a BN."""
+    _load_library_extractors()
+    if type(conv) not in _CONV_TYPES or type(bn) not in _BN_TYPES:
+        return None
+    try:
+        act = getattr(bn, "act", None)
+        want = act is not None and _is_silu(act)
+        w, b, stride, pad = _conv_bn(conv, bn, "conv", "bn", want_act=want)
+        return ConvPart(w, b, stride, pad, want)
+    except Left as e:
+        return str(e)
+
+
+def same_amounts(size: int, k: int, stride: int) -> Tuple[int, int]:
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2

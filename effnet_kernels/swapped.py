@@ -1,0 +1,401 @@
+"""The modules ``fuse()`` swaps into a model: :class:`FusedConv` (a stem or head conv + folded BN [+ SiLU]),
+:class:`FusedMBConv` (one MBConv block) and :class:`FusedSequential` (an ``nn.Sequential`` that runs its
+consecutive fused children as one chain).
+
+How a call runs:
+
+* **fp32 on the CPU, eager**: one call into the C++ engine (``effnet_kernels._C.Net``) per chain — one
+  block or conv when the model's own forward calls it alone (a Python loop over blocks, as
+  efficientnet_pytorch's), all the consecutive fused children of a :class:`FusedSequential` at once
+  (nested ones too: a backbone's stages). Inside a chain activations stay NHWC in the engine's buffers.
+  A chain's output has the memory format eager PyTorch gives for its input (NCHW for an NCHW input: the
+  engine transposes its last NHWC buffer into it, and an NCHW input into its first), so code after it
+  (``.view()``) sees what it saw before; a channels_last input passes through with no copy at all. All
+  engines share one set of warm buffers (see ``csrc/include/effnet/net.h``).
+* **everything else** (CUDA, other dtypes, ``torch.compile`` / ``torch.export`` tracing): per module, the
+  registered ops (``ops.dwconv_bias_swish_pool``, ``ops.se_project``; Triton kernels on CUDA) and torch
+  convolutions.
+
+Each module keeps its folded weights as buffers (its ``state_dict``); an engine is rebuilt whenever they
+change (load, ``.to()``, in-place edits, reassigned buffers). Inference only: ``.train()`` raises, as do
+autograd and ``torch.jit.trace``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import ops
+from .ops._validate import output_memory_format
+from .padding import pad_amounts_unchecked
+from .recognize import BlockPart, ConvPart, Pad
+
+__all__ = ["FusedConv", "FusedMBConv", "FusedSequential", "FusedUnit"]
+
+
+def _has_engine() -> bool:
+    from ._ext import has_cpp
+    return has_cpp()
+
+
+def _engine_pad(pad: Pad) -> List[int]:
+    return [] if pad == "same" else list(pad)
+
+
+# ---- engine bookkeeping ---------------------------------------------------------------------------------
+
+class _Engine:
+    """A C++ Net built from some units' buffers, and what it was built from (to tell when it is stale)."""
+    __slots__ = ("net", "watch", "generations")
+
+    def __init__(self):
+        self.net = None
+        self.watch = None
+        self.generations = None
+
+    def current(self, units) -> bool:
+        return (self.net is not None and self.generations == tuple(u._generation for u in units) and all(
+            bufs.get(name) is t and (v is None or t._version == v) for bufs, name, t, v in self.watch))
+
+    def get(self, units: Sequence["FusedUnit"]):
+        """The Net for ``units`` (rebuilt when their weights changed); None when a buffer is not fp32 on the
+        CPU."""
+        if self.current(units):
+            return self.net
+        self.net = None
+        bufs = [b for u in units for b in u.buffers()]
+        if any(b.dtype != torch.float32 or b.device.type != "cpu" for b in bufs):
+            return None
+        from ._ext import _C
+        from .cpu import _isa
+        net = _C.Net(False, _isa.forced or "")
+        keep: List[torch.Tensor] = []
+        for i, u in enumerate(units):
+            u._add_to(net, _pointer(keep), f"layers.{i}" if len(units) > 1 else "layer")
+        self.watch = [(u._buffers, name, t, None if t.is_inference() else t._version)
+                      for u in units for name, t in u._buffers.items() if t is not None]
+        self.generations = tuple(u._generation for u in units)
+        self.net = net
+        return net
+
+
+def _pointer(keep: List[torch.Tensor]):
+    def ptr(t: Optional[torch.Tensor], *shape: int) -> int:
+        # The C++ side copies prod(shape) floats from here: the shape must be what the layer says.
+        if t is None:
+            return 0
+        if tuple(t.shape) != shape:
+            raise ValueError(f"a fused module's buffers disagree: expected shape {shape}, got {tuple(t.shape)}")
+        t = t.detach().contiguous()
+        keep.append(t)
+        return t.data_ptr()
+    return ptr
+
+
+def _check_input(x, cin: int, device: torch.device, weight_dtype: torch.dtype, what: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != cin:
+        raise ValueError(f"x must be (N, {cin}, H, W) for {what}, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+    if x.device != device:
+        raise ValueError(f"x must be on the fused module's device {device}, got {x.device}: move one")
+    if x.device.type == "cpu" and (x.dtype != torch.float32 or weight_dtype != torch.float32):
+        raise TypeError(f"x must be float32 on the CPU, where fused modules run in float32 (their C++ kernels are "
+                        f"fp32), got x {x.dtype} and weights {weight_dtype}: use .float() on both (under "
+                        f"torch.autocast('cpu') they also compute in float32)")
+    if torch.jit.is_tracing():
+        raise RuntimeError("torch.jit.trace (and the TorchScript ONNX exporter) cannot record a fused module: use "
+                           "torch.export.export or torch.compile")
+    if x.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError("fused modules are inference-only and compute no gradients: call the model under "
+                           "torch.inference_mode() or torch.no_grad(), or detach x")
+
+
+def _engine_runs(x: torch.Tensor, units) -> bool:
+    # Real (not fake / functional) fp32 CPU tensors, outside torch.compile, every unit on the default path.
+    return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == torch.float32
+            and all(u.ops_backend is None for u in units) and not torch.compiler.is_compiling() and _has_engine())
+
+
+def run_chain(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Tensor) -> torch.Tensor:
+    """Run ``units`` one after the other on x (validated), through the C++ engine when it can."""
+    first = units[0]
+    _check_input(x, first.in_channels, first._device(), first._dtype(), type(first).__name__)
+    if _engine_runs(x, units):
+        net = engine.get(units)
+        if net is not None:
+            nchw = output_memory_format(x) != torch.channels_last
+            n, _, h, w = x.shape
+            c, oh, ow = net.out_shape(h, w)
+            out = torch.empty((n, c, oh, ow), dtype=torch.float32,
+                              memory_format=torch.contiguous_format if nchw else torch.channels_last)
+            net.run(x.data_ptr(), n, h, w, list(x.stride()), out.data_ptr(), torch.get_num_threads(), nchw)
+            return out
+    fmt = output_memory_format(x)
+    if x.device.type != "cpu" and torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    with torch.autocast(x.device.type, enabled=False):
+        y = x
+        for u in units:
+            y = u._forward_ops(y)
+    return y.contiguous(memory_format=fmt)
+
+
+# ---- the swapped modules --------------------------------------------------------------------------------
+
+class FusedUnit(nn.Module):
+    """Base of the swapped modules: folded weights as buffers, inference only, an engine of its own."""
+
+    in_channels: int
+    out_channels: int
+
+    def __init__(self, source: str):
+        super().__init__()
+        self.source = source  # the class it replaced (fuse_report, repr)
+        self._engine = _Engine()
+        self._generation = 0
+        # None: the C++ engine for fp32 CPU inputs, the ops' default backend otherwise; a backend name
+        # ("triton", "torch", "cpp") sends every call through the registered-op path with that backend.
+        self.ops_backend: Optional[str] = None
+        self.register_load_state_dict_post_hook(_drop_engine_hook)
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError(f"a fused module ({type(self).__name__}, in place of {self.source}) is inference-only "
+                               f"(BatchNorm is folded into the convolutions, dropout and stochastic depth are gone): "
+                               f"train the source model and fuse() it again")
+        return super().train(False)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._drop_engine()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _drop_engine(self) -> None:
+        self._engine = _Engine()
+        self._generation += 1
+
+    def __getstate__(self):  # deepcopy / pickle / torch.save: the engine is rebuilt from the buffers
+        state = self.__dict__.copy()
+        state["_engine"] = _Engine()
+        return state
+
+    def _device(self) -> torch.device:
+        return next(self.buffers()).device
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.buffers()).dtype
+
+    def _buf(self, name: str, t: torch.Tensor) -> None:
+        self.register_buffer(name, t.float().contiguous())
+
+    def forward(self, x: torch.Tensor, *, drop_connect_rate=None) -> torch.Tensor:
+        # drop_connect_rate: efficientnet_pytorch's block keyword (stochastic depth: identity at inference)
+        return run_chain(self._engine, [self], x)
+
+    def extra_repr(self) -> str:
+        return f"{self.describe()}, in place of {self.source}"
+
+
+class FusedConv(FusedUnit):
+    """A dense conv with BatchNorm folded, optionally SiLU: a stem (k×k, im2col + GEMM) or a head (1×1 GEMM)."""
+
+    def __init__(self, part: ConvPart, source: str):
+        super().__init__(source)
+        self.out_channels, self.in_channels, self.kernel, _ = part.weight.shape
+        self.stride, self.pad, self.act = part.stride, part.pad, part.act
+        self._buf("weight", part.weight)
+        self._buf("bias", part.bias)
+
+    def describe(self) -> str:
+        return (f"conv {self.kernel}x{self.kernel}/{self.stride} {self.in_channels}->{self.out_channels}"
+                + (" +SiLU" if self.act else ""))
+
+    def _add_to(self, net, ptr, name: str) -> None:
+        co, ci, k = self.out_channels, self.in_channels, self.kernel
+        net.add_conv(name, ci, co, k, self.stride, _engine_pad(self.pad), self.act, ptr(self.weight, co, ci, k, k),
+                     ptr(self.bias, co))
+
+    def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.dtype
+        x = _pad(x, self.pad, self.kernel, self.stride)
+        y = F.conv2d(x, self.weight.to(t), self.bias.to(t), self.stride)
+        return F.silu(y) if self.act else y
+
+
+def _pad(x: torch.Tensor, pad: Pad, k: int, stride: int) -> torch.Tensor:
+    if pad == "same":
+        top, bottom, _ = pad_amounts_unchecked(x.shape[-2], k, stride, "same")
+        left, right, _ = pad_amounts_unchecked(x.shape[-1], k, stride, "same")
+    else:
+        top, bottom, left, right = pad
+    if top or bottom or left or right:
+        x = F.pad(x, (left, right, top, bottom))
+    return x
+
+
+class FusedMBConv(FusedUnit):
+    """One MBConv block: [expand 1×1 + SiLU] → depthwise + SiLU (+ SE pool) → SE gate → projection [+ x]."""
+
+    def __init__(self, part: BlockPart, source: str):
+        super().__init__(source)
+        self.kernel, self.stride, self.pad, self.skip = part.dw[0].shape[-1], part.stride, part.pad, part.skip
+        self.has_expand = part.expand is not None
+        if self.has_expand:
+            self._buf("expand_weight", part.expand[0])
+            self._buf("expand_bias", part.expand[1])
+        self._buf("dw_weight", part.dw[0])
+        self._buf("dw_bias", part.dw[1])
+        for name, t in zip(("se_reduce_weight", "se_reduce_bias", "se_expand_weight", "se_expand_bias"), part.se):
+            self._buf(name, t)
+        self._buf("proj_weight", part.project[0])
+        self._buf("proj_bias", part.project[1])
+        self.expanded = self.dw_weight.shape[0]
+        self.in_channels = self.expand_weight.shape[1] if self.has_expand else self.expanded
+        self.out_channels = self.proj_weight.shape[0]
+
+    def describe(self) -> str:
+        return (f"MBConv k{self.kernel}/{self.stride} {self.in_channels}->{self.expanded}->{self.out_channels}"
+                + (" +skip" if self.skip else ""))
+
+    def _add_to(self, net, ptr, name: str) -> None:
+        cexp, s = self.expanded, self.se_reduce_weight.shape[0]
+        cin, co, k = self.in_channels, self.out_channels, self.kernel
+        e = self.has_expand
+        net.add_named_block(name, _engine_pad(self.pad), cin, cexp, co, k, self.stride, s, self.skip,
+                            ptr(self.expand_weight, cexp, cin) if e else 0, ptr(self.expand_bias, cexp) if e else 0,
+                            ptr(self.dw_weight, cexp, 1, k, k), ptr(self.dw_bias, cexp),
+                            ptr(self.se_reduce_weight, s, cexp), ptr(self.se_reduce_bias, s),
+                            ptr(self.se_expand_weight, cexp, s), ptr(self.se_expand_bias, cexp),
+                            ptr(self.proj_weight, co, cexp), ptr(self.proj_bias, co))
+
+    def _dw_padding(self, h: int, w: int) -> Optional[str]:
+        """The ops' padding name for this input, or None when the block's fixed padding is neither."""
+        if self.pad == "same":
+            return "same"
+        k, s = self.kernel, self.stride
+        if self.pad == (k // 2,) * 4:
+            return "symmetric"
+        same = pad_amounts_unchecked(h, k, s, "same")[:2] + pad_amounts_unchecked(w, k, s, "same")[:2]
+        return "same" if tuple(self.pad) == tuple(same) else None
+
+    def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.dtype
+        e = x
+        if self.has_expand:
+            e = F.silu(F.conv2d(x, self.expand_weight.to(t)[:, :, None, None], self.expand_bias.to(t)))
+        padding = self._dw_padding(x.shape[-2], x.shape[-1])
+        if padding is not None:
+            y, pooled = ops.dwconv_bias_swish_pool(e, self.dw_weight.to(t), self.dw_bias.to(t), self.stride, padding,
+                                                   backend=self.ops_backend)
+        else:  # fixed padding of a model built for another image size (efficientnet_pytorch): torch's conv
+            y = F.silu(F.conv2d(_pad(e, self.pad, self.kernel, self.stride), self.dw_weight.to(t),
+                                self.dw_bias.to(t), self.stride, groups=self.expanded))
+            pooled = y.float().mean((2, 3))
+        return ops.se_project(y, pooled, self.se_reduce_weight.to(t), self.se_reduce_bias.to(t),
+                              self.se_expand_weight.to(t), self.se_expand_bias.to(t), self.proj_weight.to(t),
+                              self.proj_bias.to(t), x if self.skip else None, backend=self.ops_backend)
+
+
+def _drop_engine_hook(module, _incompatible_keys) -> None:
+    module._drop_engine()  # a module-level function, so a fused module pickles
+
+
+def _chain_units(module: nn.Module) -> Optional[List[FusedUnit]]:
+    """The units ``module`` runs back to back when the chain may run it in one call (no hooks on it: a
+    hook must see its module's call), else None."""
+    if module._forward_hooks or module._forward_pre_hooks or getattr(module, "_forward_hooks_with_kwargs", None):
+        return None
+    if isinstance(module, FusedUnit):
+        return [module]
+    if type(module) is nn.Identity:
+        return []
+    if type(module) is FusedSequential:
+        units: List[FusedUnit] = []
+        for child in module:
+            sub = _chain_units(child)
+            if sub is None:
+                return None
+            units += sub
+        return units
+    return None
+
+
+class FusedSequential(nn.Sequential):
+    """An ``nn.Sequential`` (same children, same indices) whose consecutive fused children — and nested
+    ``FusedSequential`` made only of them, and ``nn.Identity`` between them — run as one C++ chain."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._chains: Dict[Tuple[int, ...], _Engine] = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_chains"] = {}
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("_chains", {})
+
+    def _apply(self, fn, *args, **kwargs):
+        self._chains = {}
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("a FusedSequential holds fused (inference-only) modules: train the source model and "
+                               "fuse() it again")
+        return super().train(False)
+
+    def forward(self, x):
+        if torch.compiler.is_compiling():  # the op path runs per module anyway
+            for child in self:
+                x = child(x)
+            return x
+        run: List[FusedUnit] = []
+        for child in self:
+            units = _chain_units(child)
+            if units is not None:
+                run += units
+                continue
+            x = self._run(run, x)
+            run = []
+            x = child(x)
+        return self._run(run, x)
+
+    def _runs(self) -> List[List[FusedUnit]]:
+        """The chains forward runs (as it would group them now)."""
+        runs, run = [], []
+        for child in self:
+            units = _chain_units(child)
+            if units is not None:
+                run += units
+                continue
+            runs.append(run)
+            run = []
+        runs.append(run)
+        return [r for r in runs if r]
+
+    def prepare(self) -> None:
+        """Build (pack the weights of) the engines forward will use, so the first call is as fast as the next."""
+        for units in self._runs():
+            if len(units) == 1:
+                units[0]._engine.get(units)
+            else:
+                self._chains.setdefault(tuple(id(u) for u in units), _Engine()).get(units)
+
+    def _run(self, units: List[FusedUnit], x):
+        if not units:
+            return x
+        if len(units) == 1:
+            return units[0](x)
+        key = tuple(id(u) for u in units)
+        engine = self._chains.get(key)
+        if engine is None:
+            engine = self._chains[key] = _Engine()
+        return run_chain(engine, units, x)
