@@ -291,6 +291,7 @@ class FuseEntry:
     cls: str
     swapped: bool
     what: str  # the fused module (swapped) or the reason it was left
+    output_of: str = ""  # the source module whose output the fused module's equals (a stem conv's: its BN's)
 
 
 class FuseReport:
@@ -387,11 +388,13 @@ class _Swapper:
         if not self.dry:
             _replace(module, name, new, old)
 
-    def note(self, path: str, module: nn.Module, swapped_to, reason: Optional[str] = None) -> None:
+    def note(self, path: str, module: nn.Module, swapped_to, reason: Optional[str] = None,
+             output_of: Optional[str] = None) -> None:
         if swapped_to is None and self.strict:
             raise ValueError(f"fuse(strict=True): {path or '(model)'} ({_cls(module)}) was left: {reason}")
         self.entries.append(FuseEntry(path, _cls(module), swapped_to is not None,
-                                      swapped_to.describe() if swapped_to is not None else reason))
+                                      swapped_to.describe() if swapped_to is not None else reason,
+                                      path if output_of is None else output_of))
 
     def visit(self, module: nn.Module, prefix: str) -> None:
         for name, child in list(module.named_children()):
@@ -437,7 +440,7 @@ class _Swapper:
             unit.source = f"{type(conv).__name__} + {type(bn).__name__}"
             self.replace(module, conv_name, unit, conv)
             self.replace(module, bn_name, nn.Identity(), bn)
-            self.note(path, conv, unit)
+            self.note(path, conv, unit, output_of=prefix + bn_name)
             self.entries[-1].what += f" (with {bn_name}, now an Identity)"
 
 

@@ -49,12 +49,13 @@ def _engine_pad(pad: Pad) -> List[int]:
 
 class _Engine:
     """A C++ Net built from some units' buffers, and what it was built from (to tell when it is stale)."""
-    __slots__ = ("net", "watch", "generations")
+    __slots__ = ("net", "watch", "generations", "units")
 
     def __init__(self):
         self.net = None
         self.watch = None
         self.generations = None
+        self.units = ()
 
     def current(self, units) -> bool:
         return (self.net is not None and self.generations == tuple(u._generation for u in units) and all(
@@ -78,8 +79,42 @@ class _Engine:
         self.watch = [(u._buffers, name, t, None if t.is_inference() else t._version)
                       for u in units for name, t in u._buffers.items() if t is not None]
         self.generations = tuple(u._generation for u in units)
+        self.units = tuple(units)
         self.net = net
         return net
+
+
+def _live_engines(model: nn.Module) -> List[_Engine]:
+    found = []
+    for m in model.modules():
+        if isinstance(m, FusedUnit):
+            found.append(m._engine)
+        elif isinstance(m, FusedSequential):
+            found += list(m._chains.values())
+    return [e for e in found if e.net is not None]
+
+
+def engine_taps(model: nn.Module, run):
+    """``(run(), {module: {"out": t, "dw": t}})``: every fused module's output (and a block's depthwise
+    output) inside the C++ engines during ``run()``, each (N, C, H, W) channels_last: what the tests compare,
+    block by block, with the source model, on the very path the model runs (chains included). Not for
+    concurrent use with other callers."""
+    engines = _live_engines(model)
+    for e in engines:
+        e.net.set_taps(True)
+    try:
+        out = run()
+        taps: Dict[nn.Module, Dict[str, torch.Tensor]] = {}
+        for e in _live_engines(model):
+            for name, (n, h, w, c), data in e.net.last_taps():
+                layer, _, kind = name.partition(".dw")
+                index = 0 if layer == "layer" else int(layer.split(".")[1])
+                t = torch.frombuffer(bytearray(data), dtype=torch.float32).view(n, h, w, c).permute(0, 3, 1, 2)
+                taps.setdefault(e.units[index], {})["dw" if name.endswith(".dw") else "out"] = t
+    finally:
+        for e in _live_engines(model):
+            e.net.set_taps(False)
+    return out, taps
 
 
 def _pointer(keep: List[torch.Tensor]):

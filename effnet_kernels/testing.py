@@ -119,7 +119,8 @@ class UNet(nn.Module):
         feats = self.features(x)
         d = feats[-1]
         n, c, h, w = d.shape
-        ctx = self.context(d.view(n, c, h * w).mean(-1).view(n, c, 1, 1))
+        flat = d.view(n, c * h * w)  # what a channels_last d cannot do
+        ctx = self.context(flat.view(n, c, h * w).mean(-1).view(n, c, 1, 1))
         d = d + ctx
         for up, skip in zip(self.decoder, reversed(feats[:-1])):
             d = nn.functional.interpolate(d, size=skip.shape[-2:], mode="nearest")

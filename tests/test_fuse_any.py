@@ -1,0 +1,417 @@
+"""fuse() on models that contain EfficientNet blocks: backbones (timm features_only, torchvision .features),
+efficientnet_pytorch, U-Nets around them, models mixing swapped and left blocks.
+
+Every swapped module's output (read from inside the C++ engines, on the path the model really runs: whole
+chains included) and every model output are compared with the source model in float64, with the bounds of
+tests/helpers (FUSED_VS_SOURCE times the source's own fp32 error at that point, the larger over both
+memory formats, floored at ROUNDOFF_PER_POINT per point). A depthwise bias off by 0.01 in one swapped block
+exceeds them (test_a_small_bug_in_one_block_exceeds_the_bounds)."""
+import copy
+import pickle
+import threading
+
+import pytest
+import torch
+import torch.nn as nn
+
+import effnet_kernels as ek
+from effnet_kernels import swapped
+from effnet_kernels.testing import model_from_spec
+from helpers import _depthwise_of, compare_points, memo_last
+
+ODD = (227, 233)
+
+
+def _x(shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _flat(out):
+    """A model's output as {name: tensor}: a tensor, a list / tuple of feature maps, a dict of endpoints."""
+    if isinstance(out, torch.Tensor):
+        return {"out": out}
+    if isinstance(out, dict):
+        return {f"out.{k}": v for k, v in out.items()}
+    return {f"out.{i}": v for i, v in enumerate(out)}
+
+
+def _points(model, fused):
+    """(source path -> name, {fused unit: (name, dw name or None)}): the source modules whose outputs the
+    fused modules' equal, from the fuse report."""
+    report = ek.fuse_report(fused)
+    by_path = dict(fused.named_modules())
+    src_modules = dict(model.named_modules())
+    source, units = {}, {}
+    for e in report.swapped:
+        unit = by_path[e.path] if e.path else fused
+        source[e.output_of] = e.path
+        dw = None
+        src = src_modules[e.path] if e.path else model
+        if isinstance(unit, swapped.FusedMBConv) and not type(src).__module__.startswith("efficientnet_pytorch"):
+            # (efficientnet_pytorch applies its depthwise activation through a module it shares with the
+            # expand conv and the SE: no single module outputs the depthwise result there)
+            dw = e.path + ".dw"
+            source[_path_of(model, _depthwise_of(src))] = dw
+        units[unit] = (e.path, dw)
+    return source, units
+
+
+def _path_of(model, module):
+    return next(p for p, m in model.named_modules() if m is module)
+
+
+def _record(model, x, source_paths):
+    mods = dict(model.named_modules())
+    got = {}
+    hooks = [mods[p].register_forward_hook(lambda m, a, o, k=k: got.__setitem__(k, o.detach().clone()))
+             for p, k in source_paths.items()]
+    try:
+        with torch.inference_mode():
+            got.update(_flat(model(x)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return got
+
+
+def _source_outputs(model, fused, x):
+    """The source model's outputs at every point fused replaces: ([fp32 on x, fp32 on x in the other memory
+    format], float64)."""
+    source_paths, _ = _points(model, fused)
+    other = x.contiguous() if not x.is_contiguous() else x.contiguous(memory_format=torch.channels_last)
+    m64 = copy.deepcopy(model).double()
+    return [_record(model, x, source_paths), _record(model, other, source_paths)], \
+        _record(m64, x.double(), source_paths)
+
+
+def _built(spec, seed):
+    return memo_last(("model", spec, seed), lambda: model_from_spec(spec, seed=seed)[0])
+
+
+def _fused_points(fused, model, x):
+    """The fused model's outputs on x and every swapped module's (and block's depthwise) output inside
+    the engines."""
+    _, units = _points(model, fused)
+    with torch.inference_mode():
+        out, taps = swapped.engine_taps(fused, lambda: fused(x))
+    got = _flat(out)
+    for unit, (name, dw) in units.items():
+        if unit in taps:
+            got[name] = taps[unit]["out"]
+            if dw is not None:
+                got[dw] = taps[unit]["dw"]
+    return got, len(units)
+
+
+def _worst(ratios):
+    name, (r2, rm) = max(ratios.items(), key=lambda kv: max(kv[1]))
+    return max(r2, rm), name
+
+
+def _ordered(src64, got):
+    # compare_points' floor counts positions in forward order: the source's hooks fire in that order
+    return {k: v for k, v in src64.items() if k in got}
+
+
+CASES = [
+    # spec, shape of x (batch 3 NCHW; the channels_last case runs batch 1 below)
+    ("timm:efficientnet_b0:features", ODD),
+    ("timm:efficientnet_b0:features:1,3,4", ODD),
+    ("timm:tf_efficientnet_b2:features", ODD),
+    ("timm:tf_efficientnet_b2:features:2,4", ODD),
+    ("tv:efficientnet_b0:features", ODD),
+    ("lukemelas:efficientnet-b0", (224, 224)),  # at its construction size: static SAME = TF SAME
+    ("lukemelas:efficientnet-b0", ODD),  # another size: the static padding is not SAME for it any more
+    ("unet:timm:efficientnet_b0", ODD),
+    ("unet:lukemelas:efficientnet-b0", (256, 256)),
+]
+SLOW_CASES = [
+    ("timm:efficientnet_b3:features", ODD),
+    ("lukemelas:efficientnet-b3", (300, 300)),
+    ("lukemelas:efficientnet-b3", ODD),
+]
+
+
+def _check(spec, hw, batch, channels_last, seed=0):
+    model = _built(spec, seed)
+    fused = ek.fuse(model)
+    x = _x((batch, 3, *hw), seed)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    src32s, src64 = _source_outputs(model, fused, x)
+    got, n_units = _fused_points(fused, model, x)
+    want = torch.channels_last if channels_last else torch.contiguous_format
+    for k, v in got.items():
+        if k.startswith("out") and v.dim() == 4 and v.shape[-1] * v.shape[-2] > 1 and v.shape[1] > 1:
+            assert v.is_contiguous(memory_format=want), f"{spec}: {k} is not in the memory format eager gives"
+    ratios = compare_points(got, src32s, _ordered(src64, got))
+    compared = [k for k in ratios if not k.startswith("out")]
+    assert len(compared) >= n_units, f"{spec}: only {len(compared)} points for {n_units} fused modules"
+    r, where = _worst(ratios)
+    assert r <= 1, f"{spec} batch {batch} {'NHWC' if channels_last else 'NCHW'}: {r:.2f}x the bound at {where}"
+
+
+def _check_whole(spec, hw, batch, channels_last, seed=0):
+    """A whole classifier (the one-call engine): its engine taps against the source, as tests/test_fuse.py."""
+    from helpers import classifier_ratio, outputs_at, source_classifier, source_points
+
+    model = _built(spec, seed)
+    fused = ek.fuse(model)
+    x = _x((batch, 3, *hw), seed)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    other = x.contiguous() if channels_last else x.contiguous(memory_format=torch.channels_last)
+    m64 = copy.deepcopy(model).double()
+    src32s = [outputs_at(model, x, source_points(model)), outputs_at(model, other, source_points(model))]
+    src64 = outputs_at(m64, x.double(), source_points(m64))
+    logits, taps = fused._engine_taps(x)
+    got = {**taps, "logits": logits}
+    ratios = compare_points(got, src32s, src64)
+    ratios["classifier"] = classifier_ratio(logits, got["head"], src32s, src64, source_classifier(model))
+    r, where = _worst(ratios)
+    assert r <= 1, f"{spec} batch {batch}: {r:.2f}x the bound at {where}"
+
+
+@pytest.mark.parametrize("spec,hw", CASES, ids=[f"{s}@{h[0]}x{h[1]}" for s, h in CASES])
+def test_matches_the_source_model(spec, hw):
+    _check(spec, hw, 3, False)
+    _check(spec, hw, 1, True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec,hw", SLOW_CASES, ids=[f"{s}@{h[0]}x{h[1]}" for s, h in SLOW_CASES])
+def test_matches_the_source_model_large(spec, hw):
+    _check(spec, hw, 3, False)
+    _check(spec, hw, 1, True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_whole_torchvision_b4_matches_the_source_model(channels_last):
+    _check_whole("tv:efficientnet_b4", ODD, 1 if channels_last else 3, channels_last)
+
+
+def test_a_small_bug_in_one_block_exceeds_the_bounds():
+    """The bounds can fail: a depthwise bias +0.01 in one channel of one swapped block of a backbone."""
+    model = _built("timm:efficientnet_b0:features", 1)
+    fused = ek.fuse(model)
+    x = _x((3, 3, 64, 64), 1)
+    src32s, src64 = _source_outputs(model, fused, x)
+    got, _ = _fused_points(fused, model, x)
+    assert _worst(compare_points(got, src32s, _ordered(src64, got)))[0] <= 1
+    with torch.no_grad():
+        fused.blocks[3][1].dw_bias[5] += 0.01  # in place: the engine sees its buffer changed and rebuilds
+    got, _ = _fused_points(fused, model, x)
+    r, where = _worst(compare_points(got, src32s, _ordered(src64, got)))
+    assert r >= 5, f"a depthwise bias +0.01 is only {r:.2f}x the bound (at {where})"
+
+
+def test_whole_classifiers_keep_the_one_call_engine():
+    import timm
+    for m in (timm.create_model("efficientnet_b0"), ek.efficientnet("b0")):
+        fused = ek.fuse(m.eval())
+        assert type(fused) is ek.fuse.__globals__["FusedEfficientNet"]
+        report = ek.fuse_report(fused)
+        assert report.mode == "whole-model engine" and len(report.swapped) == 18 and not report.left
+
+
+def test_report_strict_and_mixed_model():
+    """A model mixing swapped and left blocks: each left one named with its reason, the rest swapped and
+    the outputs still the source's; strict=True raises on the first left one."""
+    import timm
+
+    model, _ = model_from_spec("timm:efficientnet_b0:features")
+    model.blocks[3][1].bn2.act = nn.ReLU()  # another activation
+    model.blocks[5][0].se = nn.Identity()  # no SE
+    model.blocks[2][0].bn1.train()  # a BatchNorm in training mode
+    fused = ek.fuse(model)
+    report = ek.fuse_report(fused)
+    left = {e.path: e.what for e in report.left}
+    assert set(left) == {"blocks.2.0", "blocks.3.1", "blocks.5.0"}, left
+    assert "ReLU, not SiLU" in left["blocks.3.1"] and "training mode" in left["blocks.2.0"]
+    assert "no squeeze-excitation" in left["blocks.5.0"]
+    assert len(report.swapped) == 14  # 13 blocks + the stem (conv_stem with bn1)
+    assert type(fused.blocks[3][1]) is type(model.blocks[3][1])
+    assert isinstance(fused.blocks[3][0], swapped.FusedMBConv) and isinstance(fused.conv_stem, swapped.FusedConv)
+    assert "left" in str(report) and "blocks.3.1" in str(report)
+    model.blocks[2][0].bn1.eval()  # the left BN computes with batch statistics: compare in eval
+    fused.blocks[2][0].bn1.eval()
+    x = _x((2, 3, 67, 61))
+    with torch.inference_mode():
+        for a, b in zip(model(x), fused(x)):
+            assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+    with pytest.raises(ValueError, match=r"strict=True\): blocks\.3\.1 .*ReLU"):
+        model.blocks[2][0].bn1.eval()
+        ek.fuse(model, strict=True)
+    cc = timm.create_model("tf_efficientnet_cc_b0_4e").eval()
+    r = ek.fuse_report(ek.fuse(cc))
+    cond = [e for e in r.left if "CondConvResidual" in e.cls]
+    assert cond and all("exact class" in e.what for e in cond) and len(r.swapped) == 10
+
+
+def test_nothing_to_swap_names_what_is_supported():
+    import timm
+    with pytest.raises(TypeError, match=r"nothing to swap in Sequential .*recognises: .*InvertedResidual"):
+        ek.fuse(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval())
+    with pytest.raises(TypeError, match=r"nothing to swap .*ReLU6, not SiLU"):
+        ek.fuse(timm.create_model("efficientnet_lite0").eval())
+    with pytest.raises(ValueError, match=r"eval\(\)"):
+        ek.fuse(timm.create_model("efficientnet_b0", features_only=True))
+    fused = ek.fuse(timm.create_model("efficientnet_b0", features_only=True).eval())
+    with pytest.raises(TypeError, match="already fused"):
+        ek.fuse(fused)
+    with pytest.raises(TypeError, match="strict must be a bool"):
+        ek.fuse(timm.create_model("efficientnet_b0").eval(), strict="yes")
+
+
+def test_source_untouched_and_rest_of_the_model_kept():
+    model, _ = model_from_spec("unet:timm:efficientnet_b0")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kinds = [type(m) for m in model.modules()]
+    fused = ek.fuse(model)
+    assert [type(m) for m in model.modules()] == kinds
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    src_ptrs = {t.data_ptr() for t in model.state_dict().values()}
+    assert not src_ptrs & {t.data_ptr() for t in fused.state_dict().values()}
+    # the decoder, the mask head and the attribute paths are the source's
+    assert type(fused.decoder) is nn.ModuleList and type(fused.mask) is nn.Conv2d
+    assert type(fused.decoder[0][1]) is nn.BatchNorm2d  # a decoder conv + BN is not an EfficientNet layer
+    assert type(fused.encoder).__name__ == "EfficientNetFeatures"
+    assert isinstance(fused.encoder.blocks, swapped.FusedSequential)
+
+
+def test_efficientnet_pytorch_keeps_its_signatures():
+    model, _ = model_from_spec("lukemelas:efficientnet-b0")
+    fused = ek.fuse(model)
+    x = _x((1, 3, 96, 96))
+    with torch.inference_mode():
+        a = model._blocks[3](model._blocks[2](model._blocks[1](model._blocks[0](
+            model._swish(model._bn0(model._conv_stem(x)))))), drop_connect_rate=0.2)
+        b = fused._blocks[3](fused._blocks[2](fused._blocks[1](fused._blocks[0](
+            fused._swish(fused._bn0(fused._conv_stem(x)))))), drop_connect_rate=0.2)
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+        ea, eb = model.extract_endpoints(x), fused.extract_endpoints(x)
+        assert list(ea) == list(eb) and all(ea[k].shape == eb[k].shape for k in ea)
+
+
+def test_static_same_padding_is_the_source_models():
+    """efficientnet_pytorch pads for the image size it was built for (224): at 227 its stem still pads
+    (0, 1) and gives 113 rows, where TF SAME would pad (1, 1) and give 114. The fused stem pads as the
+    source does."""
+    model, _ = model_from_spec("lukemelas:efficientnet-b0")
+    fused = ek.fuse(model)
+    assert fused._conv_stem.pad == (0, 1, 0, 1)
+    x = _x((1, 3, 227, 227))
+    with torch.inference_mode():
+        a, b = model._bn0(model._conv_stem(x)), fused._conv_stem(x)
+    assert a.shape == b.shape == (1, 32, 113, 113)
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+def test_state_dict_pickle_deepcopy_and_weight_changes():
+    model, _ = model_from_spec("tv:efficientnet_b0:features")
+    fused = ek.fuse(model)
+    x = _x((1, 3, 64, 64))
+    with torch.inference_mode():
+        ref = fused(x)
+    for other in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
+        with torch.inference_mode():
+            assert torch.equal(other(x), ref)
+    model2, _ = model_from_spec("tv:efficientnet_b0:features", seed=5)
+    fused2 = ek.fuse(model2)
+    with torch.inference_mode():
+        assert not torch.equal(fused2(x), ref)
+    fused2.load_state_dict(fused.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(fused2(x), ref)  # the engines were rebuilt from the loaded weights
+        fused2[3][1].proj_bias.add_(1.0)  # in place, in one block inside a chain
+        assert not torch.equal(fused2(x), ref)
+
+
+def test_inference_only():
+    model, _ = model_from_spec("timm:efficientnet_b0:features")
+    fused = ek.fuse(model)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        fused.train()
+    x = _x((1, 3, 32, 32)).requires_grad_()
+    with pytest.raises(RuntimeError, match="inference-only"):
+        fused(x)
+    with pytest.raises(RuntimeError, match="torch.jit.trace"):
+        torch.jit.trace(fused, _x((1, 3, 32, 32)))
+    with pytest.raises(TypeError, match="float32 on the CPU"):
+        fused(_x((1, 3, 32, 32)).double())
+
+
+def test_threads_share_a_fused_backbone():
+    model, _ = model_from_spec("timm:efficientnet_b0:features")
+    fused = ek.fuse(model)
+    xs = [_x((1, 3, 64 + 8 * i, 64), seed=i) for i in range(4)]
+    with torch.inference_mode():
+        want = [fused(x) for x in xs]
+    got, errors = [None] * 8, []
+
+    def work(i):
+        try:
+            with torch.inference_mode():
+                for _ in range(3):
+                    got[i] = fused(xs[i % 4])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(8):
+        assert all(torch.equal(a, b) for a, b in zip(got[i], want[i % 4]))
+
+
+def test_op_path_and_export():
+    """The registered-op path (GPU, compile, export) per swapped module: same outputs as the engine, and
+    torch.export records it."""
+    model, _ = model_from_spec("lukemelas:efficientnet-b0")
+    fused = ek.fuse(model)
+    x = _x((1, 3, 71, 66))
+    with torch.inference_mode():
+        ref = fused(x)
+        for m in fused.modules():
+            if isinstance(m, swapped.FusedUnit):
+                m.ops_backend = "cpp"
+        ops = fused(x)
+    assert (ops - ref).abs().max() <= 1e-4 * ref.abs().max()
+    for m in fused.modules():
+        if isinstance(m, swapped.FusedUnit):
+            m.ops_backend = None
+    tv, _ = model_from_spec("tv:efficientnet_b0:features")
+    ftv = ek.fuse(tv)
+    x = _x((1, 3, 64, 64))
+    with torch.inference_mode():
+        want = ftv(x)
+    exported = torch.export.export(ftv, (x,))
+    with torch.inference_mode():
+        assert (exported.module()(x) - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+def test_register_block_reads_a_vendored_copy():
+    from timm.models._efficientnet_blocks import InvertedResidual
+
+    class VendoredInvertedResidual(InvertedResidual):  # a library's copy under its own name
+        pass
+
+    model, _ = model_from_spec("timm:efficientnet_b0:features")
+    block = model.blocks[2][1]
+    block.__class__ = VendoredInvertedResidual
+    r = ek.fuse_report(ek.fuse(model))
+    assert any(e.path == "blocks.2.1" and "exact class" in e.what for e in r.left)
+    ek.register_block(VendoredInvertedResidual, like=InvertedResidual)
+    try:
+        r = ek.fuse_report(ek.fuse(model))
+        assert not r.left
+    finally:
+        from effnet_kernels import recognize
+        recognize.REGISTRY.pop(VendoredInvertedResidual)
+    with pytest.raises(ValueError, match="exactly one of"):
+        ek.register_block(VendoredInvertedResidual)
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        ek.register_block(int, like=InvertedResidual)
