@@ -93,9 +93,9 @@ class UNet(nn.Module):
     """A small U-Net around an EfficientNet encoder, as segmentation libraries build them: the encoder's
     feature maps (a timm ``features_only`` model's list, or efficientnet_pytorch's ``extract_endpoints``),
     an eager decoder (upsample, concatenate the skip, 3x3 conv + BN + ReLU per level) and a 1x1 mask head.
-    The deepest map goes through a global-context step that calls ``.view()`` on it, as attention and
-    pooling code does: it fails on a channels_last tensor, so an encoder that hands back another memory
-    format than eager's is caught."""
+    The deepest map goes through a global-context step that calls ``.view()`` on it for an NCHW input, as
+    attention and pooling code written for NCHW does: it fails on a channels_last tensor, so an encoder that
+    hands back another memory format than eager's is caught."""
 
     def __init__(self, encoder: nn.Module, channels, classes: int = 2, endpoints: bool = False):
         super().__init__()
@@ -119,7 +119,9 @@ class UNet(nn.Module):
         feats = self.features(x)
         d = feats[-1]
         n, c, h, w = d.shape
-        flat = d.view(n, c * h * w)  # what a channels_last d cannot do
+        # .view(): what a channels_last d cannot do; on a channels_last input (where eager hands back
+        # channels_last maps too) the decoder reshapes instead
+        flat = d.view(n, c * h * w) if x.is_contiguous() else d.reshape(n, c * h * w)
         ctx = self.context(flat.view(n, c, h * w).mean(-1).view(n, c, 1, 1))
         d = d + ctx
         for up, skip in zip(self.decoder, reversed(feats[:-1])):
