@@ -241,12 +241,13 @@ class PyNet {
   }
   std::vector<int64_t> out_shape(int64_t h, int64_t w) const { return net_.out_shape(h, w); }
   void run(std::uintptr_t x, int64_t n, int64_t h, int64_t w, const std::vector<int64_t>& strides,
-           std::uintptr_t out, int num_threads, bool out_nchw) const {
+           std::uintptr_t out, int num_threads, std::uintptr_t out_nchw) const {
     const auto s = as_strides(strides, "x_strides");
     const float* xp = as_ptr<const float>(x, "x", n == 0);
     float* op = as_ptr<float>(out, "out", n == 0);
+    float* np = as_ptr<float>(out_nchw, "out_nchw", true);
     py::gil_scoped_release release;
-    net_.run(xp, n, h, w, s.data(), op, num_threads, out_nchw);
+    net_.run(xp, n, h, w, s.data(), op, num_threads, np);
   }
   int64_t classes() const { return net_.classes(); }
   int64_t in_channels() const { return net_.in_channels(); }
@@ -373,9 +374,9 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("in_channels", &PyNet::in_channels)
       .def_property_readonly("layers", &PyNet::layers)
       .def("run", &PyNet::run, py::arg("x"), py::arg("n"), py::arg("h"), py::arg("w"), py::arg("x_strides"),
-           py::arg("out"), py::arg("num_threads"), py::arg("out_nchw") = false,
-           "x (n, c, h, w) at x_strides; out: the logits, or the last layer's output as dense NHWC (NCHW with "
-           "out_nchw)")
+           py::arg("out"), py::arg("num_threads"), py::arg("out_nchw") = 0,
+           "x (n, c, h, w) at x_strides; out: the logits, or the last layer's output as dense NHWC; out_nchw "
+           "(0: none) the same output as dense NCHW too")
       .def("set_profiling", &PyNet::set_profiling, py::arg("on"))
       .def("set_band_fusion", &PyNet::set_band_fusion, py::arg("on"),
            py::arg("min_floats") = effnet::Net::kDefaultBandMinFloats,

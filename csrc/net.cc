@@ -321,7 +321,7 @@ std::vector<int64_t> Net::out_shape(int64_t h, int64_t w) const {
 }
 
 void Net::run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* out,
-              int num_threads, bool out_nchw) const {
+              int num_threads, float* out_nchw) const {
   require(n >= 0 && h >= 1 && w >= 1, "input needs n >= 0 and h, w >= 1");
   const std::vector<int64_t> shape = out_shape(h, w);  // checks every layer's output is non-empty
   for (int i = 0; i < 4; ++i) require(x_stride[i] >= 0, "input strides must be non-negative");
@@ -335,7 +335,7 @@ void Net::run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_s
 }
 
 void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4],
-                   float* out, int num_threads, bool out_nchw) const {
+                   float* out, int num_threads, float* out_nchw) const {
   std::vector<std::pair<std::string, double>> prof;
   auto t_last = std::chrono::steady_clock::now();
   auto mark = [&](const std::string& what) {
@@ -401,7 +401,7 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
     const bool last = li + 1 == layers_.size();
-    float* dst = last && classes_ == 0 && !out_nchw ? out : bufs[next];
+    float* dst = last && classes_ == 0 ? out : bufs[next];
     if (!l.is_block) {
       const Axis ay = axis_h(l.pad, hh, l.k, l.stride), ax = axis_w(l.pad, ww, l.k, l.stride);
       const float* a = cur;
@@ -472,12 +472,12 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     nhwc_strides(cs, cc, hh, ww);
     if (dst == bufs[next]) next = 1 - next;
   }
-  if (classes_ == 0 && out_nchw) {  // NHWC buffer -> NCHW out, in tiles of pixels (reads stay in cache)
+  if (classes_ == 0 && out_nchw != nullptr) {  // NHWC out -> NCHW, in tiles of pixels (reads stay in cache)
     const int64_t plane = hh * ww, tile = 64, tiles = ceil_div(plane, tile);
     parallel_for(n * tiles, std::max(1, std::min(num_threads, static_cast<int>(n * tiles / 4))), [&](int64_t t) {
       const int64_t s = t / tiles, p0 = (t % tiles) * tile, p1 = std::min(plane, p0 + tile);
       const float* src = cur + s * plane * cc;
-      float* o = out + s * plane * cc;
+      float* o = out_nchw + s * plane * cc;
       for (int64_t c = 0; c < cc; ++c)
         for (int64_t p = p0; p < p1; ++p) o[c * plane + p] = src[p * cc + c];
     });

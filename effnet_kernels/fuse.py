@@ -459,14 +459,17 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False) -> nn.Mo
     ValueError on the first module left. A model with nothing to swap is a TypeError naming what is
     supported. ``model`` must be in eval mode. ``inplace`` is accepted for the usual signature: the
     source is never modified either way, and the result never shares storage with it. The result lives on
-    the source's device and in its dtype; on the CPU in fp32 the C++ engines are built (weights packed)
-    here, so the first forward pass is as fast as the next."""
+    the source's device and in its dtype. On the CPU in fp32 a whole classifier's C++ engine is built
+    (weights packed) here, so its first forward pass is as fast as the next; in a model with swapped modules
+    each engine is built at its first call (which chains a model's forward runs is only known then: one per
+    stage for timm's features_only, one per block in efficientnet_pytorch's loop, one for a whole
+    nn.Sequential), so the first forward pass packs the weights (milliseconds to a second)."""
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        raise TypeError(f"fuse(): model must be an nn.Module, got {type(model).__name__}")
     if isinstance(model, (FusedEfficientNet, swapped.FusedUnit)) or getattr(model, "_effnet_fuse_report", None):
         raise TypeError(f"model must be an unfused model, got a {type(model).__name__} fuse() returned (it is "
                         f"already fused)")
@@ -504,16 +507,11 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False) -> nn.Mo
                 out = swapped.FusedSequential(OrderedDict(out._modules))
     if not swapper.swapped_any():
         left = "; ".join(f"{e.path}: {e.what}" for e in swapper.entries[:3])
-        raise TypeError(f"fuse() found nothing to swap in {type(model).__name__} ({_cls(model)})"
-                        + (f" (left: {left})" if left else "") + f"; it recognises: {_supported()}")
+        raise TypeError(f"fuse(): model must contain a module fuse() recognises, got {type(model).__name__} "
+                        f"({_cls(model)}) with nothing to swap in it" + (f" (left: {left})" if left else "")
+                        + f"; it recognises: {_supported()}")
     for m in out.modules():
         if isinstance(m, swapped.FusedUnit):
             m.to(device=device, dtype=dtype)
     out._effnet_fuse_report = FuseReport(swapper.entries, "swapped modules")
-    if _has_engine():
-        for m in out.modules():
-            if isinstance(m, swapped.FusedSequential):
-                m.prepare()
-            elif isinstance(m, swapped.FusedUnit):
-                m._engine.get([m])
     return out

@@ -9,9 +9,12 @@ How a call runs:
   efficientnet_pytorch's), all the consecutive fused children of a :class:`FusedSequential` at once
   (nested ones too: a backbone's stages). Inside a chain activations stay NHWC in the engine's buffers.
   A chain's output has the memory format eager PyTorch gives for its input (NCHW for an NCHW input: the
-  engine transposes its last NHWC buffer into it, and an NCHW input into its first), so code after it
-  (``.view()``) sees what it saw before; a channels_last input passes through with no copy at all. All
-  engines share one set of warm buffers (see ``csrc/include/effnet/net.h``).
+  engine writes its last layer NHWC and transposes that into the NCHW output), so code after it
+  (``.view()``) sees what it saw before; a channels_last input passes through with no copy at all. When
+  the next chain gets that very NCHW tensor, unchanged since (its version counter says so: these outputs
+  are made outside inference mode to have one), it reads the NHWC original instead of transposing back;
+  any other NCHW input is transposed once, inside the engine. All engines share one set of warm buffers
+  (see ``csrc/include/effnet/net.h``).
 * **everything else** (CUDA, other dtypes, ``torch.compile`` / ``torch.export`` tracing): per module, the
   registered ops (``ops.dwconv_bias_swish_pool``, ``ops.se_project``; Triton kernels on CUDA) and torch
   convolutions.
@@ -22,6 +25,8 @@ autograd and ``torch.jit.trace``.
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -96,9 +101,10 @@ def _live_engines(model: nn.Module) -> List[_Engine]:
 
 def engine_taps(model: nn.Module, run):
     """``(run(), {module: {"out": t, "dw": t}})``: every fused module's output (and a block's depthwise
-    output) inside the C++ engines during ``run()``, each (N, C, H, W) channels_last: what the tests compare,
+    output) inside the C++ engines during ``run()`` (called twice: the first builds the engines), each (N, C, H, W) channels_last: what the tests compare,
     block by block, with the source model, on the very path the model runs (chains included). Not for
     concurrent use with other callers."""
+    run()  # builds the engines this run uses (they are built at their first call)
     engines = _live_engines(model)
     for e in engines:
         e.net.set_taps(True)
@@ -128,6 +134,21 @@ def _pointer(keep: List[torch.Tensor]):
         keep.append(t)
         return t.data_ptr()
     return ptr
+
+
+# ---- the NHWC hand-off between chains ----------------------------------------------------------------------
+
+_handoff = threading.local()
+
+
+def _take(x: torch.Tensor) -> torch.Tensor:
+    """x, or the NHWC tensor the last chain of this thread wrote x from, when x is that chain's NCHW output
+    unchanged since (its version counter says so: the chains make their NCHW outputs outside inference mode
+    so that they have one): the next chain then reads it without transposing x back."""
+    slot = getattr(_handoff, "slot", None)
+    if slot is not None and slot[0]() is x and not x.is_inference() and x._version == slot[1]:
+        return slot[2]
+    return x
 
 
 def _check_input(x, cin: int, device: torch.device, weight_dtype: torch.dtype, what: str) -> None:
@@ -164,12 +185,18 @@ def run_chain(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Tensor) ->
     if _engine_runs(x, units):
         net = engine.get(units)
         if net is not None:
-            nchw = output_memory_format(x) != torch.channels_last
             n, _, h, w = x.shape
             c, oh, ow = net.out_shape(h, w)
-            out = torch.empty((n, c, oh, ow), dtype=torch.float32,
-                              memory_format=torch.contiguous_format if nchw else torch.channels_last)
-            net.run(x.data_ptr(), n, h, w, list(x.stride()), out.data_ptr(), torch.get_num_threads(), nchw)
+            src = _take(x)
+            nhwc = torch.empty((n, c, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
+            if output_memory_format(x) == torch.channels_last:
+                net.run(src.data_ptr(), n, h, w, list(src.stride()), nhwc.data_ptr(), torch.get_num_threads())
+                return nhwc
+            with torch.inference_mode(False):  # a tensor with a version counter, so _take can trust it
+                out = torch.empty((n, c, oh, ow), dtype=torch.float32)
+            net.run(src.data_ptr(), n, h, w, list(src.stride()), nhwc.data_ptr(), torch.get_num_threads(),
+                    out.data_ptr())
+            _handoff.slot = (weakref.ref(out), out._version, nhwc)
             return out
     fmt = output_memory_format(x)
     if x.device.type != "cpu" and torch.is_autocast_enabled(x.device.type):

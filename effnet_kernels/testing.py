@@ -130,6 +130,29 @@ class UNet(nn.Module):
         return self.mask(d)
 
 
+class Encoder(nn.Module):
+    """The encoder half of a :class:`UNet`: its forward returns the feature maps the decoder reads."""
+
+    def __init__(self, unet: UNet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x):
+        return self.unet.features(x)
+
+
+def spec_phi(spec: str) -> float:
+    """The φ of the EfficientNet a :func:`model_from_spec` spec builds (B3 → 3)."""
+    import re
+
+    if spec.startswith("ek:"):
+        return float(spec.split(":")[1])
+    m = re.search(r"efficientnet[-_]b(\d)", spec)
+    if m is None:
+        raise ValueError(f"spec {spec!r} names no EfficientNet-B0…B7")
+    return float(m.group(1))
+
+
 def _timm(name: str, **kw) -> nn.Module:
     import timm
     return timm.create_model(name, pretrained=False, **kw)
@@ -151,7 +174,8 @@ def model_from_spec(spec: str, seed: int = 0, calibration_size=(2, 3, 128, 128))
     * ``tv:NAME`` — a torchvision classifier; ``tv:NAME:features`` its ``.features``;
     * ``lukemelas:NAME`` — efficientnet_pytorch's ``EfficientNet.from_name(NAME)`` (static SAME padding
       for its image size); ``lukemelas:NAME:SIZE`` built for another image size;
-    * ``unet:timm:NAME`` / ``unet:lukemelas:NAME`` — :class:`UNet` with that encoder.
+    * ``unet:timm:NAME`` / ``unet:lukemelas:NAME`` — :class:`UNet` with that encoder;
+      ``unet-encoder:...`` — the same U-Net's encoder alone (:class:`Encoder`: what it hands the decoder).
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a str such as 'timm:efficientnet_b0:features', got {type(spec).__name__}")
@@ -182,7 +206,7 @@ def model_from_spec(spec: str, seed: int = 0, calibration_size=(2, 3, 128, 128))
         size = int(rest[1]) if len(rest) == 2 else None
         model = _lukemelas(rest[0], size)
         res = size or model._global_params.image_size
-    elif lib == "unet" and len(rest) == 2 and rest[0] in ("timm", "lukemelas"):
+    elif lib in ("unet", "unet-encoder") and len(rest) == 2 and rest[0] in ("timm", "lukemelas"):
         if rest[0] == "timm":
             enc = _timm(rest[1], features_only=True)
             model = UNet(enc, enc.feature_info.channels())
@@ -193,9 +217,12 @@ def model_from_spec(spec: str, seed: int = 0, calibration_size=(2, 3, 128, 128))
                 chans = [t.shape[1] for t in enc.eval().extract_endpoints(torch.zeros(1, 3, 64, 64)).values()][:-1]
             model = UNet(enc, chans, endpoints=True)
             res = 256
+        if lib == "unet-encoder":
+            randomize_bn_(model.eval(), seed=seed, calibration_size=calibration_size)
+            return Encoder(model).eval(), int(res)
     else:
         raise ValueError(f"spec must be ek:PHI, timm:NAME[:features[:I,J]], tv:NAME[:features], "
-                         f"lukemelas:NAME[:SIZE] or unet:timm|lukemelas:NAME, got {spec!r}")
+                         f"lukemelas:NAME[:SIZE] or unet[-encoder]:timm|lukemelas:NAME, got {spec!r}")
     model.eval()
     randomize_bn_(model, seed=seed, calibration_size=calibration_size)
     return model.eval(), int(res)

@@ -301,7 +301,7 @@ def _model_rows():
         ("from_timm torchvision-keyed state dict", ek.from_timm, dict(source=tv_sd), ValueError, "state dict"),
         ("from_timm padding='valid'", ek.from_timm, dict(source={}, padding="valid"), ValueError, "padding"),
         ("from_timm arch=nan", ek.from_timm, dict(source={}, arch=nan), ValueError, "arch"),
-        ("fuse nn.Linear", ek.fuse, dict(model=nn.Linear(3, 3)), TypeError, "fuse()"),
+        ("fuse nn.Linear", ek.fuse, dict(model=nn.Linear(3, 3).eval()), TypeError, "fuse()"),
         ("fuse str", ek.fuse, dict(model="efficientnet_b0"), TypeError, "fuse()"),
         ("fuse None", ek.fuse, dict(model=None), TypeError, "fuse()"),
         ("fuse training model", ek.fuse, dict(model=ek.efficientnet("b0")), ValueError, "eval"),

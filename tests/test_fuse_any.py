@@ -251,7 +251,7 @@ def test_report_strict_and_mixed_model():
 
 def test_nothing_to_swap_names_what_is_supported():
     import timm
-    with pytest.raises(TypeError, match=r"nothing to swap in Sequential .*recognises: .*InvertedResidual"):
+    with pytest.raises(TypeError, match=r"got Sequential .*nothing to swap .*recognises: .*InvertedResidual"):
         ek.fuse(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval())
     with pytest.raises(TypeError, match=r"nothing to swap .*ReLU6, not SiLU"):
         ek.fuse(timm.create_model("efficientnet_lite0").eval())

@@ -77,6 +77,20 @@ def _budget(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
 
 
+def _model_spec(text: str) -> str:
+    from ..testing import spec_phi
+    parts = text.split(":")
+    if parts[0] not in ("ek", "timm", "tv", "lukemelas", "unet", "unet-encoder") or len(parts) < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected timm:NAME[:features[:I,J]], tv:NAME[:features], lukemelas:NAME[:SIZE], "
+            f"unet[-encoder]:timm|lukemelas:NAME or ek:PHI, got {text!r}")
+    try:
+        spec_phi(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _phi_set(text: str):
     """'all', 'none' or a φ."""
     if text in ("all", "none"):
@@ -98,6 +112,11 @@ def run_parser() -> argparse.ArgumentParser:
                         "Runtime at φ<=4, the throughput batch at φ=0, op shapes at batch 1 (the table says so)")
     p.add_argument("--phis", type=_phi, nargs="+", default=None, metavar="PHI",
                    help="compound coefficients for the end-to-end part (default 0 1 … 7)")
+    p.add_argument("--model", type=_model_spec, nargs="+", default=None, metavar="SPEC",
+                   help="models of the libraries people use instead of φ: timm:NAME[:features[:I,J]], "
+                        "tv:NAME[:features], lukemelas:NAME[:SIZE], unet[-encoder]:timm|lukemelas:NAME, ek:PHI "
+                        "(each at its own input size, batch 1 unless --batch; the whole-model EfficientNet of "
+                        "each φ is measured too, as the reference of the speed-ups)")
     p.add_argument("--batch", type=_positive_int, default=None,
                    help="the throughput batch, measured besides batch 1 (default 8 on CPU, 64 on GPU; 1: latency only)")
     p.add_argument("--providers", nargs="+", choices=list(PROVIDERS), default=list(PROVIDERS))
@@ -192,8 +211,14 @@ def e2e_table(rows: List[dict], mm_gmacs: Optional[float] = None) -> str:
                 "| φ | res | params | GMACs | " + " | ".join(LABELS[p] for p in provs) +
                 " | fused vs eager | fused vs compile | fused vs ORT |" + (" fused GMAC/s (% of mm) |" if rate else ""),
                 "|" + "---|" * (4 + len(provs) + 3 + rate)]
+        by_model = any("model" in r for r in rs)
+        if by_model:
+            out[-2] = out[-2].replace("| φ | res |", "| model | φ | res |", 1) + " swapped / left |"
+            out[-1] += "---|---|"
         for r in rs:
             cells = [f"{r['phi']:g}", str(r["resolution"]), f"{r['params'] / 1e6:.1f}M", f"{r['macs'] / 1e9:.2f}"]
+            if by_model:
+                cells.insert(0, f"`{r.get('model', '')}`")
             cells += [_ms(r["providers"].get(p)) for p in provs]
             fused = r["providers"].get("fused")
             eager = best_eager(r)
@@ -203,14 +228,51 @@ def e2e_table(rows: List[dict], mm_gmacs: Optional[float] = None) -> str:
             if rate:
                 g = r["macs"] / (fused["median_ms"] * 1e6) if fused else None
                 cells.append(f"{g:.1f} ({100 * g / mm_gmacs:.0f} %)" if g else "—")
+            if by_model:
+                cells.append(f"{r['swapped']} / {r['left']}" if "swapped" in r else "—")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
 
 
+def _times(v: Optional[float]) -> str:
+    return f"{v:.2f}×" if v else "—"
+
+
+def _what(row: dict) -> str:
+    """A row's model spec, or its φ."""
+    return row.get("model") or f"φ={row['phi']:g}"
+
+
+def speedup(row: dict) -> Optional[float]:
+    """The fused model's speed-up over eager (its faster memory format) in a row, or None."""
+    eager, fused = best_eager(row), row["providers"].get("fused")
+    return eager / fused["median_ms"] if eager and fused else None
+
+
+def whole_model_table(rows: List[dict]) -> str:
+    """Per model row: its fused speed-up over eager against that of the whole-model EfficientNet of the same
+    φ and batch in the same run (the ek:φ rows), and against ONNX Runtime."""
+    refs = {(r["batch"], r["phi"]): r for r in rows if str(r.get("model", "")).startswith("ek:")}
+    lines = ["| model | batch | fused vs eager | whole-model ek:φ fused vs eager | ratio | fused vs ORT |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "model" not in r or r["model"].startswith("ek:"):
+            continue
+        ref = refs.get((r["batch"], r["phi"]))
+        mine, theirs = speedup(r), speedup(ref) if ref else None
+        ort, fused = r["providers"].get("ort"), r["providers"].get("fused")
+        vs_ort = ort["median_ms"] / fused["median_ms"] if ort and fused else None
+        cells = [f"`{r['model']}`", str(r["batch"]), _times(mine), _times(theirs),
+                 f"{mine / theirs:.2f}" if mine and theirs else "—", _times(vs_ort)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def budget_table(rows: List[dict], budgets_ms=(5, 10, 20, 50, 100, 200, 500, 1000, 2000)) -> str:
     """The largest measured φ whose fused batch-1 median fits each latency budget."""
-    rs = sorted((r for r in rows if r["batch"] == 1 and "fused" in r["providers"]), key=lambda r: r["phi"])
+    rs = sorted((r for r in rows if r["batch"] == 1 and "fused" in r["providers"] and "model" not in r),
+                key=lambda r: r["phi"])
     if not rs:
         return ""
     lines = ["| latency budget | largest measured φ (fused, batch 1) | its latency |", "|---|---|---|"]
@@ -240,12 +302,15 @@ def markdown(result: dict) -> str:
             lines += [f"torch.mm on this device: {mm:.1f} GMAC/s (the GEMM rate the fused model's multiply-adds are "
                       "compared with).", ""]
         lines += [e2e_table(result["e2e"], mm)]
+        wt = whole_model_table(result["e2e"])
+        if wt:
+            lines += ["### Models against the whole-model EfficientNet of their φ", "", wt, ""]
         bt = budget_table(result["e2e"])
         if bt:
             lines += ["### Which φ fits a latency budget", "", bt, "",
                       "Between the measured φ: `effnet-bench fit --latency-ms MS` (bisection to 0.01).", ""]
-        errs = [f"- φ={r['phi']:g} batch {r['batch']} {k}: {v}" for r in result["e2e"] for k, v in r["errors"].items()]
-        errs += [f"- φ={f['phi']:g} batch {f['batch']}: {f['error']}" for f in result.get("failed", [])]
+        errs = [f"- {_what(r)} batch {r['batch']} {k}: {v}" for r in result["e2e"] for k, v in r["errors"].items()]
+        errs += [f"- {_what(f)} batch {f['batch']}: {f['error']}" for f in result.get("failed", [])]
         if errs:
             lines += ["Errors:", "", *errs, ""]
     if result["notes"]:
@@ -276,7 +341,17 @@ def _plan(args, device, phis):
                                       [p for p in phis if p <= QUICK["ort_phi_max"]] if quick else "all"),
             "batches": [1] + ([throughput] if throughput > 1 else []),
             "throughput_phis": [p for p in phis if p in QUICK["throughput_phis"]] if quick else list(phis)}
-    jobs = []  # (batch, φ, providers)
+    jobs = []  # (batch, φ or model spec, providers)
+    if args.model:
+        from ..testing import spec_phi
+        specs = list(dict.fromkeys(args.model))
+        refs = [f"ek:{spec_phi(m):g}" for m in specs]
+        specs += [r for r in dict.fromkeys(refs) if r not in specs]
+        plan["batches"] = [1] + ([args.batch] if args.batch and args.batch > 1 else [])
+        plan["throughput_phis"] = []
+        for batch in plan["batches"]:
+            jobs += [(batch, spec, list(args.providers)) for spec in specs]
+        return plan, jobs
     for batch in plan["batches"]:
         for phi in (phis if batch == 1 else plan["throughput_phis"]):
             provs = [p for p in args.providers if (p != "compile" or phi in plan["compile_phis"])
@@ -294,6 +369,10 @@ def _notes(args, plan, phis, device) -> List[str]:
     notes = []
     if args.ops_only:
         return notes
+    if args.model:
+        return ["each model at the input size it was built for (U-Nets: 256); fused vs whole-model: the model's fused "
+                "speed-up over its eager over that of this package's whole EfficientNet of the same φ (ek:φ rows), "
+                "in the same run"]
     if args.quick:
         notes.append("--quick: every φ for eager and fused at batch 1; the rest limited as listed (and torch.compile "
                      "not at the throughput batch)")
@@ -321,6 +400,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         device, dtype = _device_and_dtype(args)
     except CliError as exc:
         p.error(str(exc))
+    if args.model and args.phis is not None:
+        p.error("--model and --phis: give one (a run measures models or φ)")
     phis = list(dict.fromkeys(args.phis)) if args.phis is not None else ALL_PHIS
     try:
         plan, jobs = _plan(args, device, phis)
@@ -328,6 +409,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         p.error(str(exc))
     if args.ops_only:
         jobs = []
+    if args.model and not args.ops_only:
+        args.no_ops = True  # a run over models measures models (the op shapes are φ's: effnet-bench --ops-only)
     op_batches = args.op_batches or (QUICK["op_batches"] if args.quick else plan["batches"])
     op_phis = sorted(set(args.op_phis))
     do_ops = not args.no_ops
@@ -346,6 +429,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                            "per_round": plan["per_round"], "batches": plan["batches"],
                            "compile_phis": plan["compile_phis"], "ort_phis": plan["ort_phis"],
                            "throughput_phis": plan["throughput_phis"], "ops": do_ops, "op_batches": op_batches,
+                           "models": list(args.model or []),
                            "op_phis": op_phis,
                            "argv": list(sys.argv[1:] if argv is None else argv)},
               "notes": _notes(args, plan, phis, device), "e2e": [], "failed": [], "ops": {}}
@@ -365,20 +449,27 @@ def run(argv: Optional[List[str]] = None) -> int:
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     cut_short = False
     try:
-        from .e2e import bench_phi
+        from .e2e import bench_model, bench_phi
         for i, (batch, phi, provs) in enumerate(jobs):
             if i > 0 and args.time_limit_s is not None and clock() - start > args.time_limit_s:
                 result["notes"].append(f"--time-limit-s {args.time_limit_s:g} reached: not measured: "
-                                       + ", ".join(f"φ={q:g} batch {b}" for b, q, _ in jobs[i:]))
+                                       + ", ".join(f"{q if isinstance(q, str) else f'φ={q:g}'} batch {b}"
+                                                   for b, q, _ in jobs[i:]))
                 cut_short, do_ops = True, False
                 break
             t0 = clock()
             try:
-                row = bench_phi(phi, batch, provs, plan["rounds"], plan["per_round"], device, dtype,
-                                progress=progress.step)
+                bench = bench_model if isinstance(phi, str) else bench_phi
+                row = bench(phi, batch, provs, plan["rounds"], plan["per_round"], device, dtype,
+                            progress=progress.step)
             except Exception as exc:  # noqa: BLE001  (out of memory, a failing provider mid-round: go on)
-                result["failed"].append({"phi": phi, "batch": batch, "error": f"{type(exc).__name__}: {exc}"[:500]})
-                progress.step(f"phi={phi:g} batch {batch} failed: {type(exc).__name__}", n=0)
+                what = phi if isinstance(phi, str) else f"phi={phi:g}"
+                failed = {"phi": phi, "batch": batch, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                if isinstance(phi, str):
+                    from ..testing import spec_phi
+                    failed.update(phi=spec_phi(phi), model=phi)
+                result["failed"].append(failed)
+                progress.step(f"{what} batch {batch} failed: {type(exc).__name__}", n=0)
                 continue
             row["seconds"] = round(clock() - t0, 1)
             result["e2e"].append(row)

@@ -45,12 +45,26 @@ def ort_available() -> bool:
     return True
 
 
+def _tensors(out) -> List[torch.Tensor]:
+    """A model's output as a list of tensors (a tensor, a list / tuple of feature maps, a dict)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return list(out.values()) if isinstance(out, dict) else list(out)
+
+
 def ort_session(model: torch.nn.Module, x: torch.Tensor):
     """An ONNX Runtime CPU session for ``model`` exported with the TorchScript exporter (opset 17, dynamic
     batch) at the caller's thread count; returns a callable on CPU tensors."""
     import onnxruntime as ort
 
     buf = io.BytesIO()
+    if any(hasattr(m, "set_swish") for m in model.modules()):
+        # efficientnet_pytorch's memory-efficient Swish is an autograd.Function the exporter cannot record:
+        # the plain one computes the same
+        model = copy.deepcopy(model)
+        for m in model.modules():
+            if hasattr(m, "set_swish") and type(m).__name__ == "EfficientNet":
+                m.set_swish(memory_efficient=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), buf, dynamo=False, input_names=["x"], output_names=["logits"],
@@ -58,7 +72,10 @@ def ort_session(model: torch.nn.Module, x: torch.Tensor):
     so = ort.SessionOptions()
     so.intra_op_num_threads = torch.get_num_threads()
     sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
-    return lambda xin: torch.from_numpy(sess.run(None, {"x": xin.numpy()})[0])
+    def run(xin):
+        outs = [torch.from_numpy(a) for a in sess.run(None, {"x": xin.numpy()})]
+        return outs[0] if len(outs) == 1 else outs
+    return run
 
 
 def compiled(model: torch.nn.Module, x: torch.Tensor):
@@ -120,6 +137,10 @@ def make_providers(model: torch.nn.Module, x: torch.Tensor, names=PROVIDERS, gra
             add(name, make_cl)
         elif name == "fused":
             add(name, lambda: fuse(model))
+            if name in fns:
+                from ..fuse import fuse_report
+                report = fuse_report(fns[name])
+                out["fused_report"] = (len(report.swapped), len(report.left))
         elif name == "ort":
             if cuda:
                 out["skipped"][name] = "CPU only (the CUDA execution provider is not benchmarked)"
@@ -136,7 +157,8 @@ def make_providers(model: torch.nn.Module, x: torch.Tensor, names=PROVIDERS, gra
     with torch.inference_mode():
         if "fused" in fns:
             try:
-                out["fused_rel_err"] = rel_error(fns["fused"](x), model(x))
+                out["fused_rel_err"] = max(rel_error(a, b) for a, b in zip(_tensors(fns["fused"](x)),
+                                                                           _tensors(model(x))))
             except Exception as exc:  # noqa: BLE001
                 out["errors"]["fused"] = f"{type(exc).__name__}: {exc}"[:500]
                 del fns["fused"]
@@ -152,19 +174,72 @@ def make_providers(model: torch.nn.Module, x: torch.Tensor, names=PROVIDERS, gra
 
 
 def _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, progress) -> dict:
-    cuda = device.type == "cuda"
     sc = compound(phi)
     cost = model_cost(phi)
     res = sc.resolution
     model = build_model(phi, device, dtype)
     x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1)).to(device, dtype)
-    made = make_providers(model, x, providers, graphs)
     row = {"phi": phi, "resolution": res, "width": sc.width, "depth": sc.depth, "batch": batch,
            "dtype": str(dtype).replace("torch.", ""), "device": str(device), "cuda_graphs": graphs,
-           "params": cost.params, "macs": cost.macs * batch, "providers": {}, "skipped": made["skipped"],
-           "errors": made["errors"]}
+           "params": cost.params, "macs": cost.macs * batch}
+    return _measure(model, x, row, providers, rounds, per_round, device, graphs, progress, f"phi={phi:g}")
+
+
+def bench_model(spec: str, batch: int, providers=PROVIDERS, rounds: int = 3, per_round: int = 2, device="cpu",
+                dtype: torch.dtype = torch.float32, graphs: Optional[bool] = None,
+                progress: Optional[Callable[[str], None]] = None) -> dict:
+    """One row for a model of the libraries people use (``spec`` as :func:`effnet_kernels.testing.
+    model_from_spec`: ``timm:efficientnet_b3``, ``timm:efficientnet_b0:features``, ``tv:efficientnet_b0:
+    features``, ``lukemelas:efficientnet-b2``, ``unet:timm:efficientnet_b0``, ``unet-encoder:...``) at the
+    input size it was built for, as :func:`bench_phi` does for this package's EfficientNet at φ; ``"phi"``
+    is the φ of the EfficientNet in it. Also records what fuse() swapped (``"swapped"`` / ``"left"``)."""
+    from ..testing import model_from_spec, spec_phi
+
+    device = torch.device(device)
+    graphs = (device.type == "cuda" and batch == 1) if graphs is None else graphs
+    with exact_fp32(device):
+        model, res = model_from_spec(spec)
+        model = model.to(device, dtype)
+        phi = spec_phi(spec)
+        sc = compound(phi)
+        x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+        row = {"model": spec, "phi": phi, "resolution": res, "width": sc.width, "depth": sc.depth, "batch": batch,
+               "dtype": str(dtype).replace("torch.", ""), "device": str(device), "cuda_graphs": graphs,
+               "params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, x)}
+        return _measure(model, x, row, providers, rounds, per_round, device, graphs, progress, spec)
+
+
+def count_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds of one forward pass on x: every Conv2d and Linear, counted by forward hooks."""
+    total = [0]
+
+    def conv(m, _inp, out):
+        total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear(m, _inp, out):
+        total[0] += out.numel() * m.in_features
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear)
+             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return max(int(total[0]), 1)
+
+
+def _measure(model, x, row, providers, rounds, per_round, device, graphs, progress, label) -> dict:
+    """Time ``providers`` on ``model`` and ``x`` into ``row`` (interleaved rounds, see bench_phi)."""
+    cuda = device.type == "cuda"
+    batch = x.shape[0]
+    made = make_providers(model, x, providers, graphs)
+    row.update(providers={}, skipped=made["skipped"], errors=made["errors"])
     if "fused_rel_err" in made:
         row["fused_rel_err"] = made["fused_rel_err"]
+    if "fused_report" in made:
+        row["swapped"], row["left"] = made["fused_report"]
     call = made["calls"]
     with torch.inference_mode():
         slow = {}
@@ -189,7 +264,7 @@ def _bench_phi(phi, batch, providers, rounds, per_round, device, dtype, graphs, 
             got = time_fn(fn, 0 if slow[name] else 1, per_round, device=device)
             seen[name] += got
             if progress:
-                progress(f"phi={phi:g} batch {batch} {name} round {r + 1}/{rounds}: "
+                progress(f"{label} batch {batch} {name} round {r + 1}/{rounds}: "
                          f"{statistics.median(seen[name]) * 1e3:.2f} ms")
             return got
 

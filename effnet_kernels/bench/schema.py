@@ -41,6 +41,9 @@ E2E_ROW = {
         "skipped": {**_str_map, "propertyNames": {"enum": list(PROVIDERS)}},
         "errors": {**_str_map, "propertyNames": {"enum": list(PROVIDERS)}},
         "fused_rel_err": _nonneg, "seconds": _nonneg,
+        # --model rows: the model spec, and how many modules fuse() swapped / left in it
+        "model": {"type": "string"}, "swapped": {"type": "integer", "minimum": 0},
+        "left": {"type": "integer", "minimum": 0},
     },
 }
 
@@ -87,6 +90,7 @@ SCHEMA = {
                 "quick": {"type": "boolean"}, "phis": {"type": "array", "items": _nonneg},
                 "providers": {"type": "array", "items": {"enum": list(PROVIDERS)}},
                 "rounds": _pos_int, "per_round": _pos_int, "batches": {"type": "array", "items": _pos_int},
+                "models": {"type": "array", "items": {"type": "string"}},
             },
         },
         "complete": {"type": "boolean"}, "interrupted": {"type": "boolean"},

@@ -81,11 +81,11 @@ class Net {
   // x: (n, cin, h, w) at element strides x_stride (any layout; a chain that starts with a block or a 1x1
   // conv reads an NHWC-dense x in place and copies any other layout once). out: the logits (n x classes,
   // contiguous) with a classifier, else the last layer's output as dense NHWC (n, out_h, out_w, c); it
-  // must not overlap x. out_nchw: write the last layer's output as dense NCHW instead (what eager code
-  // after a swapped block expects), transposed from the engine's NHWC buffer. Throws std::invalid_argument
-  // on an empty net or an input it cannot take.
+  // must not overlap x. out_nchw (no classifier): also the same output as dense NCHW there (what eager
+  // code after a swapped block expects), transposed from out. Throws std::invalid_argument on an empty
+  // net or an input it cannot take.
   void run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* out,
-           int num_threads, bool out_nchw = false) const;
+           int num_threads, float* out_nchw = nullptr) const;
 
   // Expand + depthwise in row bands (default on): for blocks whose expanded activation is large, each
   // task (sample, group of channels) runs the expand GEMM a few input rows at a time into a small
@@ -124,7 +124,7 @@ class Net {
 
  private:
   void run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4],
-                float* out, int num_threads, bool out_nchw) const;
+                float* out, int num_threads, float* out_nchw) const;
   int64_t last_channels() const;
   void add_layer(Layer&& layer);
 
