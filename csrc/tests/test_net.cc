@@ -266,9 +266,64 @@ void test_bad_configs() {
 
 }  // namespace
 
+// A chain split in two Nets gives the whole Net's logits bit for bit: the first (stem + some blocks) writes
+// its NHWC output and the same as NCHW; the second (the other blocks with explicit pads, head, classifier)
+// reads the NHWC output in place and the NCHW one through its one transpose. Explicit pads equal to the
+// constructor's convention: symmetric, or at an even size TF SAME's (k - 2) / 2 before, the rest after.
+void test_chain_split() {
+  std::mt19937 g(11);
+  const Model m = make_model(g);
+  for (auto isa : effnet::kAllIsas) {
+    if (!effnet::isa_supported(isa)) continue;
+    for (bool same : {false, true}) {
+      effnet::Net whole(same, isa);
+      build(whole, m);
+      for (size_t split = 0; split <= m.blocks.size(); ++split) {
+        effnet::Net a(same, isa), b(same, isa);
+        a.set_stem(3, m.stem_c, 3, 2, m.sw.data(), m.sb.data());
+        for (size_t i = 0; i < m.blocks.size(); ++i) {
+          const BlockW& bw = m.blocks[i];
+          // explicit amounts everywhere: symmetric, or (for same) SAME's at an even size: k - 2 in all at
+          // stride 2, the extra pixel after
+          const int64_t lo = (bw.k - 2) / 2, hi = bw.k - 2 - lo;
+          const effnet::Pad pad = same && bw.stride == 2 ? effnet::Pad{false, lo, hi, lo, hi}
+                                                         : effnet::Pad::symmetric(bw.k);
+          effnet::Net& net = i < split ? a : b;
+          net.add_block("b" + std::to_string(i), pad, bw.cin, bw.cexp, bw.cout, bw.k, bw.stride, bw.squeeze, bw.skip,
+                        bw.ew.empty() ? nullptr : bw.ew.data(), bw.eb.empty() ? nullptr : bw.eb.data(), bw.dw.data(),
+                        bw.db.data(), bw.w1.data(), bw.b1.data(), bw.w2.data(), bw.b2.data(), bw.pw.data(),
+                        bw.pb.data());
+        }
+        b.add_conv("head", 20, m.head_c, 1, 1, effnet::Pad{}, true, m.hw.data(), m.hb.data());
+        b.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
+        const int64_t n = 2, h = 32, w = 32;  // even at every stride-2 block: the explicit pads are SAME's
+        const int64_t st[4] = {3 * h * w, h * w, w, 1};
+        std::normal_distribution<float> d(0.0f, 1.0f);
+        Vec x(n * 3 * h * w);
+        for (float& v : x) v = d(g);
+        Vec want(n * m.classes), got(n * m.classes, -1.0f), got2(n * m.classes, -2.0f);
+        whole.run(x.data(), n, h, w, st, want.data(), 2);
+        const std::vector<int64_t> mid = a.out_shape(h, w);  // {c, h, w}
+        const int64_t mc = mid[0], mh = mid[1], mw = mid[2];
+        Vec nhwc(n * mc * mh * mw), nchw(n * mc * mh * mw, -3.0f);
+        a.run(x.data(), n, h, w, st, nhwc.data(), 2, nchw.data());
+        EXPECT(b.in_channels() == mc, "split %zu: the second net takes %lld channels, the first gives %lld", split,
+               (long long)b.in_channels(), (long long)mc);
+        const int64_t s_nhwc[4] = {mh * mw * mc, 1, mw * mc, mc}, s_nchw[4] = {mc * mh * mw, mh * mw, mw, 1};
+        b.run(nhwc.data(), n, mh, mw, s_nhwc, got.data(), 2);
+        b.run(nchw.data(), n, mh, mw, s_nchw, got2.data(), 2);
+        EXPECT(got == want && got2 == want, "%s same=%d split %zu: the split chain's logits differ from the whole net's",
+               effnet::isa_name(isa), same, split);
+        EXPECT(b.out_shape(mh, mw) == (std::vector<int64_t>{m.classes, 1, 1}), "split %zu: out_shape", split);
+      }
+    }
+  }
+}
+
 int main() {
   test_forward();
   test_bad_configs();
+  test_chain_split();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
