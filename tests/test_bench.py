@@ -394,3 +394,26 @@ def test_engine_profile_covers_every_step():
     assert set(p["kinds_ms"]) == {"stem", "expand", "expand_dw", "dw", "se_gate", "project", "head", "classifier"}
     assert all(v >= 0 for v in p["steps_ms"].values())
     assert "| 0 | 1 |" in bench_e2e.profile_table([p])
+
+
+def test_model_run_measures_each_model_and_its_whole_model_reference(tmp_path):
+    """effnet-bench --model: one row per model spec at its own input size, plus the whole-model EfficientNet
+    of the same φ (ek:φ) as the reference of the speed-ups; what fuse() swapped and left is recorded."""
+    code, data = _run(tmp_path, "--model", "tv:efficientnet_b0:features", "unet-encoder:timm:efficientnet_b0",
+                      "--providers", "eager_nchw", "fused")
+    assert code == 0 and data["complete"], data.get("failed")
+    rows = {r["model"]: r for r in data["e2e"]}
+    assert list(rows) == ["tv:efficientnet_b0:features", "unet-encoder:timm:efficientnet_b0", "ek:0"]
+    tv = rows["tv:efficientnet_b0:features"]
+    assert tv["resolution"] == 224 and tv["phi"] == 0 and tv["swapped"] == 18 and tv["left"] == 0
+    assert rows["unet-encoder:timm:efficientnet_b0"]["resolution"] == 256
+    assert rows["ek:0"]["params"] == model_cost(0).params
+    assert 0.9 * model_cost(0).macs < rows["ek:0"]["macs"] < 1.1 * model_cost(0).macs  # counted by hooks
+    assert all(r["fused_rel_err"] < 1e-3 and {"eager_nchw", "fused"} <= set(r["providers"]) for r in rows.values())
+    assert data["settings"]["models"] == ["tv:efficientnet_b0:features", "unet-encoder:timm:efficientnet_b0"]
+    md = (tmp_path / "results.md").read_text()
+    assert "| `tv:efficientnet_b0:features` | 0 | 224 |" in md and "| 18 / 0 |" in md
+    assert "Models against the whole-model EfficientNet of their φ" in md
+    assert "Which φ fits a latency budget" not in md  # (a φ table: not for a model run)
+    import_or_skip("matplotlib")
+    assert (tmp_path / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

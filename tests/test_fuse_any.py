@@ -415,3 +415,32 @@ def test_register_block_reads_a_vendored_copy():
         ek.register_block(VendoredInvertedResidual)
     with pytest.raises(TypeError, match="nn.Module subclass"):
         ek.register_block(int, like=InvertedResidual)
+
+
+@pytest.mark.parametrize("mode", ["inference_mode", "no_grad"])
+def test_hand_off_between_chains_sees_in_place_edits(mode):
+    """A chain's NCHW output goes on to the next chain as the NHWC tensor it was copied from, unless it
+    changed since: an in-place edit of it (under inference_mode too) is seen, and the next chain then
+    reads the edited values. The hand-off does happen (the next engine's profile has no input transpose)."""
+    model, _ = model_from_spec("timm:efficientnet_b0:features")
+    fused = ek.fuse(model)
+    x = _x((1, 3, 64, 64))
+    ctx = torch.inference_mode if mode == "inference_mode" else torch.no_grad
+    with ctx():
+        stem = fused.bn1(fused.conv_stem(x))
+        a = fused.blocks[0](stem)
+        first = fused.blocks[1](a)  # builds the stage's engine
+        net = fused.blocks[1]._chains[tuple(id(u) for u in fused.blocks[1])].net \
+            if len(fused.blocks[1]) > 1 else fused.blocks[1][0]._engine.net
+        net.set_profiling(True)
+        a = fused.blocks[0](stem)
+        handed = fused.blocks[1](a)
+        assert not any(k.startswith("input") for k, _ in net.last_profile()), "no hand-off happened"
+        assert torch.equal(handed, first)
+        a = fused.blocks[0](stem)
+        a.mul_(2.0)  # in place, after the chain returned it
+        edited = fused.blocks[1](a)
+        assert any(k.startswith("input") for k, _ in net.last_profile()), "the edited tensor was handed off"
+        want = fused.blocks[1](a.clone())
+        net.set_profiling(False)
+    assert torch.equal(edited, want) and not torch.equal(edited, first)
