@@ -31,7 +31,14 @@ void gemm_block_scalar(const GemmArgs& g, int64_t i0, int64_t i1, int64_t p0, in
     for (int64_t j = p0 * kScalarNR; j < std::min(g.n, p1 * kScalarNR); ++j) {
       const float* w = g.packed + (j / kScalarNR) * kScalarNR * g.k + j % kScalarNR;
       float acc = g.bias != nullptr ? g.bias[j] : 0.0f;
-      for (int64_t kk = 0; kk < g.k; ++kk) acc += (s != nullptr ? a[kk] * s[kk] : a[kk]) * w[kk * kScalarNR];
+      for (int64_t kk = 0; kk < g.k; ++kk) {
+        float v = a[kk];
+        if (s != nullptr) {  // a subnormal gated input flushed to zero, as the SIMD kernels' scale_row does
+          v *= s[kk];
+          if (std::fabs(v) < 1.17549435e-38f) v = 0.0f;
+        }
+        acc += v * w[kk * kScalarNR];
+      }
       if (g.swish) acc = swish_ref(acc);
       if (g.residual != nullptr) acc += g.residual[i * g.ldr + j];
       g.c[i * g.ldc + j] = acc;

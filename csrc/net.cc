@@ -478,8 +478,10 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
       const int64_t s = t / tiles, p0 = (t % tiles) * tile, p1 = std::min(plane, p0 + tile);
       const float* src = cur + s * plane * cc;
       float* o = out_nchw + s * plane * cc;
-      for (int64_t c = 0; c < cc; ++c)
-        for (int64_t p = p0; p < p1; ++p) o[c * plane + p] = src[p * cc + c];
+      // 64 pixels x 16 channels at a time: the 4 KB the reads touch stay in L1 while the writes stream
+      for (int64_t c0 = 0; c0 < cc; c0 += 16)
+        for (int64_t c = c0; c < std::min(cc, c0 + 16); ++c)
+          for (int64_t p = p0; p < p1; ++p) o[c * plane + p] = src[p * cc + c];
     });
     mark("output.nchw");
   }

@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-if [ "${EFFNET_ENV:-dev}" = dev ]; then reqs=("-r" "$ROOT/requirements-dev.txt"); else reqs=($(grep -E '^(torch|torchvision|numpy|matplotlib|onnxruntime|onnx)==' "$ROOT/requirements-dev.txt")); fi
+if [ "${EFFNET_ENV:-dev}" = dev ]; then reqs=("-r" "$ROOT/requirements-dev.txt"); else reqs=($(grep -E '^(torch|torchvision|timm|efficientnet_pytorch|numpy|matplotlib|onnxruntime|onnx)==' "$ROOT/requirements-dev.txt")); fi
 stamp="$VENV/.effnet-deps-$(cat "$ROOT/requirements-dev.txt" | sha1sum | cut -c1-12)-${EFFNET_ENV:-dev}"
 if [ ! -f "$stamp" ]; then
   echo "[effnet] installing dependencies (${EFFNET_ENV:-dev}) into $VENV"

@@ -127,3 +127,61 @@ def test_denormal_inputs_are_not_flushed():
         assert torch.allclose(y, ref, rtol=1e-3, atol=0), path
     assert denormals_survive()
 
+
+
+@pytest.mark.parametrize("isa", ARCH_ISAS)
+def test_swish_and_sigmoid_past_80_match_eager(isa):
+    """Pre-activations from -100 to 100 (past ±80 the kernels' exp is clamped so that no subnormal is formed
+    on the way: 1 + exp(-z) is exactly 1 there anyway): the depthwise swish and the SE gate give eager's
+    values, the large negative ones included."""
+    from effnet_kernels.cpu import use_isa
+
+    require_isa(isa)
+    z = torch.cat([torch.linspace(-100, 100, 401), torch.linspace(79, 90, 89), torch.linspace(-90, -79, 89)])
+    c = z.numel()
+    x = torch.zeros(1, c, 3, 3)
+    w = torch.zeros(c, 1, 3, 3)
+    with use_isa(isa):
+        y = ops.dwconv_bias_swish(x, w, z, 1, "symmetric")
+        gate = ops.se_gate(torch.zeros(1, c), torch.zeros(1, c), torch.zeros(1), torch.zeros(c, 1), z)
+    # eager fp32; between -88.7 and -88 eager's swish is still ~3e-37 where the kernels' 1 + exp(-z) is
+    # already +inf (their cutoff, 88) and they give -0: hence the absolute 1e-36
+    want = F.silu(z)
+    assert torch.allclose(y[0, :, 1, 1], want, rtol=2e-6, atol=1e-36), (y[0, :, 1, 1] - want).abs().max()
+    assert torch.equal(y[0, :, 1, 1][z > 80], z[z > 80])  # swish(z) = z exactly past 80, as eager's
+    assert torch.allclose(gate[0], torch.sigmoid(z), rtol=2e-6, atol=1.2e-38)
+
+
+@pytest.mark.parametrize("isa", ARCH_ISAS)
+def test_subnormal_gated_inputs_of_the_projection_are_flushed(isa):
+    """The engine's projection GEMM flushes a subnormal product of its input and the SE gate to zero (each
+    would cost a microcode assist per FMA): with every product subnormal and a zero bias the block gives
+    exactly 0 (unflushed: ~2e-44, what eager gives), a normal product is kept, NaN stays NaN."""
+    from effnet_kernels.cpu import use_isa
+    from effnet_kernels.recognize import BlockPart
+    from effnet_kernels.swapped import FusedMBConv
+
+    require_isa(isa)
+    c, cout = 24, 8
+
+    def block(dw_bias, gate_logit):
+        # no expand, depthwise weights 0: y = swish(dw_bias) everywhere; SE gate = sigmoid(gate_logit)
+        part = BlockPart(None, (torch.zeros(c, 1, 3, 3, dtype=torch.float64), dw_bias.double()), 1, (1, 1, 1, 1),
+                         (torch.zeros(1, c, dtype=torch.float64), torch.zeros(1, dtype=torch.float64),
+                          torch.zeros(c, 1, dtype=torch.float64), gate_logit.double()),
+                         (torch.ones(cout, c, dtype=torch.float64) / c, torch.zeros(cout, dtype=torch.float64)), False)
+        return FusedMBConv(part, "test")
+
+    x = torch.zeros(1, c, 5, 5)
+    with use_isa(isa), torch.inference_mode():
+        # y = swish(2e-35) = 1e-35, gate = sigmoid(-20) = 2e-9: every product ~2e-44
+        tiny = block(torch.full((c,), 2e-35), torch.full((c,), -20.0))(x)
+        assert torch.equal(tiny, torch.zeros_like(tiny))
+        mixed_bias = torch.full((c,), 2e-35)
+        mixed_bias[:12] = 2.0  # y = swish(2) in half the channels: normal products with the gate 0.5
+        mixed = block(mixed_bias, torch.where(torch.arange(c) < 12, 0.0, -20.0))(x)
+        want = F.silu(torch.tensor(2.0, dtype=torch.float64)) * 0.5 * 12 / c
+        assert torch.allclose(mixed.double(), torch.full_like(mixed.double(), want.item()), rtol=1e-6, atol=0)
+        nan_bias = mixed_bias.clone()
+        nan_bias[3] = float("nan")
+        assert torch.isnan(block(nan_bias, torch.zeros(c))(x)).all()

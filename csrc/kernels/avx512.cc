@@ -32,7 +32,7 @@ inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 // 1 + exp(-z), +inf where -z > 88 (the denominator of swish and sigmoid).
 EFFNET_ALWAYS_INLINE vf vexp_neg1p(vf z) {
   const vf neg = _mm512_sub_ps(_mm512_setzero_ps(), z);
-  const vf t = _mm512_max_ps(neg, _mm512_set1_ps(-87.0f));
+  const vf t = _mm512_max_ps(neg, _mm512_set1_ps(-80.0f));
   const vf magic = _mm512_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
   const vf j = _mm512_fmadd_ps(t, _mm512_set1_ps(1.44269504088896341f), magic);
   const vf n = _mm512_sub_ps(j, magic);
@@ -51,6 +51,11 @@ EFFNET_ALWAYS_INLINE vf vexp_neg1p(vf z) {
 EFFNET_ALWAYS_INLINE vf vswish(vf z) { return _mm512_div_ps(z, vexp_neg1p(z)); }
 
 inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+// v with its subnormal lanes (0 < |v| < FLT_MIN) set to zero (see scale_row in gemm_impl.inc).
+inline vf vflush_subnormal(vf v) {
+  const vf mag = _mm512_abs_ps(v);
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mag, _mm512_set1_ps(1.17549435e-38f), _CMP_NLT_UQ), v);  // NaN kept
+}
 inline float vhsum(vf v) {  // (_mm512_reduce_add_ps trips GCC 12's -Wuninitialized in its own header)
   const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));

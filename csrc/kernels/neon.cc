@@ -42,7 +42,7 @@ inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
 // 1 + exp(-z), +inf where -z > 88 (the denominator of swish and sigmoid).
 EFFNET_ALWAYS_INLINE vf vexp_neg1p(vf z) {
   const vf neg = vnegq_f32(z);
-  const vf t = vmaxq_f32(neg, vdupq_n_f32(-87.0f));  // NaN stays NaN here (vmaxq propagates it)
+  const vf t = vmaxq_f32(neg, vdupq_n_f32(-80.0f));  // NaN stays NaN here (vmaxq propagates it)
   const vf magic = vdupq_n_f32(12583039.0f);  // 1.5 * 2^23 + 127
   const vf j = vfmaq_f32(magic, t, vdupq_n_f32(1.44269504088896341f));
   const vf n = vsubq_f32(j, magic);
@@ -61,6 +61,11 @@ EFFNET_ALWAYS_INLINE vf vexp_neg1p(vf z) {
 EFFNET_ALWAYS_INLINE vf vswish(vf z) { return vdivq_f32(z, vexp_neg1p(z)); }
 
 inline vf vmul(vf a, vf b) { return vmulq_f32(a, b); }
+// v with its subnormal lanes (0 < |v| < FLT_MIN) set to zero (see scale_row in gemm_impl.inc).
+inline vf vflush_subnormal(vf v) {
+  const uint32x4_t tiny = vcaltq_f32(v, vdupq_n_f32(1.17549435e-38f));  // false for NaN: NaN kept
+  return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(v), tiny));
+}
 inline float vhsum(vf v) { return vaddvq_f32(v); }
 // sigmoid(z) = 1 / (1 + exp(-z)) with vswish's denominator (vmaxq keeps a NaN, so NaN gives NaN).
 EFFNET_ALWAYS_INLINE vf vsigmoid(vf z) { return vdivq_f32(vdupq_n_f32(1.0f), vexp_neg1p(z)); }
