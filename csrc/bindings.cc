@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "effnet/dwconv.h"
@@ -240,6 +241,20 @@ class PyNet {
                    as_ptr<const float>(pw, "proj_weight"), as_ptr<const float>(pb, "proj_bias"));
   }
   std::vector<int64_t> out_shape(int64_t h, int64_t w) const { return net_.out_shape(h, w); }
+  std::vector<int64_t> layer_shape(int64_t layer, int64_t h, int64_t w) const { return net_.layer_shape(layer, h, w); }
+  void run_outputs(std::uintptr_t x, int64_t n, int64_t h, int64_t w, const std::vector<int64_t>& strides,
+                   std::uintptr_t out, int num_threads, std::uintptr_t out_nchw,
+                   const std::vector<std::tuple<int64_t, std::uintptr_t, std::uintptr_t>>& outputs) const {
+    const auto s = as_strides(strides, "x_strides");
+    const float* xp = as_ptr<const float>(x, "x", n == 0);
+    float* op = as_ptr<float>(out, "out", n == 0);
+    float* np = as_ptr<float>(out_nchw, "out_nchw", true);
+    std::vector<effnet::Net::Output> outs;
+    for (const auto& [layer, nhwc, nchw] : outputs)
+      outs.push_back({layer, as_ptr<float>(nhwc, "nhwc", true), as_ptr<float>(nchw, "nchw", true)});
+    py::gil_scoped_release release;
+    net_.run(xp, n, h, w, s.data(), op, num_threads, np, outs);
+  }
   void run(std::uintptr_t x, int64_t n, int64_t h, int64_t w, const std::vector<int64_t>& strides,
            std::uintptr_t out, int num_threads, std::uintptr_t out_nchw) const {
     const auto s = as_strides(strides, "x_strides");
@@ -371,6 +386,11 @@ PYBIND11_MODULE(_C, m) {
       .def("add_named_block", &PyNet::add_named_block, "add_block with a name and the depthwise conv's pad")
       .def("out_shape", &PyNet::out_shape, py::arg("h"), py::arg("w"),
            "[c, out_h, out_w] run writes for an (h, w) input ([classes, 1, 1] with a classifier)")
+      .def("layer_shape", &PyNet::layer_shape, py::arg("layer"), py::arg("h"), py::arg("w"),
+           "[c, out_h, out_w] of layer `layer`'s output for an (h, w) input")
+      .def("run_outputs", &PyNet::run_outputs, py::arg("x"), py::arg("n"), py::arg("h"), py::arg("w"),
+           py::arg("x_strides"), py::arg("out"), py::arg("num_threads"), py::arg("out_nchw"), py::arg("outputs"),
+           "run, also writing [(layer, nhwc ptr or 0, nchw ptr or 0)] intermediate outputs")
       .def_property_readonly("in_channels", &PyNet::in_channels)
       .def_property_readonly("layers", &PyNet::layers)
       .def("run", &PyNet::run, py::arg("x"), py::arg("n"), py::arg("h"), py::arg("w"), py::arg("x_strides"),

@@ -320,8 +320,31 @@ std::vector<int64_t> Net::out_shape(int64_t h, int64_t w) const {
   return {c, h, w};
 }
 
+std::vector<int64_t> Net::layer_shape(int64_t layer, int64_t h, int64_t w) const {
+  require(layer >= 0 && layer < layers(), "layer " + std::to_string(layer) + " out of range (" +
+                                             std::to_string(layers()) + " layers)");
+  require(h >= 1 && w >= 1, "input needs h, w >= 1");
+  for (int64_t i = 0; i <= layer; ++i) {
+    const Layer& l = layers_[static_cast<size_t>(i)];
+    const int64_t k = l.is_block ? l.block.k : l.k, s = l.is_block ? l.block.stride : l.stride;
+    const int64_t oh = axis_h(l.pad, h, k, s).out, ow = axis_w(l.pad, w, k, s).out;
+    require(oh >= 1 && ow >= 1, l.name + ": the input leaves no output pixel");
+    h = oh;
+    w = ow;
+  }
+  return {layers_[static_cast<size_t>(layer)].out_c(), h, w};
+}
+
 void Net::run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* out,
               int num_threads, float* out_nchw) const {
+  run(x, n, h, w, x_stride, out, num_threads, out_nchw, {});
+}
+
+void Net::run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* out,
+              int num_threads, float* out_nchw, const std::vector<Output>& outputs) const {
+  for (const Output& o : outputs)
+    require(o.layer >= 0 && o.layer < layers() && (n == 0 || o.nhwc != nullptr || o.nchw != nullptr),
+            "an output needs a layer in range and a destination");
   require(n >= 0 && h >= 1 && w >= 1, "input needs n >= 0 and h, w >= 1");
   const std::vector<int64_t> shape = out_shape(h, w);  // checks every layer's output is non-empty
   for (int i = 0; i < 4; ++i) require(x_stride[i] >= 0, "input strides must be non-negative");
@@ -329,13 +352,13 @@ void Net::run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_s
   require(x != nullptr && out != nullptr, "x and out must not be null");
   (void)shape;
   std::unique_lock<std::mutex> lock(arena_->busy, std::try_to_lock);
-  if (lock.owns_lock()) return run_with(*arena_, x, n, h, w, x_stride, out, num_threads, out_nchw);
+  if (lock.owns_lock()) return run_with(*arena_, x, n, h, w, x_stride, out, num_threads, out_nchw, outputs);
   Arena own;  // another thread is running: this call gets buffers of its own
-  run_with(own, x, n, h, w, x_stride, out, num_threads, out_nchw);
+  run_with(own, x, n, h, w, x_stride, out, num_threads, out_nchw, outputs);
 }
 
 void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4],
-                   float* out, int num_threads, float* out_nchw) const {
+                   float* out, int num_threads, float* out_nchw, const std::vector<Output>& outputs) const {
   std::vector<std::pair<std::string, double>> prof;
   auto t_last = std::chrono::steady_clock::now();
   auto mark = [&](const std::string& what) {
@@ -397,6 +420,19 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     mark("input.nhwc");
   }
   if (cur != x || is_nhwc_dense(cs, n, cc, hh, ww)) nhwc_strides(cs, cc, hh, ww);
+  // NHWC src -> NCHW dst (n samples of plane pixels x c channels), in tiles of 64 pixels x 16 channels: the
+  // 4 KB the reads touch stay in L1 while the writes stream.
+  auto to_nchw = [&](const float* src_all, float* dst_all, int64_t plane, int64_t c) {
+    const int64_t tile = 64, tiles = ceil_div(plane, tile);
+    parallel_for(n * tiles, std::max(1, std::min(num_threads, static_cast<int>(n * tiles / 4))), [&](int64_t t) {
+      const int64_t s = t / tiles, p0 = (t % tiles) * tile, p1 = std::min(plane, p0 + tile);
+      const float* src = src_all + s * plane * c;
+      float* o = dst_all + s * plane * c;
+      for (int64_t c0 = 0; c0 < c; c0 += 16)
+        for (int64_t ch = c0; ch < std::min(c, c0 + 16); ++ch)
+          for (int64_t p = p0; p < p1; ++p) o[ch * plane + p] = src[p * c + ch];
+    });
+  };
   int next = 0;  // the ping-pong buffer the next layer writes (never the one it reads)
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
@@ -470,19 +506,17 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     cc = l.out_c();
     cur = dst;
     nhwc_strides(cs, cc, hh, ww);
+    for (const Output& o : outputs) {
+      if (o.layer != static_cast<int64_t>(li)) continue;
+      if (o.nhwc != nullptr && o.nhwc != dst)
+        std::memcpy(o.nhwc, dst, static_cast<size_t>(n * hh * ww * cc) * sizeof(float));
+      if (o.nchw != nullptr) to_nchw(dst, o.nchw, hh * ww, cc);
+      mark(l.name + ".output");
+    }
     if (dst == bufs[next]) next = 1 - next;
   }
-  if (classes_ == 0 && out_nchw != nullptr) {  // NHWC out -> NCHW, in tiles of pixels (reads stay in cache)
-    const int64_t plane = hh * ww, tile = 64, tiles = ceil_div(plane, tile);
-    parallel_for(n * tiles, std::max(1, std::min(num_threads, static_cast<int>(n * tiles / 4))), [&](int64_t t) {
-      const int64_t s = t / tiles, p0 = (t % tiles) * tile, p1 = std::min(plane, p0 + tile);
-      const float* src = cur + s * plane * cc;
-      float* o = out_nchw + s * plane * cc;
-      // 64 pixels x 16 channels at a time: the 4 KB the reads touch stay in L1 while the writes stream
-      for (int64_t c0 = 0; c0 < cc; c0 += 16)
-        for (int64_t c = c0; c < std::min(cc, c0 + 16); ++c)
-          for (int64_t p = p0; p < p1; ++p) o[c * plane + p] = src[p * cc + c];
-    });
+  if (classes_ == 0 && out_nchw != nullptr) {
+    to_nchw(cur, out_nchw, hh * ww, cc);
     mark("output.nchw");
   }
   if (classes_ > 0) {

@@ -444,6 +444,24 @@ class _Swapper:
             self.entries[-1].what += f" (with {bn_name}, now an Identity)"
 
 
+def _chain_feature_backbones(model: nn.Module, swapper: "_Swapper") -> None:
+    """timm EfficientNetFeatures whose stem and stages were all swapped run them as one chain
+    (swapped.fused_features_class)."""
+    try:
+        from timm.models.efficientnet import EfficientNetFeatures
+    except ImportError:
+        return
+    for path, m in model.named_modules():
+        if type(m) is EfficientNetFeatures:
+            plan = swapped.features_plan(m)
+            if plan is not None:
+                m.__class__ = swapped.fused_features_class(EfficientNetFeatures)
+                units, layers = plan
+                name = f"{EfficientNetFeatures.__module__}.{EfficientNetFeatures.__qualname__}"
+                swapper.entries.append(FuseEntry(path, name, True, f"one chain: the stem and {len(units) - 1} "
+                                                 f"blocks, feature maps after layers {layers}", path))
+
+
 def fuse(model: nn.Module, strict: bool = False, inplace: bool = False) -> nn.Module:
     """A fused copy of ``model``, same outputs (see the module docstring); the source is never modified.
 
@@ -513,5 +531,8 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False) -> nn.Mo
     for m in out.modules():
         if isinstance(m, swapped.FusedUnit):
             m.to(device=device, dtype=dtype)
+    _chain_feature_backbones(out, swapper)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    swapper.entries.sort(key=lambda e: order.get(e.path, len(order)))
     out._effnet_fuse_report = FuseReport(swapper.entries, "swapped modules")
     return out

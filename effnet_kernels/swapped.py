@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ops
+from . import _ext, ops
 from .ops._validate import output_memory_format
 from .padding import pad_amounts_unchecked
 from .recognize import BlockPart, ConvPart, Pad
@@ -42,8 +42,7 @@ __all__ = ["FusedConv", "FusedMBConv", "FusedSequential", "FusedUnit"]
 
 
 def _has_engine() -> bool:
-    from ._ext import has_cpp
-    return has_cpp()
+    return _ext.has_cpp()
 
 
 def _engine_pad(pad: Pad) -> List[int]:
@@ -96,6 +95,8 @@ def _live_engines(model: nn.Module) -> List[_Engine]:
             found.append(m._engine)
         elif isinstance(m, FusedSequential):
             found += list(m._chains.values())
+        if isinstance(m.__dict__.get("_effnet_chain"), _Engine):  # a features backbone run as one chain
+            found.append(m.__dict__["_effnet_chain"])
     return [e for e in found if e.net is not None]
 
 
@@ -208,6 +209,45 @@ def run_chain(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Tensor) ->
     return y.contiguous(memory_format=fmt)
 
 
+def run_chain_outputs(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Tensor,
+                      layers: Sequence[int]) -> List[torch.Tensor]:
+    """Run ``units`` as one chain on x and return the outputs of ``layers`` (unit indices, ascending), each
+    in the memory format eager gives: a backbone's feature maps from one engine call."""
+    first = units[0]
+    _check_input(x, first.in_channels, first._device(), first._dtype(), type(first).__name__)
+    if _engine_runs(x, units):
+        net = engine.get(units)
+        if net is not None:
+            n, _, h, w = x.shape
+            cl = output_memory_format(x) == torch.channels_last
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            last = len(units) - 1
+            final = torch.empty((n, *net.out_shape(h, w)), dtype=torch.float32, memory_format=torch.channels_last)
+            final_nchw, outs, spec = None, [], []
+            for li in layers:
+                if li == last:
+                    t = final if cl else torch.empty(final.shape, dtype=torch.float32)
+                    final_nchw = None if cl else t
+                else:
+                    t = torch.empty((n, *net.layer_shape(li, h, w)), dtype=torch.float32, memory_format=fmt)
+                    spec.append((li, t.data_ptr() if cl else 0, 0 if cl else t.data_ptr()))
+                outs.append(t)
+            net.run_outputs(x.data_ptr(), n, h, w, list(x.stride()), final.data_ptr(), torch.get_num_threads(),
+                            0 if final_nchw is None else final_nchw.data_ptr(), spec)
+            return outs
+    fmt = output_memory_format(x)
+    if x.device.type != "cpu" and torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    wanted, outs = set(layers), []
+    with torch.autocast(x.device.type, enabled=False):
+        y = x
+        for i, u in enumerate(units):
+            y = u._forward_ops(y)
+            if i in wanted:
+                outs.append(y.contiguous(memory_format=fmt))
+    return outs
+
+
 # ---- the swapped modules --------------------------------------------------------------------------------
 
 class FusedUnit(nn.Module):
@@ -247,10 +287,10 @@ class FusedUnit(nn.Module):
         return state
 
     def _device(self) -> torch.device:
-        return next(self.buffers()).device
+        return next(iter(self._buffers.values())).device  # (the weights are this module's own buffers)
 
     def _dtype(self) -> torch.dtype:
-        return next(self.buffers()).dtype
+        return next(iter(self._buffers.values())).dtype
 
     def _buf(self, name: str, t: torch.Tensor) -> None:
         self.register_buffer(name, t.float().contiguous())
@@ -461,3 +501,77 @@ class FusedSequential(nn.Sequential):
         if engine is None:
             engine = self._chains[key] = _Engine()
         return run_chain(engine, units, x)
+
+
+# ---- timm's features_only backbone as one chain ------------------------------------------------------------
+#
+# timm's EfficientNetFeatures.forward loops over its stages in Python and keeps the outputs of the stages in
+# _stage_out_idx: swapped block by block, each stage would be a chain of its own, its output transposed to
+# NCHW for the next. When the stem and every stage are fused, fuse() gives the module this subclass, whose
+# forward runs the stem and all the blocks as one chain and writes only the kept feature maps out (same
+# outputs, same attributes, isinstance of EfficientNetFeatures still true). Anything that makes the plan
+# inapplicable at call time (feature hooks, grad checkpointing, a child replaced, a hook on one) falls back to
+# timm's own forward over the swapped modules.
+
+_FEATURE_CLASSES: Dict[type, type] = {}
+
+
+def features_plan(module: nn.Module):
+    """(units, layer index of each kept feature map) for a timm EfficientNetFeatures whose stem and stages
+    are all fused, else None."""
+    if getattr(module, "feature_hooks", None) is not None or getattr(module, "grad_checkpointing", False):
+        return None
+    if module._forward_hooks or module._forward_pre_hooks:
+        return None
+    stem, bn = module.conv_stem, module.bn1
+    if not isinstance(stem, FusedUnit) or _chain_units(stem) is None or _chain_units(bn) != []:
+        return None
+    if module.blocks._forward_hooks or module.blocks._forward_pre_hooks:
+        return None
+    units, ends = [stem], [0]
+    for stage in module.blocks:
+        sub = _chain_units(stage)
+        if not sub:
+            return None
+        units += sub
+        ends.append(len(units) - 1)
+    layers = [ends[i] for i in sorted(module._stage_out_idx)]
+    return units, layers
+
+
+def _features_forward(self, x):
+    plan = None if torch.compiler.is_compiling() else features_plan(self)
+    if plan is None:
+        return self._effnet_base.forward(self, x)
+    units, layers = plan
+    engine = self.__dict__.get("_effnet_chain")
+    if engine is None:
+        engine = self.__dict__["_effnet_chain"] = _Engine()
+    return run_chain_outputs(engine, units, x, layers)
+
+
+def _features_getstate(self):
+    state = self.__dict__.copy()
+    state.pop("_effnet_chain", None)  # the engine is rebuilt from the fused modules' buffers
+    return state
+
+
+def fused_features_class(base: type) -> type:
+    """The subclass of timm's EfficientNetFeatures (``base``) fuse() gives a fully fused one."""
+    cls = _FEATURE_CLASSES.get(base)
+    if cls is None:
+        cls = type("FusedEfficientNetFeatures", (base,), {
+            "forward": _features_forward, "__getstate__": _features_getstate, "_effnet_base": base,
+            "__module__": __name__, "__qualname__": "FusedEfficientNetFeatures",
+            "__doc__": "timm's EfficientNetFeatures with its stem and stages run as one fused chain (see "
+                       "effnet_kernels.swapped)."})
+        _FEATURE_CLASSES[base] = cls
+    return cls
+
+
+def __getattr__(name: str):
+    # pickle finds the subclass by name: build it (importing timm) when a fresh process first asks for it
+    if name == "FusedEfficientNetFeatures":
+        from timm.models.efficientnet import EfficientNetFeatures
+        return fused_features_class(EfficientNetFeatures)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

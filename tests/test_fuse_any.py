@@ -44,6 +44,8 @@ def _points(model, fused):
     source, units = {}, {}
     for e in report.swapped:
         unit = by_path[e.path] if e.path else fused
+        if not isinstance(unit, swapped.FusedUnit):  # a container whose forward became one chain
+            continue
         source[e.output_of] = e.path
         dw = None
         src = src_modules[e.path] if e.path else model
@@ -276,8 +278,13 @@ def test_source_untouched_and_rest_of_the_model_kept():
     # the decoder, the mask head and the attribute paths are the source's
     assert type(fused.decoder) is nn.ModuleList and type(fused.mask) is nn.Conv2d
     assert type(fused.decoder[0][1]) is nn.BatchNorm2d  # a decoder conv + BN is not an EfficientNet layer
-    assert type(fused.encoder).__name__ == "EfficientNetFeatures"
+    from timm.models.efficientnet import EfficientNetFeatures
+
+    # the fully fused backbone runs as one chain: a subclass of timm's, same attributes
+    assert isinstance(fused.encoder, EfficientNetFeatures) and type(fused.encoder).__name__ == \
+        "FusedEfficientNetFeatures"
     assert isinstance(fused.encoder.blocks, swapped.FusedSequential)
+    assert fused.encoder._stage_out_idx == model.encoder._stage_out_idx
 
 
 def test_efficientnet_pytorch_keeps_its_signatures():
@@ -444,3 +451,26 @@ def test_hand_off_between_chains_sees_in_place_edits(mode):
         want = fused.blocks[1](a.clone())
         net.set_profiling(False)
     assert torch.equal(edited, want) and not torch.equal(edited, first)
+
+
+def test_features_backbone_runs_as_one_chain_and_falls_back():
+    """A fully fused timm features_only backbone runs its stem and stages as one chain (one engine); a hook
+    on a stage (or any change that breaks the plan) falls back to timm's own forward over the swapped
+    modules, with the same feature maps; pickling keeps the subclass."""
+    model, _ = model_from_spec("timm:efficientnet_b0:features:1,3,4")
+    fused = ek.fuse(model)
+    x = _x((2, 3, 67, 70))
+    with torch.inference_mode():
+        chained = fused(x)
+        engines = swapped._live_engines(fused)
+        assert len(engines) == 1 and len(engines[0].units) == 17  # the stem and 16 blocks, one Net
+        seen = []
+        hook = fused.blocks[4].register_forward_hook(lambda m, a, o: seen.append(o.shape))  # (out index 3)
+        fallback = fused(x)
+        hook.remove()
+        assert seen == [chained[1].shape]  # timm's forward ran, stage by stage
+        again = pickle.loads(pickle.dumps(fused))(x)
+    assert type(pickle.loads(pickle.dumps(fused))) is type(fused)
+    for a, b, c in zip(chained, fallback, again):
+        assert torch.equal(a, c) and (a - b).abs().max() <= 1e-5 * a.abs().max()
+        assert a.is_contiguous()

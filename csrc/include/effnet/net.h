@@ -87,6 +87,19 @@ class Net {
   void run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* out,
            int num_threads, float* out_nchw = nullptr) const;
 
+  // An intermediate output of a run: layer `layer`'s output (no classifier after it counts) written as dense
+  // NHWC to nhwc and / or as dense NCHW to nchw (either may be null): the feature maps of a backbone
+  // whose stages run as one chain.
+  struct Output {
+    int64_t layer;
+    float* nhwc;
+    float* nchw;
+  };
+  // run with outputs of earlier layers too; layer_shape(i, h, w) is {c, out_h, out_w} of layer i.
+  void run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* out,
+           int num_threads, float* out_nchw, const std::vector<Output>& outputs) const;
+  std::vector<int64_t> layer_shape(int64_t layer, int64_t h, int64_t w) const;
+
   // Expand + depthwise in row bands (default on): for blocks whose expanded activation is large, each
   // task (sample, group of channels) runs the expand GEMM a few input rows at a time into a small
   // per-thread buffer and the depthwise conv over it, keeping the rows the next band shares; the expanded
@@ -124,7 +137,7 @@ class Net {
 
  private:
   void run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4],
-                float* out, int num_threads, float* out_nchw) const;
+                float* out, int num_threads, float* out_nchw, const std::vector<Output>& outputs) const;
   int64_t last_channels() const;
   void add_layer(Layer&& layer);
 
