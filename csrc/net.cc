@@ -14,8 +14,8 @@
 namespace effnet {
 
 struct Net::Block {
-  int64_t cin, cexp, cout, k, stride, squeeze;
-  bool skip;
+  int64_t cin = 0, cexp = 0, cout = 0, k = 1, stride = 1, squeeze = 0;
+  bool skip = false;  // (a conv layer's Block is never set: these defaults keep its copy defined)
   std::vector<float> expand_packed, expand_bias;  // empty without an expand conv
   std::vector<float> dw_weight, dw_bias, dw_packed;
   int64_t group = 0;                           // channels per task of the banded expand + depthwise
@@ -193,11 +193,17 @@ int64_t Net::layers() const { return static_cast<int64_t>(layers_.size()); }
 
 int64_t Net::last_channels() const { return layers_.empty() ? 0 : layers_.back().out_c(); }
 
-void Net::add_layer(Layer&& layer) {
-  require(classes_ == 0, layer.name + ": the classifier is the last layer, no layer can follow it");
-  require(layers_.empty() || last_channels() == layer.in_c(),
-          layer.name + " takes " + std::to_string(layer.in_c()) + " channels, the layer before gives " +
+// Before anything reads the weights: a layer that cannot follow the last one is refused, not packed from a
+// buffer its wrong channel count would overrun.
+void Net::check_follows(const std::string& name, int64_t cin) const {
+  require(classes_ == 0, name + ": the classifier is the last layer, no layer can follow it");
+  require(layers_.empty() || last_channels() == cin,
+          name + " takes " + std::to_string(cin) + " channels, the layer before gives " +
               std::to_string(last_channels()));
+}
+
+void Net::add_layer(Layer&& layer) {
+  check_follows(layer.name, layer.in_c());
   layers_.push_back(std::move(layer));
 }
 
@@ -205,6 +211,7 @@ void Net::add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k
                    bool swish, const float* weight, const float* bias) {
   require(cin >= 1 && cout >= 1 && k >= 1 && stride >= 1, name + ": a conv needs cin, cout, k, stride >= 1");
   check_pad(pad, name);
+  check_follows(name, cin);
   Layer l;
   l.name = name; l.pad = pad; l.cin = cin; l.cout = cout; l.k = k; l.stride = stride; l.swish = swish;
   l.packed = packed_gemm(cout, cin * k * k, weight, isa_, "conv weight");
@@ -242,6 +249,7 @@ void Net::add_block(const std::string& name, const Pad& pad, int64_t cin, int64_
   require(!skip || (stride == 1 && cin == cout), name + ": a block with a residual needs stride 1 and cin == cout");
   require(expand_weight != nullptr || cexp == cin, name + ": a block without an expand conv needs cexp == cin");
   check_pad(pad, name);
+  check_follows(name, cin);
   Layer l;
   l.name = name; l.pad = pad; l.is_block = true; l.block_index = blocks_added_;
   Block& b = l.block;

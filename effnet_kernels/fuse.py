@@ -446,7 +446,20 @@ class _Swapper:
 
 def _chain_feature_backbones(model: nn.Module, swapper: "_Swapper") -> None:
     """timm EfficientNetFeatures whose stem and stages were all swapped run them as one chain
-    (swapped.fused_features_class)."""
+    (swapped.fused_features_class); so do efficientnet_pytorch EfficientNets whose stem, blocks and head
+    were (swapped.fused_lukemelas_class)."""
+    try:
+        from efficientnet_pytorch.model import EfficientNet as LukemelasEfficientNet
+    except ImportError:
+        LukemelasEfficientNet = None
+    for path, m in model.named_modules():
+        if LukemelasEfficientNet is not None and type(m) is LukemelasEfficientNet:
+            units = swapped.lukemelas_plan(m)
+            if units is not None:
+                m.__class__ = swapped.fused_lukemelas_class(LukemelasEfficientNet)
+                name = f"{LukemelasEfficientNet.__module__}.{LukemelasEfficientNet.__qualname__}"
+                swapper.entries.append(FuseEntry(path, name, True, f"one chain: the stem, {len(units) - 2} blocks "
+                                                 f"and the head (extract_features, extract_endpoints)", path))
     try:
         from timm.models.efficientnet import EfficientNetFeatures
     except ImportError:

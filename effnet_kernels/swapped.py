@@ -117,7 +117,11 @@ def engine_taps(model: nn.Module, run):
                 layer, _, kind = name.partition(".dw")
                 index = 0 if layer == "layer" else int(layer.split(".")[1])
                 t = torch.frombuffer(bytearray(data), dtype=torch.float32).view(n, h, w, c).permute(0, 3, 1, 2)
-                taps.setdefault(e.units[index], {})["dw" if name.endswith(".dw") else "out"] = t
+                unit = e.units[index]
+                if isinstance(unit, _WithSiLU):  # a conv with the container's SiLU folded in: not its own output
+                    taps.setdefault(unit.unit, {})["out_silu"] = t
+                    continue
+                taps.setdefault(unit, {})["dw" if name.endswith(".dw") else "out"] = t
     finally:
         for e in _live_engines(model):
             e.net.set_taps(False)
@@ -302,6 +306,10 @@ class FusedUnit(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.describe()}, in place of {self.source}"
 
+    def set_swish(self, memory_efficient: bool = True) -> None:
+        """efficientnet_pytorch's ``model.set_swish()`` reaches every block: a fused module computes the same
+        SiLU either way."""
+
 
 class FusedConv(FusedUnit):
     """A dense conv with BatchNorm folded, optionally SiLU: a stem (k×k, im2col + GEMM) or a head (1×1 GEMM)."""
@@ -317,10 +325,10 @@ class FusedConv(FusedUnit):
         return (f"conv {self.kernel}x{self.kernel}/{self.stride} {self.in_channels}->{self.out_channels}"
                 + (" +SiLU" if self.act else ""))
 
-    def _add_to(self, net, ptr, name: str) -> None:
+    def _add_to(self, net, ptr, name: str, act: Optional[bool] = None) -> None:
         co, ci, k = self.out_channels, self.in_channels, self.kernel
-        net.add_conv(name, ci, co, k, self.stride, _engine_pad(self.pad), self.act, ptr(self.weight, co, ci, k, k),
-                     ptr(self.bias, co))
+        net.add_conv(name, ci, co, k, self.stride, _engine_pad(self.pad), self.act if act is None else act,
+                     ptr(self.weight, co, ci, k, k), ptr(self.bias, co))
 
     def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:
         t = x.dtype
@@ -569,9 +577,144 @@ def fused_features_class(base: type) -> type:
     return cls
 
 
+
+
+# ---- efficientnet_pytorch's EfficientNet as one chain -------------------------------------------------------
+#
+# efficientnet_pytorch's extract_features / extract_endpoints call the stem, each block and the head from a
+# Python loop, with its shared Swish module between the stem (or head) conv and BN pair, swapped as
+# FusedConv without an activation, and the next layer. When all of them are fused and its Swish is a SiLU,
+# fuse() gives the model this subclass: the two methods run the stem (+ SiLU), every block and the head
+# (+ SiLU) as one chain and write out only what they return (forward calls extract_features). Hooks on the
+# swapped modules or on _swish fall back to the library's own loop over them.
+
+class _WithSiLU:
+    """A FusedConv in a chain with SiLU applied after it (the container's own activation module, folded in)."""
+
+    def __init__(self, unit: FusedConv):
+        self.unit = unit
+
+    @property
+    def _buffers(self):
+        return self.unit._buffers
+
+    @property
+    def _generation(self):
+        return self.unit._generation
+
+    @property
+    def ops_backend(self):
+        return self.unit.ops_backend
+
+    @property
+    def in_channels(self):
+        return self.unit.in_channels
+
+    def buffers(self):
+        return self.unit.buffers()
+
+    def _device(self):
+        return self.unit._device()
+
+    def _dtype(self):
+        return self.unit._dtype()
+
+    def _add_to(self, net, ptr, name: str) -> None:
+        self.unit._add_to(net, ptr, name, act=True)
+
+    def _forward_ops(self, x):
+        return F.silu(self.unit._forward_ops(x))
+
+
+def lukemelas_plan(module: nn.Module):
+    """The chain units of an efficientnet_pytorch EfficientNet whose stem, blocks and head are all fused and
+    whose _swish is a SiLU (stem + SiLU, blocks, head + SiLU), else None."""
+    from .recognize import _is_silu
+
+    if module._forward_hooks or module._forward_pre_hooks:
+        return None
+    stem, head, act = module._conv_stem, module._conv_head, module._swish
+    if not (isinstance(stem, FusedConv) and isinstance(head, FusedConv)) or stem.act or head.act:
+        return None
+    if _chain_units(stem) is None or _chain_units(head) is None or not _is_silu(act) or act._forward_hooks \
+            or act._forward_pre_hooks or _chain_units(module._bn0) != [] or _chain_units(module._bn1) != []:
+        return None
+    blocks = []
+    for b in module._blocks:
+        if not isinstance(b, FusedMBConv) or _chain_units(b) is None:
+            return None
+        blocks.append(b)
+    return [_WithSiLU(stem), *blocks, _WithSiLU(head)]
+
+
+def _lukemelas_chain(self):
+    plan = None if torch.compiler.is_compiling() else lukemelas_plan(self)
+    if plan is None:
+        return None, None
+    engine = self.__dict__.get("_effnet_chain")
+    if engine is None:
+        engine = self.__dict__["_effnet_chain"] = _Engine()
+    return plan, engine
+
+
+def _lukemelas_extract_features(self, inputs):
+    units, engine = _lukemelas_chain(self)
+    if units is None:
+        return self._effnet_base.extract_features(self, inputs)
+    return run_chain_outputs(engine, units, inputs, [len(units) - 1])[0]
+
+
+def _lukemelas_extract_endpoints(self, inputs):
+    units, engine = _lukemelas_chain(self)
+    if units is None:
+        return self._effnet_base.extract_endpoints(self, inputs)
+    # the library's rule: the output before each block that shrinks the map, the last block's, the head's
+    h, w = inputs.shape[-2:]
+    sizes = [_layer_h(units, i, h, w) for i in range(len(units))]
+    nb = len(units) - 2
+    layers = []
+    for i in range(1, nb + 1):  # block i - 1 of the library's loop is layer i
+        if sizes[i - 1] > sizes[i]:
+            layers.append(i - 1)
+        elif i == nb:
+            layers.append(i)
+    layers.append(nb + 1)
+    outs = run_chain_outputs(engine, units, inputs, layers)
+    return {f"reduction_{k + 1}": t for k, t in enumerate(outs)}
+
+
+def _layer_h(units, i: int, h: int, w: int) -> int:
+    """Output height of chain layer i for an (h, w) input (torch-free padding arithmetic)."""
+    for u in units[:i + 1]:
+        m = u.unit if isinstance(u, _WithSiLU) else u
+        k, s, pad = m.kernel, m.stride, m.pad
+        if pad == "same":
+            h = -(-h // s)
+        else:
+            h = (h + pad[0] + pad[1] - k) // s + 1
+    return h
+
+
+def fused_lukemelas_class(base: type) -> type:
+    """The subclass of efficientnet_pytorch's EfficientNet (``base``) fuse() gives a fully fused one."""
+    cls = _FEATURE_CLASSES.get(base)
+    if cls is None:
+        cls = type("FusedLukemelasEfficientNet", (base,), {
+            "extract_features": _lukemelas_extract_features, "extract_endpoints": _lukemelas_extract_endpoints,
+            "__getstate__": _features_getstate, "_effnet_base": base, "__module__": __name__,
+            "__qualname__": "FusedLukemelasEfficientNet",
+            "__doc__": "efficientnet_pytorch's EfficientNet with its stem, blocks and head run as one fused chain "
+                       "(see effnet_kernels.swapped)."})
+        _FEATURE_CLASSES[base] = cls
+    return cls
+
+
 def __getattr__(name: str):
-    # pickle finds the subclass by name: build it (importing timm) when a fresh process first asks for it
+    # pickle finds the subclasses by name: build one (importing its library) when a fresh process asks for it
     if name == "FusedEfficientNetFeatures":
         from timm.models.efficientnet import EfficientNetFeatures
         return fused_features_class(EfficientNetFeatures)
+    if name == "FusedLukemelasEfficientNet":
+        from efficientnet_pytorch.model import EfficientNet as LukemelasEfficientNet
+        return fused_lukemelas_class(LukemelasEfficientNet)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

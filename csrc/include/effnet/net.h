@@ -139,6 +139,7 @@ class Net {
   void run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4],
                 float* out, int num_threads, float* out_nchw, const std::vector<Output>& outputs) const;
   int64_t last_channels() const;
+  void check_follows(const std::string& name, int64_t cin) const;
   void add_layer(Layer&& layer);
 
   bool same_;
