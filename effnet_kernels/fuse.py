@@ -157,17 +157,8 @@ class FusedEfficientNet(nn.Module):
         from ._ext import _C
         from .cpu import _isa
         net = _C.Net(self.padding == "same", _isa.forced or "")
-        keep = []  # the C++ side copies every weight; these only need to live through the calls
-
-        def ptr(t: Optional[torch.Tensor], *shape: int) -> int:
-            # The C++ side copies prod(shape) floats from here: the shape must be what the layer says.
-            if t is None:
-                return 0
-            if tuple(t.shape) != shape:
-                raise ValueError(f"a fused model's buffers disagree: expected shape {shape}, got {tuple(t.shape)}")
-            t = t.detach().contiguous()
-            keep.append(t)
-            return t.data_ptr()
+        keep: List[torch.Tensor] = []  # the C++ side copies every weight; these only need to live through the calls
+        ptr = swapped.pointer_to(keep)
 
         cout, cin, k, _ = self.stem_weight.shape
         net.set_stem(cin, cout, k, self.stem_stride, ptr(self.stem_weight, cout, cin, k, k),

@@ -79,7 +79,7 @@ class _Engine:
         net = _C.Net(False, _isa.forced or "")
         keep: List[torch.Tensor] = []
         for i, u in enumerate(units):
-            u._add_to(net, _pointer(keep), f"layers.{i}" if len(units) > 1 else "layer")
+            u._add_to(net, pointer_to(keep), f"layers.{i}" if len(units) > 1 else "layer")
         self.watch = [(u._buffers, name, t, None if t.is_inference() else t._version)
                       for u in units for name, t in u._buffers.items() if t is not None]
         self.generations = tuple(u._generation for u in units)
@@ -128,7 +128,9 @@ def engine_taps(model: nn.Module, run):
     return out, taps
 
 
-def _pointer(keep: List[torch.Tensor]):
+def pointer_to(keep: List[torch.Tensor]):
+    """``ptr(t, *shape)``: the address of t's data for the C++ side, which copies prod(shape) floats from
+    there (t's shape must be that; a contiguous copy is kept alive in ``keep``); 0 for None."""
     def ptr(t: Optional[torch.Tensor], *shape: int) -> int:
         # The C++ side copies prod(shape) floats from here: the shape must be what the layer says.
         if t is None:
@@ -589,35 +591,14 @@ def fused_features_class(base: type) -> type:
 # swapped modules or on _swish fall back to the library's own loop over them.
 
 class _WithSiLU:
-    """A FusedConv in a chain with SiLU applied after it (the container's own activation module, folded in)."""
+    """A FusedConv in a chain with SiLU applied after it (the container's own activation module, folded in);
+    everything else is the conv's (buffers, generation, backend, channels)."""
 
     def __init__(self, unit: FusedConv):
         self.unit = unit
 
-    @property
-    def _buffers(self):
-        return self.unit._buffers
-
-    @property
-    def _generation(self):
-        return self.unit._generation
-
-    @property
-    def ops_backend(self):
-        return self.unit.ops_backend
-
-    @property
-    def in_channels(self):
-        return self.unit.in_channels
-
-    def buffers(self):
-        return self.unit.buffers()
-
-    def _device(self):
-        return self.unit._device()
-
-    def _dtype(self):
-        return self.unit._dtype()
+    def __getattr__(self, name: str):
+        return getattr(self.unit, name)
 
     def _add_to(self, net, ptr, name: str) -> None:
         self.unit._add_to(net, ptr, name, act=True)

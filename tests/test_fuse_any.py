@@ -138,12 +138,15 @@ SLOW_CASES = [  # (one batch / format each: together they cover both; the B0 cas
 ]
 
 
-def _check(spec, hw, batch, channels_last, seed=0):
+def _case(spec, hw, batch, channels_last, seed):
+    """(source model, its fuse(), x) for one case."""
     model = _built(spec, seed)
-    fused = ek.fuse(model)
     x = _x((batch, 3, *hw), seed)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    return model, ek.fuse(model), x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _check(spec, hw, batch, channels_last, seed=0):
+    model, fused, x = _case(spec, hw, batch, channels_last, seed)
     src32s, src64 = _source_outputs(model, fused, x)
     got, n_units = _fused_points(fused, model, x)
     want = torch.channels_last if channels_last else torch.contiguous_format
@@ -161,11 +164,7 @@ def _check_whole(spec, hw, batch, channels_last, seed=0):
     """A whole classifier (the one-call engine): its engine taps against the source, as tests/test_fuse.py."""
     from helpers import classifier_ratio, outputs_at, source_classifier, source_points
 
-    model = _built(spec, seed)
-    fused = ek.fuse(model)
-    x = _x((batch, 3, *hw), seed)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    model, fused, x = _case(spec, hw, batch, channels_last, seed)
     other = x.contiguous() if channels_last else x.contiguous(memory_format=torch.channels_last)
     m64 = copy.deepcopy(model).double()
     src32s = [outputs_at(model, x, source_points(model)), outputs_at(model, other, source_points(model))]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import effnet_kernels as ek
+from effnet_kernels import swapped
 from effnet_kernels.testing import randomize_bn_, rel_error
 
 from helpers.triton import CUDA, DEVICE, needs_triton  # noqa: F401  (autouse fixture)
@@ -42,3 +43,27 @@ def test_fused_model_on_the_triton_path(model, dtype):
     err = rel_error(out.float().cpu(), ref)
     bound = max(1e-4, 2 * eager_err) if dtype == torch.float32 else 2 * eager_err
     assert err <= bound, f"{dtype}: fused (Triton path) vs float64 {err:.3g} > {bound:.3g}"
+
+
+def test_swapped_blocks_on_the_triton_path():
+    """Swapped modules of another library's model (timm's first three tf_ blocks, SAME padding, in an
+    nn.Sequential) through the GPU path: each FusedMBConv runs the registered ops with backend="triton",
+    within 4x the eager model's own error against float64."""
+    import timm
+
+    src = timm.create_model("tf_efficientnet_b0", features_only=True).eval()
+    part = torch.nn.Sequential(src.conv_stem, src.bn1, src.blocks[0], src.blocks[1]).eval()
+    randomize_bn_(part, calibration_size=(4,) + SIZE[1:])
+    x = torch.randn(*SIZE, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        ref = copy.deepcopy(part).double()(x.double())
+        part = part.to(DEVICE)
+        eager_err = rel_error(part(x.to(DEVICE)).float().cpu(), ref)
+        fused = ek.fuse(part)
+        assert len(ek.fuse_report(fused).swapped) == 3  # blocks 0.0, 1.0, 1.1 (a Sequential's conv + BN is left)
+        for m in fused.modules():
+            if isinstance(m, swapped.FusedUnit):
+                m.ops_backend = "triton"
+        out = fused(x.to(DEVICE))
+    assert out.is_contiguous()  # an NCHW input: NCHW out, as eager
+    assert rel_error(out.float().cpu(), ref) <= 4 * max(eager_err, 1e-7)
