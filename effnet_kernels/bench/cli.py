@@ -3,6 +3,7 @@ channels_last), torch.compile and, on the CPU, ONNX Runtime — and which φ fit
 
     effnet-bench --quick                      # every φ 0…7, eager + fused (+ ORT, compile at B0), ~2 min
     effnet-bench [--device cuda] [--phis 0 2.5 7] [--batch 8] [--out DIR]    # the full run
+    effnet-bench --model timm:efficientnet_b0:features lukemelas:efficientnet-b2  # models people use
     effnet-bench fit --latency-ms 20          # the largest φ whose fused model runs in 20 ms here
     effnet-bench fit --macs 1e9 --params 10e6 # by cost alone (no measuring)
     effnet-bench profile --phis 0 4           # where the fused CPU model's time goes
