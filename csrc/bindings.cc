@@ -259,7 +259,7 @@ class PyNet {
            std::uintptr_t out, int num_threads, std::uintptr_t out_nchw) const {
     const auto s = as_strides(strides, "x_strides");
     const float* xp = as_ptr<const float>(x, "x", n == 0);
-    float* op = as_ptr<float>(out, "out", n == 0);
+    float* op = as_ptr<float>(out, "out", n == 0 || out_nchw != 0);
     float* np = as_ptr<float>(out_nchw, "out_nchw", true);
     py::gil_scoped_release release;
     net_.run(xp, n, h, w, s.data(), op, num_threads, np);

@@ -357,7 +357,8 @@ void Net::run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_s
   const std::vector<int64_t> shape = out_shape(h, w);  // checks every layer's output is non-empty
   for (int i = 0; i < 4; ++i) require(x_stride[i] >= 0, "input strides must be non-negative");
   if (n == 0) return;
-  require(x != nullptr && out != nullptr, "x and out must not be null");
+  require(x != nullptr && (out != nullptr || (classes_ == 0 && out_nchw != nullptr)),
+          "x and out (or, without a classifier, out_nchw) must not be null");
   (void)shape;
   std::unique_lock<std::mutex> lock(arena_->busy, std::try_to_lock);
   if (lock.owns_lock()) return run_with(*arena_, x, n, h, w, x_stride, out, num_threads, out_nchw, outputs);
@@ -445,7 +446,7 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
     const bool last = li + 1 == layers_.size();
-    float* dst = last && classes_ == 0 ? out : bufs[next];
+    float* dst = last && classes_ == 0 && out != nullptr ? out : bufs[next];
     if (!l.is_block) {
       const Axis ay = axis_h(l.pad, hh, l.k, l.stride), ax = axis_w(l.pad, ww, l.k, l.stride);
       const float* a = cur;

@@ -349,9 +349,52 @@ def _whole_classifier(model: nn.Module) -> Optional[EfficientNet]:
     return None
 
 
+def _same_parts(source: "_Swapper", converted: EfficientNet) -> bool:
+    """Whether this package's EfficientNet the converter built folds to the same blocks, stem and head as the
+    source model did: same strides, paddings, residuals and (to fp64 rounding) the same folded weights."""
+    ours = _Swapper(False, dry=True)
+    ours.visit(converted, "")
+    if not all(e.swapped for e in ours.entries):
+        return False
+    groups = [([p for p in s.parts if p.kind == "block"], [p for p in s.parts if p.kind == "conv"])
+              for s in (source, ours)]
+    (sb, sc), (ob, oc) = groups
+    if len(sb) != len(ob) or len(sc) != len(oc):
+        return False
+    for a, b in zip(sb + sc, ob + oc):
+        if (a.stride, a.pad, getattr(a, "skip", None), getattr(a, "act", None)) != \
+                (b.stride, b.pad, getattr(b, "skip", None), getattr(b, "act", None)):
+            return False
+        ta = [t for t in _tensors_of(a)]
+        tb = [t for t in _tensors_of(b)]
+        if len(ta) != len(tb) or any(x.shape != y.shape or not torch.allclose(x, y, rtol=1e-9, atol=0)
+                                     for x, y in zip(ta, tb)):
+            return False
+    return True
+
+
+def _tensors_of(part):
+    if isinstance(part, recognize.ConvPart):
+        return [part.weight, part.bias]
+    return [*(part.expand or ()), *part.dw, *part.se, *part.project]
+
+
 def _unit_for(part, source: nn.Module) -> swapped.FusedUnit:
     cls = swapped.FusedConv if isinstance(part, recognize.ConvPart) else swapped.FusedMBConv
     return cls(part, type(source).__name__)
+
+
+def _has_hooks(m: nn.Module, pre: bool = False, post: bool = False) -> bool:
+    return bool((pre and (m._forward_pre_hooks or getattr(m, "_forward_pre_hooks_with_kwargs", None)))
+                or (post and m._forward_hooks))
+
+
+def _hooked_inside(module: nn.Module) -> Optional[str]:
+    """The name of a submodule of ``module`` (not itself) with a forward hook or pre-hook, or None."""
+    for name, m in module.named_modules():
+        if name and _has_hooks(m, pre=True, post=True):
+            return name
+    return None
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
@@ -371,6 +414,7 @@ class _Swapper:
         self.strict = strict
         self.dry = dry  # only look: report what would be swapped, change nothing
         self.entries: List[FuseEntry] = []
+        self.parts: list = []  # the folded parts of what was (or would be) swapped, in visiting order
 
     def swapped_any(self) -> bool:
         return any(e.swapped for e in self.entries)
@@ -380,7 +424,9 @@ class _Swapper:
             _replace(module, name, new, old)
 
     def note(self, path: str, module: nn.Module, swapped_to, reason: Optional[str] = None,
-             output_of: Optional[str] = None) -> None:
+             output_of: Optional[str] = None, part=None) -> None:
+        if part is not None:
+            self.parts.append(part)
         if swapped_to is None and self.strict:
             raise ValueError(f"fuse(strict=True): {path or '(model)'} ({_cls(module)}) was left: {reason}")
         self.entries.append(FuseEntry(path, _cls(module), swapped_to is not None,
@@ -391,10 +437,13 @@ class _Swapper:
         for name, child in list(module.named_children()):
             path = prefix + name
             part = recognize.recognize(child)
+            hooked = _hooked_inside(child)
+            if hooked is not None and isinstance(part, (recognize.ConvPart, recognize.BlockPart)):
+                part = f"a hook is registered on its submodule {hooked} (a fused module has no submodules to call it)"
             if isinstance(part, (recognize.ConvPart, recognize.BlockPart)):
                 unit = _unit_for(part, child)
                 self.replace(module, name, unit, child)
-                self.note(path, child, unit)
+                self.note(path, child, unit, part=part)
                 continue
             if isinstance(part, str):
                 self.note(path, child, None, part)
@@ -423,6 +472,9 @@ class _Swapper:
             part = recognize.conv_bn_pair(conv, bn)
             if part is None:
                 continue
+            if isinstance(part, recognize.ConvPart) and (_has_hooks(conv, post=True) or _has_hooks(bn, pre=True)):
+                part = (f"a hook on {conv_name}'s output or on {bn_name}'s input would see the BatchNorm's output "
+                        f"once the two are one fused module")
             path = prefix + conv_name
             if isinstance(part, str):
                 self.note(path, conv, None, f"with {bn_name}: {part}")
@@ -430,8 +482,8 @@ class _Swapper:
             unit = _unit_for(part, conv)
             unit.source = f"{type(conv).__name__} + {type(bn).__name__}"
             self.replace(module, conv_name, unit, conv)
-            self.replace(module, bn_name, nn.Identity(), bn)
-            self.note(path, conv, unit, output_of=prefix + bn_name)
+            self.replace(module, bn_name, nn.Identity().eval(), bn)
+            self.note(path, conv, unit, output_of=prefix + bn_name, part=part)
             self.entries[-1].what += f" (with {bn_name}, now an Identity)"
 
 
@@ -502,10 +554,12 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False) -> nn.Mo
     device, dtype = (params[0].device, params[0].dtype) if params else (torch.device("cpu"), torch.float32)
     src = _whole_classifier(model)
     if src is not None:
-        # the block checks first: a preset architecture with, say, another activation is not the engine's
+        # the block checks first: a preset architecture with, say, another activation is not the engine's;
+        # and what the converter rebuilt from the weights' shapes must fold to the same parts as the source
+        # (a changed stride, padding or BN eps is not in the shapes)
         check = _Swapper(strict, dry=True)
         check.visit(model, "")
-        if all(e.swapped for e in check.entries):
+        if all(e.swapped for e in check.entries) and _same_parts(check, src):
             with torch.no_grad():
                 fused = FusedEfficientNet(src).to(device=device, dtype=dtype)
             fused._effnet_fuse_report = FuseReport(check.entries, "whole-model engine")
@@ -526,7 +580,11 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False) -> nn.Mo
             swapper.visit(out, "")
             if type(out) is nn.Sequential and any(isinstance(c, (swapped.FusedUnit, swapped.FusedSequential))
                                                   for c in out):
-                out = swapped.FusedSequential(OrderedDict(out._modules))
+                seq = swapped.FusedSequential(OrderedDict(out._modules))
+                for d in _HOOK_DICTS:
+                    if getattr(out, d, None):
+                        getattr(seq, d).update(getattr(out, d))
+                out = seq
     if not swapper.swapped_any():
         left = "; ".join(f"{e.path}: {e.what}" for e in swapper.entries[:3])
         raise TypeError(f"fuse(): model must contain a module fuse() recognises, got {type(model).__name__} "

@@ -135,6 +135,8 @@ def recognize(module: nn.Module) -> Union[Part, str, None]:
         return fn(module)
     except Left as e:
         return str(e)
+    except (AttributeError, TypeError, ValueError, IndexError) as e:  # a version of the library laid out otherwise
+        return f"could not read it as {type(module).__name__} ({type(e).__name__}: {e})"
 
 
 def subclass_of_registered(module: nn.Module) -> Optional[str]:
@@ -227,6 +229,8 @@ def _conv(conv: nn.Module, where: str, *, depthwise: bool = False, pointwise: bo
     if pointwise and (kh != 1 or sh != 1):
         raise Left(f"{where} is {kh}x{kh} stride {sh}, not a 1x1 stride-1 conv")
     pad = _conv_pad(conv, kh)
+    if depthwise and pad != "same" and max(pad) >= kh:
+        raise Left(f"{where} pads by {pad}, not less than its kernel {kh} (fused depthwise kernels need pad < k)")
     if pointwise and pad != (0, 0, 0, 0) and pad != "same":
         raise Left(f"{where} pads a 1x1 conv by {pad}")
     b = conv.bias.detach().double() if conv.bias is not None else None
@@ -309,8 +313,8 @@ def _block(expand, dw, stride, pad, se, project, skip) -> BlockPart:
 # ---- this package ---------------------------------------------------------------------------------------
 
 def _ours_convbnact(m) -> ConvPart:
-    w, b, stride, pad = _conv_bn(m.conv, m.bn, "conv", "bn", act=m.act if _is_silu(m.act) else None,
-                                 want_act=_is_silu(m.act))
+    # (an activation other than SiLU or Identity is left: want_act False requires an identity)
+    w, b, stride, pad = _conv_bn(m.conv, m.bn, "conv", "bn", act=m.act, want_act=_is_silu(m.act))
     if m.dynamic_pad:
         pad = "same"
     if m.conv.groups != 1:
@@ -319,6 +323,8 @@ def _ours_convbnact(m) -> ConvPart:
 
 
 def _ours_mbconv(m) -> BlockPart:
+    if m.training and m.drop_prob:
+        raise Left("stochastic depth in training mode: call .eval()")
     expand = None
     if m.expand is not None:
         w, b, _, _ = _conv_bn(m.expand.conv, m.expand.bn, "expand.conv", "expand.bn", act=m.expand.act,
@@ -420,6 +426,8 @@ def _timm_conv_bn_act(m) -> ConvPart:
 # ---- efficientnet_pytorch -------------------------------------------------------------------------------
 
 def _ep_mbconv(m) -> BlockPart:
+    if m.training:
+        raise Left("in training mode (its drop connect): call .eval()")
     args = m._block_args
     _require_silu(m._swish, "_swish")
     expand = None

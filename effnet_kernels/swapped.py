@@ -9,12 +9,9 @@ How a call runs:
   efficientnet_pytorch's), all the consecutive fused children of a :class:`FusedSequential` at once
   (nested ones too: a backbone's stages). Inside a chain activations stay NHWC in the engine's buffers.
   A chain's output has the memory format eager PyTorch gives for its input (NCHW for an NCHW input: the
-  engine writes its last layer NHWC and transposes that into the NCHW output), so code after it
-  (``.view()``) sees what it saw before; a channels_last input passes through with no copy at all. When
-  the next chain gets that very NCHW tensor, unchanged since (its version counter says so: these outputs
-  are made outside inference mode to have one), it reads the NHWC original instead of transposing back;
-  any other NCHW input is transposed once, inside the engine. All engines share one set of warm buffers
-  (see ``csrc/include/effnet/net.h``).
+  engine transposes its last NHWC buffer into the NCHW output; an NCHW input is transposed once into its
+  first), so code after it (``.view()``) sees what it saw before; a channels_last input passes through with
+  no copy at all. All engines share one set of warm buffers (see ``csrc/include/effnet/net.h``).
 * **everything else** (CUDA, other dtypes, ``torch.compile`` / ``torch.export`` tracing): per module, the
   registered ops (``ops.dwconv_bias_swish_pool``, ``ops.se_project``; Triton kernels on CUDA) and torch
   convolutions.
@@ -25,8 +22,6 @@ autograd and ``torch.jit.trace``.
 """
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -62,8 +57,12 @@ class _Engine:
         self.units = ()
 
     def current(self, units) -> bool:
-        return (self.net is not None and self.generations == tuple(u._generation for u in units) and all(
-            bufs.get(name) is t and (v is None or t._version == v) for bufs, name, t, v in self.watch))
+        # the same modules (a child replaced by another fused one of the same generation is not), each the
+        # generation it was, each buffer the tensor it was, unchanged
+        return (self.net is not None and len(units) == len(self.units)
+                and all(_unwrap(a) is _unwrap(b) for a, b in zip(units, self.units))
+                and self.generations == tuple(u._generation for u in units) and all(
+                    bufs.get(name) is t and (v is None or t._version == v) for bufs, name, t, v in self.watch))
 
     def get(self, units: Sequence["FusedUnit"]):
         """The Net for ``units`` (rebuilt when their weights changed); None when a buffer is not fp32 on the
@@ -128,6 +127,10 @@ def engine_taps(model: nn.Module, run):
     return out, taps
 
 
+def _unwrap(u):
+    return getattr(u, "unit", u)  # a _WithSiLU's conv
+
+
 def pointer_to(keep: List[torch.Tensor]):
     """``ptr(t, *shape)``: the address of t's data for the C++ side, which copies prod(shape) floats from
     there (t's shape must be that; a contiguous copy is kept alive in ``keep``); 0 for None."""
@@ -141,21 +144,6 @@ def pointer_to(keep: List[torch.Tensor]):
         keep.append(t)
         return t.data_ptr()
     return ptr
-
-
-# ---- the NHWC hand-off between chains ----------------------------------------------------------------------
-
-_handoff = threading.local()
-
-
-def _take(x: torch.Tensor) -> torch.Tensor:
-    """x, or the NHWC tensor the last chain of this thread wrote x from, when x is that chain's NCHW output
-    unchanged since (its version counter says so: the chains make their NCHW outputs outside inference mode
-    so that they have one): the next chain then reads it without transposing x back."""
-    slot = getattr(_handoff, "slot", None)
-    if slot is not None and slot[0]() is x and not x.is_inference() and x._version == slot[1]:
-        return slot[2]
-    return x
 
 
 def _check_input(x, cin: int, device: torch.device, weight_dtype: torch.dtype, what: str) -> None:
@@ -188,22 +176,18 @@ def _engine_runs(x: torch.Tensor, units) -> bool:
 def run_chain(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Tensor) -> torch.Tensor:
     """Run ``units`` one after the other on x (validated), through the C++ engine when it can."""
     first = units[0]
-    _check_input(x, first.in_channels, first._device(), first._dtype(), type(first).__name__)
+    _check_input(x, first.in_channels, first._device(), first._dtype(), type(_unwrap(first)).__name__)
     if _engine_runs(x, units):
         net = engine.get(units)
         if net is not None:
             n, _, h, w = x.shape
             c, oh, ow = net.out_shape(h, w)
-            src = _take(x)
-            nhwc = torch.empty((n, c, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
             if output_memory_format(x) == torch.channels_last:
-                net.run(src.data_ptr(), n, h, w, list(src.stride()), nhwc.data_ptr(), torch.get_num_threads())
-                return nhwc
-            with torch.inference_mode(False):  # a tensor with a version counter, so _take can trust it
+                out = torch.empty((n, c, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
+                net.run(x.data_ptr(), n, h, w, list(x.stride()), out.data_ptr(), torch.get_num_threads())
+            else:  # the engine transposes its last NHWC buffer into the NCHW output
                 out = torch.empty((n, c, oh, ow), dtype=torch.float32)
-            net.run(src.data_ptr(), n, h, w, list(src.stride()), nhwc.data_ptr(), torch.get_num_threads(),
-                    out.data_ptr())
-            _handoff.slot = (weakref.ref(out), out._version, nhwc)
+                net.run(x.data_ptr(), n, h, w, list(x.stride()), 0, torch.get_num_threads(), out.data_ptr())
             return out
     fmt = output_memory_format(x)
     if x.device.type != "cpu" and torch.is_autocast_enabled(x.device.type):
@@ -220,7 +204,7 @@ def run_chain_outputs(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Te
     """Run ``units`` as one chain on x and return the outputs of ``layers`` (unit indices, ascending), each
     in the memory format eager gives: a backbone's feature maps from one engine call."""
     first = units[0]
-    _check_input(x, first.in_channels, first._device(), first._dtype(), type(first).__name__)
+    _check_input(x, first.in_channels, first._device(), first._dtype(), type(_unwrap(first)).__name__)
     if _engine_runs(x, units):
         net = engine.get(units)
         if net is not None:
@@ -271,6 +255,7 @@ class FusedUnit(nn.Module):
         # ("triton", "torch", "cpp") sends every call through the registered-op path with that backend.
         self.ops_backend: Optional[str] = None
         self.register_load_state_dict_post_hook(_drop_engine_hook)
+        super().train(False)
 
     def train(self, mode: bool = True):
         if mode:
@@ -444,6 +429,7 @@ class FusedSequential(nn.Sequential):
     def __init__(self, *args):
         super().__init__(*args)
         self._chains: Dict[Tuple[int, ...], _Engine] = {}
+        super().train(False)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -646,6 +632,8 @@ def _lukemelas_extract_features(self, inputs):
 
 
 def _lukemelas_extract_endpoints(self, inputs):
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
     units, engine = _lukemelas_chain(self)
     if units is None:
         return self._effnet_base.extract_endpoints(self, inputs)

@@ -82,7 +82,8 @@ class Net {
   // conv reads an NHWC-dense x in place and copies any other layout once). out: the logits (n x classes,
   // contiguous) with a classifier, else the last layer's output as dense NHWC (n, out_h, out_w, c); it
   // must not overlap x. out_nchw (no classifier): also the same output as dense NCHW there (what eager
-  // code after a swapped block expects), transposed from out. Throws std::invalid_argument on an empty
+  // code after a swapped block expects), transposed from out; out may then be null (the NHWC output stays
+  // in the engine's buffers). Throws std::invalid_argument on an empty
   // net or an input it cannot take.
   void run(const float* x, int64_t n, int64_t h, int64_t w, const int64_t x_stride[4], float* out,
            int num_threads, float* out_nchw = nullptr) const;
