@@ -1,10 +1,12 @@
-"""``fuse(model)``: an EfficientNet as fused inference kernels.
+"""``fuse(model)``: a model's EfficientNet blocks as fused inference kernels.
 
-``fuse`` takes this package's :class:`~effnet_kernels.models.EfficientNet` at any φ, torchvision's
-``efficientnet_b0…b7`` and timm's ``efficientnet_b0…b7`` / ``tf_efficientnet_b0…b7`` (through
-:func:`~effnet_kernels.from_torchvision` / :func:`~effnet_kernels.from_timm`). It folds every BatchNorm into
-its convolution (in float64) once, here, and returns a :class:`FusedEfficientNet` whose buffers are those
-folded weights (its ``state_dict``). Two ways to run them, same outputs:
+Any model: ``fuse`` copies it and swaps every module :mod:`effnet_kernels.recognize` recognises for the fused
+modules of :mod:`effnet_kernels.swapped` (see :func:`fuse`; :func:`fuse_report` says what it swapped and
+left). A whole classifier — this package's :class:`~effnet_kernels.models.EfficientNet` at any φ,
+torchvision's ``efficientnet_b0…b7`` and timm's ``efficientnet_b0…b7`` / ``tf_efficientnet_b0…b7`` (through
+:func:`~effnet_kernels.from_torchvision` / :func:`~effnet_kernels.from_timm`) — becomes one
+:class:`FusedEfficientNet` instead: every BatchNorm folded into its convolution (in float64) once, its
+buffers those folded weights (its ``state_dict``). Two ways to run it, same outputs:
 
 * **fp32 on the CPU, eager** (what inference servers run): one call into the C++ core
   (``effnet_kernels._C.Net``), which packed the weights when the model was built. Per MBConv block: the
