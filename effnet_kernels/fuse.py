@@ -193,28 +193,7 @@ class FusedEfficientNet(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must be (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-        if x.device != self.stem_weight.device:
-            raise ValueError(f"x must be on the fused model's device {self.stem_weight.device}, got {x.device}: move "
-                             f"one")
-        if x.device.type == "cpu" and (x.dtype != torch.float32 or self.stem_weight.dtype != torch.float32):
-            raise TypeError(f"x must be float32 on the CPU, where a fused model runs in float32 (its C++ kernels "
-                            f"are fp32), got x "
-                            f"{x.dtype} and weights {self.stem_weight.dtype}: use .float() on both (under "
-                            f"torch.autocast('cpu') it also computes in float32)")
-        if torch.jit.is_tracing():
-            # The tracer records dispatcher ops only: the engine's call and the ops' raw-pointer fast paths
-            # would leave a graph that returns uninitialised memory.
-            raise RuntimeError("torch.jit.trace (and the TorchScript ONNX exporter) cannot record a fused "
-                               "EfficientNet: use torch.export.export or torch.compile")
-        if x.requires_grad and torch.is_grad_enabled():
-            raise RuntimeError("a fused EfficientNet is inference-only and computes no gradients: call it under "
-                               "torch.inference_mode() or torch.no_grad(), or detach x")
+        swapped.check_input(x, self.in_channels, self.stem_weight.device, self.stem_weight.dtype, "FusedEfficientNet")
         if self._uses_engine(x):
             net = self._engine()
             if net is not None:

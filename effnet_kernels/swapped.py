@@ -146,7 +146,7 @@ def pointer_to(keep: List[torch.Tensor]):
     return ptr
 
 
-def _check_input(x, cin: int, device: torch.device, weight_dtype: torch.dtype, what: str) -> None:
+def check_input(x, cin: int, device: torch.device, weight_dtype: torch.dtype, what: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != cin:
@@ -160,11 +160,13 @@ def _check_input(x, cin: int, device: torch.device, weight_dtype: torch.dtype, w
                         f"fp32), got x {x.dtype} and weights {weight_dtype}: use .float() on both (under "
                         f"torch.autocast('cpu') they also compute in float32)")
     if torch.jit.is_tracing():
-        raise RuntimeError("torch.jit.trace (and the TorchScript ONNX exporter) cannot record a fused module: use "
-                           "torch.export.export or torch.compile")
+        # The tracer records dispatcher ops only: the engine's call and the ops' raw-pointer fast paths would
+        # leave a graph that returns uninitialised memory.
+        raise RuntimeError(f"torch.jit.trace (and the TorchScript ONNX exporter) cannot record a fused module "
+                           f"({what}): use torch.export.export or torch.compile")
     if x.requires_grad and torch.is_grad_enabled():
-        raise RuntimeError("fused modules are inference-only and compute no gradients: call the model under "
-                           "torch.inference_mode() or torch.no_grad(), or detach x")
+        raise RuntimeError(f"fused modules ({what}) are inference-only and compute no gradients: call the model "
+                           f"under torch.inference_mode() or torch.no_grad(), or detach x")
 
 
 def _engine_runs(x: torch.Tensor, units) -> bool:
@@ -173,22 +175,26 @@ def _engine_runs(x: torch.Tensor, units) -> bool:
             and all(u.ops_backend is None for u in units) and not torch.compiler.is_compiling() and _has_engine())
 
 
+def _checked_net(engine: _Engine, units, x: torch.Tensor):
+    """Validate x for the chain's first module; the chain's C++ Net when it runs x, else None (the op path)."""
+    first = units[0]
+    check_input(x, first.in_channels, first._device(), first._dtype(), type(_unwrap(first)).__name__)
+    return engine.get(units) if _engine_runs(x, units) else None
+
+
 def run_chain(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Tensor) -> torch.Tensor:
     """Run ``units`` one after the other on x (validated), through the C++ engine when it can."""
-    first = units[0]
-    _check_input(x, first.in_channels, first._device(), first._dtype(), type(_unwrap(first)).__name__)
-    if _engine_runs(x, units):
-        net = engine.get(units)
-        if net is not None:
-            n, _, h, w = x.shape
-            c, oh, ow = net.out_shape(h, w)
-            if output_memory_format(x) == torch.channels_last:
-                out = torch.empty((n, c, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
-                net.run(x.data_ptr(), n, h, w, list(x.stride()), out.data_ptr(), torch.get_num_threads())
-            else:  # the engine transposes its last NHWC buffer into the NCHW output
-                out = torch.empty((n, c, oh, ow), dtype=torch.float32)
-                net.run(x.data_ptr(), n, h, w, list(x.stride()), 0, torch.get_num_threads(), out.data_ptr())
-            return out
+    net = _checked_net(engine, units, x)
+    if net is not None:
+        n, _, h, w = x.shape
+        c, oh, ow = net.out_shape(h, w)
+        if output_memory_format(x) == torch.channels_last:
+            out = torch.empty((n, c, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
+            net.run(x.data_ptr(), n, h, w, list(x.stride()), out.data_ptr(), torch.get_num_threads())
+        else:  # the engine transposes its last NHWC buffer into the NCHW output
+            out = torch.empty((n, c, oh, ow), dtype=torch.float32)
+            net.run(x.data_ptr(), n, h, w, list(x.stride()), 0, torch.get_num_threads(), out.data_ptr())
+        return out
     fmt = output_memory_format(x)
     if x.device.type != "cpu" and torch.is_autocast_enabled(x.device.type):
         x = x.to(torch.get_autocast_dtype(x.device.type))
@@ -203,28 +209,25 @@ def run_chain_outputs(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Te
                       layers: Sequence[int]) -> List[torch.Tensor]:
     """Run ``units`` as one chain on x and return the outputs of ``layers`` (unit indices, ascending), each
     in the memory format eager gives: a backbone's feature maps from one engine call."""
-    first = units[0]
-    _check_input(x, first.in_channels, first._device(), first._dtype(), type(_unwrap(first)).__name__)
-    if _engine_runs(x, units):
-        net = engine.get(units)
-        if net is not None:
-            n, _, h, w = x.shape
-            cl = output_memory_format(x) == torch.channels_last
-            fmt = torch.channels_last if cl else torch.contiguous_format
-            last = len(units) - 1
-            final = torch.empty((n, *net.out_shape(h, w)), dtype=torch.float32, memory_format=torch.channels_last)
-            final_nchw, outs, spec = None, [], []
-            for li in layers:
-                if li == last:
-                    t = final if cl else torch.empty(final.shape, dtype=torch.float32)
-                    final_nchw = None if cl else t
-                else:
-                    t = torch.empty((n, *net.layer_shape(li, h, w)), dtype=torch.float32, memory_format=fmt)
-                    spec.append((li, t.data_ptr() if cl else 0, 0 if cl else t.data_ptr()))
-                outs.append(t)
-            net.run_outputs(x.data_ptr(), n, h, w, list(x.stride()), final.data_ptr(), torch.get_num_threads(),
-                            0 if final_nchw is None else final_nchw.data_ptr(), spec)
-            return outs
+    net = _checked_net(engine, units, x)
+    if net is not None:
+        n, _, h, w = x.shape
+        cl = output_memory_format(x) == torch.channels_last
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        last = len(units) - 1
+        final = torch.empty((n, *net.out_shape(h, w)), dtype=torch.float32, memory_format=torch.channels_last)
+        final_nchw, outs, spec = None, [], []
+        for li in layers:
+            if li == last:
+                t = final if cl else torch.empty(final.shape, dtype=torch.float32)
+                final_nchw = None if cl else t
+            else:
+                t = torch.empty((n, *net.layer_shape(li, h, w)), dtype=torch.float32, memory_format=fmt)
+                spec.append((li, t.data_ptr() if cl else 0, 0 if cl else t.data_ptr()))
+            outs.append(t)
+        net.run_outputs(x.data_ptr(), n, h, w, list(x.stride()), final.data_ptr(), torch.get_num_threads(),
+                        0 if final_nchw is None else final_nchw.data_ptr(), spec)
+        return outs
     fmt = output_memory_format(x)
     if x.device.type != "cpu" and torch.is_autocast_enabled(x.device.type):
         x = x.to(torch.get_autocast_dtype(x.device.type))

@@ -173,9 +173,9 @@ def test_deepcopy_pickle_and_cpu_autocast(b0_pair):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = fused(x)
         assert out.dtype == torch.float32 and torch.equal(out, want)
-    with pytest.raises(TypeError, match="x must be float32 on the CPU, where a fused model runs in float32"):
+    with pytest.raises(TypeError, match="x must be float32 on the CPU, where fused modules run in float32"):
         copy.deepcopy(fused).to(torch.bfloat16)(x.bfloat16())
-    with pytest.raises(TypeError, match="x must be float32 on the CPU, where a fused model runs in float32"):
+    with pytest.raises(TypeError, match="x must be float32 on the CPU, where fused modules run in float32"):
         fused(x.double())
 
 
