@@ -422,7 +422,7 @@ class _Swapper:
             if hooked is not None and isinstance(part, (recognize.ConvPart, recognize.BlockPart)):
                 part = f"a hook is registered on its submodule {hooked} (a fused module has no submodules to call it)"
             if isinstance(part, (recognize.ConvPart, recognize.BlockPart)):
-                unit = _unit_for(part, child)
+                unit = part if self.dry else _unit_for(part, child)  # (a part describes itself as its unit does)
                 self.replace(module, name, unit, child)
                 self.note(path, child, unit, part=part)
                 continue
@@ -460,8 +460,9 @@ class _Swapper:
             if isinstance(part, str):
                 self.note(path, conv, None, f"with {bn_name}: {part}")
                 continue
-            unit = _unit_for(part, conv)
-            unit.source = f"{type(conv).__name__} + {type(bn).__name__}"
+            unit = part if self.dry else _unit_for(part, conv)
+            if not self.dry:
+                unit.source = f"{type(conv).__name__} + {type(bn).__name__}"
             self.replace(module, conv_name, unit, conv)
             self.replace(module, bn_name, nn.Identity().eval(), bn)
             self.note(path, conv, unit, output_of=prefix + bn_name, part=part)

@@ -34,7 +34,6 @@ the original; ``register_block(MyBlock, extract=fn)`` with ``fn(module) -> Block
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -530,9 +529,3 @@ def conv_bn_pair(conv: nn.Module, bn: nn.Module) -> Union[ConvPart, str, None]:
         return ConvPart(w, b, stride, pad, want)
     except Left as e:
         return str(e)
-
-
-def same_amounts(size: int, k: int, stride: int) -> Tuple[int, int]:
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + k - size, 0)
-    return total // 2, total - total // 2

@@ -469,27 +469,6 @@ class FusedSequential(nn.Sequential):
             x = child(x)
         return self._run(run, x)
 
-    def _runs(self) -> List[List[FusedUnit]]:
-        """The chains forward runs (as it would group them now)."""
-        runs, run = [], []
-        for child in self:
-            units = _chain_units(child)
-            if units is not None:
-                run += units
-                continue
-            runs.append(run)
-            run = []
-        runs.append(run)
-        return [r for r in runs if r]
-
-    def prepare(self) -> None:
-        """Build (pack the weights of) the engines forward will use, so the first call is as fast as the next."""
-        for units in self._runs():
-            if len(units) == 1:
-                units[0]._engine.get(units)
-            else:
-                self._chains.setdefault(tuple(id(u) for u in units), _Engine()).get(units)
-
     def _run(self, units: List[FusedUnit], x):
         if not units:
             return x
