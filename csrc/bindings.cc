@@ -45,10 +45,11 @@ class DwPlan {
  public:
   DwPlan(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& x_strides, int64_t k, int64_t stride,
          int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w, const std::vector<int64_t>& y_strides,
-         const std::string& isa) {
+         const std::string& isa, const std::string& act) {
     if (x_shape.size() != 4)
       throw std::invalid_argument("x_shape must be (n, c, h, w), got " + std::to_string(x_shape.size()) + " dims");
     p_.n = x_shape[0]; p_.c = x_shape[1]; p_.h = x_shape[2]; p_.w = x_shape[3];
+    p_.act = effnet::parse_act(act, "act");
     p_.k = k; p_.stride = stride; p_.pad_top = pad_top; p_.pad_left = pad_left;
     p_.out_h = out_h; p_.out_w = out_w;
     const auto xs = as_strides(x_strides, "x_strides");
@@ -58,7 +59,7 @@ class DwPlan {
     isa_ = resolve_isa(isa);
   }
 
-  // y = swish(depthwise_conv(x) + bias) (+ the (N, C) mean of y into `pooled` when it is non-zero).
+  // y = act(depthwise_conv(x) + bias) (+ the (N, C) mean of y into `pooled` when it is non-zero).
   void run(std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t y, std::uintptr_t pooled,
            int num_threads, std::uintptr_t packed) const {
     const bool empty = p_.n == 0;
@@ -120,14 +121,16 @@ class SePlan {
     py::gil_scoped_release release;
     effnet::se_apply(p_, xp, gp, yp, num_threads, isa_);
   }
-  void run(std::uintptr_t x, std::uintptr_t packed, int64_t squeeze, std::uintptr_t y, int num_threads) const {
+  void run(std::uintptr_t x, std::uintptr_t packed, int64_t squeeze, std::uintptr_t y, int num_threads,
+           const std::string& inner_act, const std::string& gate) const {
+    const effnet::Act inner = effnet::parse_act(inner_act, "inner_act"), g = effnet::parse_act(gate, "gate", true);
     const bool empty = p_.n == 0;
     if (squeeze <= 0) throw std::invalid_argument("squeeze must be > 0, got " + std::to_string(squeeze));
     const float* xp = as_ptr<const float>(x, "x", empty);
     const float* kp = as_ptr<const float>(packed, "packed");
     float* yp = as_ptr<float>(y, "y", empty);
     py::gil_scoped_release release;
-    effnet::squeeze_excite(p_, squeeze, xp, kp, yp, num_threads, isa_);
+    effnet::squeeze_excite(p_, squeeze, xp, kp, yp, num_threads, isa_, inner, g);
   }
   std::string isa() const { return effnet::isa_name(isa_); }
 
@@ -146,13 +149,14 @@ void se_pack(int64_t c, int64_t s, std::uintptr_t w1, const std::vector<int64_t>
 }
 
 void se_gate(int64_t n, int64_t c, int64_t s, std::uintptr_t packed, std::uintptr_t pooled, std::uintptr_t gate,
-             int num_threads, const std::string& isa) {
+             int num_threads, const std::string& isa, const std::string& inner_act, const std::string& gate_act) {
   const effnet::Isa chosen = resolve_isa(isa);
+  const effnet::Act inner = effnet::parse_act(inner_act, "inner_act"), g = effnet::parse_act(gate_act, "gate", true);
   const float* kp = as_ptr<const float>(packed, "packed");
   const float* pp = as_ptr<const float>(pooled, "pooled", n == 0);
   float* gp = as_ptr<float>(gate, "gate", n == 0);
   py::gil_scoped_release release;
-  effnet::se_gate(n, c, s, kp, pp, gp, num_threads, chosen);
+  effnet::se_gate(n, c, s, kp, pp, gp, num_threads, chosen, inner, g);
 }
 
 void swish_inplace(std::uintptr_t data, int64_t count, const std::string& isa) {
@@ -163,11 +167,21 @@ void swish_inplace(std::uintptr_t data, int64_t count, const std::string& isa) {
   effnet::swish_inplace(p, count, chosen);
 }
 
+void act_inplace(std::uintptr_t data, int64_t count, const std::string& act, const std::string& isa) {
+  if (count < 0) throw std::invalid_argument("count must be >= 0, got " + std::to_string(count));
+  float* p = as_ptr<float>(data, "data", count == 0);
+  const effnet::Act a = act == "sigmoid" || act == "hardsigmoid" ? effnet::parse_act(act, "act", true)
+                                                                : effnet::parse_act(act, "act");
+  const effnet::Isa chosen = resolve_isa(isa);
+  py::gil_scoped_release release;
+  effnet::act_inplace(p, count, a, chosen);
+}
+
 // The 1x1-conv GEMM over raw pointers (tests and benchmarks reach the kernel through this; fuse() runs it
 // inside Net). Arguments as in effnet::GemmArgs; 0 for an absent bias / scale / residual.
 void gemm(int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t lda, std::uintptr_t packed, std::uintptr_t bias,
           std::uintptr_t scale, int64_t rows_per_scale, std::uintptr_t residual, int64_t ldr, std::uintptr_t c,
-          int64_t ldc, bool swish, int num_threads, const std::string& isa) {
+          int64_t ldc, const std::string& act, int num_threads, const std::string& isa) {
   effnet::GemmArgs g;
   g.m = m; g.n = n; g.k = k;
   g.a = as_ptr<const float>(a, "a", m == 0);
@@ -180,7 +194,7 @@ void gemm(int64_t m, int64_t n, int64_t k, std::uintptr_t a, int64_t lda, std::u
   g.ldr = ldr;
   g.c = as_ptr<float>(c, "c", m == 0);
   g.ldc = ldc;
-  g.swish = swish;
+  g.act = effnet::parse_act(act, "act");
   const effnet::Isa chosen = resolve_isa(isa);
   py::gil_scoped_release release;
   effnet::gemm(g, num_threads, chosen);
@@ -225,20 +239,27 @@ class PyNet {
     net_.set_classifier(features, classes, as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"));
   }
   void add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride,
-                const std::vector<int64_t>& pad, bool swish, std::uintptr_t w, std::uintptr_t b) {
-    net_.add_conv(name, cin, cout, k, stride, as_pad(pad, name), swish, as_ptr<const float>(w, "weight"),
+                const std::vector<int64_t>& pad, const std::string& act, std::uintptr_t w, std::uintptr_t b) {
+    net_.add_conv(name, cin, cout, k, stride, as_pad(pad, name), effnet::parse_act(act, "act"),
+                  as_ptr<const float>(w, "weight"),
                   as_ptr<const float>(b, "bias"));
   }
   void add_named_block(const std::string& name, const std::vector<int64_t>& pad, int64_t cin, int64_t cexp,
                        int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip, std::uintptr_t ew,
                        std::uintptr_t eb, std::uintptr_t dw, std::uintptr_t db, std::uintptr_t w1, std::uintptr_t b1,
-                       std::uintptr_t w2, std::uintptr_t b2, std::uintptr_t pw, std::uintptr_t pb) {
+                       std::uintptr_t w2, std::uintptr_t b2, std::uintptr_t pw, std::uintptr_t pb,
+                       const std::string& act, const std::string& se_inner, const std::string& se_gate) {
+    effnet::BlockActs acts;
+    acts.act = effnet::parse_act(act, "act");
+    acts.se_inner = effnet::parse_act(se_inner, "se_inner");
+    acts.se_gate = effnet::parse_act(se_gate, "se_gate", true);
+    const bool no_se = squeeze == 0;  // then the four SE pointers must be 0
     net_.add_block(name, as_pad(pad, name), cin, cexp, cout, k, stride, squeeze, skip,
                    as_ptr<const float>(ew, "expand_weight", true), as_ptr<const float>(eb, "expand_bias", ew == 0),
                    as_ptr<const float>(dw, "dw_weight"), as_ptr<const float>(db, "dw_bias"),
-                   as_ptr<const float>(w1, "se_reduce_weight"), as_ptr<const float>(b1, "se_reduce_bias"),
-                   as_ptr<const float>(w2, "se_expand_weight"), as_ptr<const float>(b2, "se_expand_bias"),
-                   as_ptr<const float>(pw, "proj_weight"), as_ptr<const float>(pb, "proj_bias"));
+                   as_ptr<const float>(w1, "se_reduce_weight", no_se), as_ptr<const float>(b1, "se_reduce_bias", no_se),
+                   as_ptr<const float>(w2, "se_expand_weight", no_se), as_ptr<const float>(b2, "se_expand_bias", no_se),
+                   as_ptr<const float>(pw, "proj_weight"), as_ptr<const float>(pb, "proj_bias"), acts);
   }
   std::vector<int64_t> out_shape(int64_t h, int64_t w) const { return net_.out_shape(h, w); }
   std::vector<int64_t> layer_shape(int64_t layer, int64_t h, int64_t w) const { return net_.layer_shape(layer, h, w); }
@@ -317,12 +338,14 @@ py::dict isa_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "effnet_kernels C++ core (torch-free): fused depthwise conv + bias + Swish and squeeze-excitation kernels";
   py::class_<DwPlan>(m, "DwPlan",
-                     "A validated depthwise call geometry: y = swish(depthwise_conv(x, weight) + bias). Shapes "
+                     "A validated depthwise call geometry: y = act(depthwise_conv(x, weight) + bias), act one of "
+                     "silu (default), relu, relu6, hardswish, identity. Shapes "
                      "and strides in elements; isa '' (default path) or a name of isa_info()['known'].")
       .def(py::init<const std::vector<int64_t>&, const std::vector<int64_t>&, int64_t, int64_t, int64_t, int64_t,
-                    int64_t, int64_t, const std::vector<int64_t>&, const std::string&>(),
+                    int64_t, int64_t, const std::vector<int64_t>&, const std::string&, const std::string&>(),
            py::arg("x_shape"), py::arg("x_strides"), py::arg("k"), py::arg("stride"), py::arg("pad_top"),
-           py::arg("pad_left"), py::arg("out_h"), py::arg("out_w"), py::arg("y_strides"), py::arg("isa") = "")
+           py::arg("pad_left"), py::arg("out_h"), py::arg("out_w"), py::arg("y_strides"), py::arg("isa") = "",
+           py::arg("act") = "silu")
       .def("run", &DwPlan::run, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("y"),
            py::arg("pooled") = 0, py::arg("num_threads") = 1, py::arg("packed") = 0,
            "Run on fp32 buffers at these data addresses (weight (C, k, k) contiguous; pooled, when non-zero, "
@@ -343,7 +366,8 @@ PYBIND11_MODULE(_C, m) {
       .def("apply", &SePlan::apply, py::arg("x"), py::arg("gate"), py::arg("y"), py::arg("num_threads") = 1,
            "y = x * gate[n, c] (gate (N, C) contiguous). Releases the GIL.")
       .def("run", &SePlan::run, py::arg("x"), py::arg("packed"), py::arg("squeeze"), py::arg("y"),
-           py::arg("num_threads") = 1, "The whole SE (pool, gate, apply) with se_pack()ed weights.")
+           py::arg("num_threads") = 1, py::arg("inner_act") = "silu", py::arg("gate") = "sigmoid",
+           "The whole SE (pool, gate, apply) with se_pack()ed weights.")
       .def_property_readonly("isa", &SePlan::isa);
   m.def("se_packed_size", &effnet::se_packed_size, py::arg("channels"), py::arg("squeeze"));
   m.def("se_pack", &se_pack, py::arg("channels"), py::arg("squeeze"), py::arg("w1"), py::arg("w1_strides"),
@@ -351,9 +375,13 @@ PYBIND11_MODULE(_C, m) {
         "Pack reduce (S, C) and expand (C, S) weights (element strides given) with their biases.");
   m.def("se_gate", &se_gate, py::arg("n"), py::arg("channels"), py::arg("squeeze"), py::arg("packed"),
         py::arg("pooled"), py::arg("gate"), py::arg("num_threads") = 1, py::arg("isa") = "",
-        "gate (N, C) = sigmoid(expand(swish(reduce(pooled)))) from packed weights.");
+        py::arg("inner_act") = "silu", py::arg("gate_act") = "sigmoid",
+        "gate (N, C) = gate_act(expand(inner_act(reduce(pooled)))) from packed weights.");
   m.def("swish_inplace", &swish_inplace, py::arg("data"), py::arg("count"), py::arg("isa") = "",
         "In-place Swish over `count` contiguous fp32 values at address `data` (single thread).");
+  m.def("act_inplace", &act_inplace, py::arg("data"), py::arg("count"), py::arg("act"), py::arg("isa") = "",
+        "In-place activation (silu, relu, relu6, hardswish, identity, sigmoid, hardsigmoid) over `count` "
+        "contiguous fp32 values at address `data` (single thread).");
   m.def("set_openmp_runtime",
         [](const std::string& library) {
           std::string why;
@@ -368,7 +396,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("pool_spin_us", &effnet::pool_spin_us);
   m.def("gemm", &gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("a"), py::arg("lda"), py::arg("packed"),
         py::arg("bias"), py::arg("scale"), py::arg("rows_per_scale"), py::arg("residual"), py::arg("ldr"),
-        py::arg("c"), py::arg("ldc"), py::arg("swish"), py::arg("num_threads"), py::arg("isa") = "",
+        py::arg("c"), py::arg("ldc"), py::arg("act"), py::arg("num_threads"), py::arg("isa") = "",
         "C = act(A diag(scale[i / rows_per_scale]) W^T + bias) + residual over raw fp32 pointers (see gemm.h).");
   m.def("gemm_packed_size", [](int64_t n, int64_t k, const std::string& isa) {
     return effnet::gemm_packed_size(n, k, resolve_isa(isa)); }, py::arg("n"), py::arg("k"), py::arg("isa") = "");
@@ -381,9 +409,16 @@ PYBIND11_MODULE(_C, m) {
       .def("set_head", &PyNet::set_head)
       .def("set_classifier", &PyNet::set_classifier)
       .def("add_conv", &PyNet::add_conv, py::arg("name"), py::arg("cin"), py::arg("cout"), py::arg("k"),
-           py::arg("stride"), py::arg("pad"), py::arg("swish"), py::arg("weight"), py::arg("bias"),
+           py::arg("stride"), py::arg("pad"), py::arg("act"), py::arg("weight"), py::arg("bias"),
            "a dense conv layer; pad [] for TensorFlow SAME or [top, bottom, left, right]")
-      .def("add_named_block", &PyNet::add_named_block, "add_block with a name and the depthwise conv's pad")
+      .def("add_named_block", &PyNet::add_named_block, py::arg("name"), py::arg("pad"), py::arg("cin"), py::arg("cexp"),
+           py::arg("cout"), py::arg("k"), py::arg("stride"), py::arg("squeeze"), py::arg("skip"),
+           py::arg("expand_weight"), py::arg("expand_bias"), py::arg("dw_weight"), py::arg("dw_bias"),
+           py::arg("se_reduce_weight"), py::arg("se_reduce_bias"), py::arg("se_expand_weight"),
+           py::arg("se_expand_bias"), py::arg("proj_weight"), py::arg("proj_bias"), py::arg("act") = "silu",
+           py::arg("se_inner") = "silu", py::arg("se_gate") = "sigmoid",
+           "add_block with a name, the depthwise conv's pad and the block's activations; squeeze 0 (SE "
+           "pointers 0): no squeeze-excitation")
       .def("out_shape", &PyNet::out_shape, py::arg("h"), py::arg("w"),
            "[c, out_h, out_w] run writes for an (h, w) input ([classes, 1, 1] with a classifier)")
       .def("layer_shape", &PyNet::layer_shape, py::arg("layer"), py::arg("h"), py::arg("w"),

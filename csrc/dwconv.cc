@@ -70,6 +70,17 @@ void swish_inplace(float* data, int64_t count, Isa isa) {
   }
 }
 
+void act_inplace(float* data, int64_t count, Act act, Isa isa) {
+  switch (isa) {
+#define EFFNET_CASE(name, e, lanes, has) \
+    case Isa::e: return name::act_inplace(data, count, act);
+    EFFNET_SIMD_ISAS(EFFNET_CASE)
+#undef EFFNET_CASE
+    default:
+      act_inplace_scalar(data, count, act);
+  }
+}
+
 namespace {
 
 // The path a call takes: the ISA actually used and the layout kernel (or the scalar reference).
@@ -96,7 +107,7 @@ void pack_nhwc(const DwConvParams& p, Isa isa, const float* weight, const float*
   if (size == 0) return;
   path_for(p, &isa);
   const int64_t lanes = isa_lanes(isa), taps = p.k * p.k, vectors = ceil_div(p.c, lanes);
-  std::fill(packed, packed + size, 0.0f);  // lanes past C compute swish(0) = 0
+  std::fill(packed, packed + size, 0.0f);  // lanes past C compute act(0) = 0
   for (int64_t c = 0; c < p.c; ++c) {
     const int64_t v = c / lanes, l = c % lanes;
     for (int64_t t = 0; t < taps; ++t) packed[(v * taps + t) * lanes + l] = weight[c * taps + t];

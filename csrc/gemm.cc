@@ -39,10 +39,13 @@ void gemm_block_scalar(const GemmArgs& g, int64_t i0, int64_t i1, int64_t p0, in
         }
         acc += v * w[kk * kScalarNR];
       }
-      if (g.swish) acc = swish_ref(acc);
-      if (g.residual != nullptr) acc += g.residual[i * g.ldr + j];
       g.c[i * g.ldc + j] = acc;
     }
+    // the epilogue over the row's columns: activation (one switch per row), then the residual
+    const int64_t j0 = p0 * kScalarNR, j1 = std::min(g.n, p1 * kScalarNR);
+    if (j1 > j0) act_inplace_scalar(g.c + i * g.ldc + j0, j1 - j0, g.act);
+    if (g.residual != nullptr)
+      for (int64_t j = j0; j < j1; ++j) g.c[i * g.ldc + j] += g.residual[i * g.ldr + j];
   }
 }
 

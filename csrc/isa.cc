@@ -136,15 +136,17 @@ void dense_strides(int layout, int64_t c, int64_t h, int64_t w, int64_t st[4]) {
 
 }  // namespace
 
-// Depthwise: both layouts, both strides, k 3/5/7, channel tails, pooling.
+// Depthwise: both layouts, both strides, k 3/5/7, channel tails, pooling, every activation.
 bool dwconv_self_test(Isa isa, std::string* why) {
   Lcg rnd{12345u};
+  for (Act act : {Act::kSilu, Act::kRelu, Act::kRelu6, Act::kHardswish, Act::kIdentity})
   for (int64_t k : {3, 5, 7})
     for (int64_t stride : {1, 2})
       for (int layout = 0; layout < 2; ++layout) {
         DwConvParams p;
         p.n = 2; p.c = 19; p.h = 9; p.w = 37; p.k = k; p.stride = stride;
         p.pad_top = p.pad_left = k / 2;
+        p.act = act;
         p.out_h = conv_out_size(p.h, k, stride, k / 2, k / 2);
         p.out_w = conv_out_size(p.w, k, stride, k / 2, k / 2);
         dense_strides(layout, p.c, p.h, p.w, p.x_stride);
@@ -164,7 +166,7 @@ bool dwconv_self_test(Isa isa, std::string* why) {
         }
         for (size_t i = 0; i < p0.size(); ++i) err = std::max(err, static_cast<double>(std::fabs(p1[i] - p0[i])));
         if (!(err <= 1e-4 * ref)) {
-          *why = std::string(isa_name(isa)) + " self-test failed (k=" + std::to_string(k) + " stride=" +
+          *why = std::string(isa_name(isa)) + " self-test failed (" + act_name(act) + " k=" + std::to_string(k) + " stride=" +
                  std::to_string(stride) + (layout ? " nhwc" : " nchw") + ", max error " + std::to_string(err) + ")";
           return false;
         }
@@ -182,18 +184,21 @@ bool se_self_test(Isa isa, std::string* why) {
   std::vector<float> packed(se_packed_size(c, s));
   const int64_t s1[2] = {c, 1}, s2[2] = {s, 1};
   se_pack(c, s, w1.data(), s1, b1.data(), w2.data(), s2, b2.data(), packed.data());
-  for (int layout = 0; layout < 2; ++layout) {
+  for (int variant = 0; variant < 4; ++variant) {
+    const int layout = variant % 2;
+    const Act inner = variant < 2 ? Act::kSilu : Act::kRelu, gate = variant < 2 ? Act::kSigmoid : Act::kHardsigmoid;
     SeParams p;
     p.n = n; p.c = c; p.h = h; p.w = w;
     dense_strides(layout, c, h, w, p.x_stride);
     std::copy(p.x_stride, p.x_stride + 4, p.y_stride);
     std::vector<float> y0(x.size()), y1(x.size());
-    squeeze_excite(p, s, x.data(), packed.data(), y0.data(), 1, Isa::kScalar);
-    squeeze_excite(p, s, x.data(), packed.data(), y1.data(), 1, isa);
+    squeeze_excite(p, s, x.data(), packed.data(), y0.data(), 1, Isa::kScalar, inner, gate);
+    squeeze_excite(p, s, x.data(), packed.data(), y1.data(), 1, isa, inner, gate);
     double err = 0.0;
     for (size_t i = 0; i < x.size(); ++i) err = std::max(err, static_cast<double>(std::fabs(y1[i] - y0[i])));
     if (!(err <= 1e-5)) {
-      *why = std::string(isa_name(isa)) + " squeeze-excitation self-test failed (" + (layout ? "nhwc" : "nchw") +
+      *why = std::string(isa_name(isa)) + " squeeze-excitation self-test failed (" + act_name(gate) + ", " +
+             (layout ? "nhwc" : "nchw") +
              ", max error " + std::to_string(err) + ")";
       return false;
     }
@@ -211,7 +216,7 @@ bool gemm_self_test(Isa isa, std::string* why) {
   std::vector<float> a(m * k), w(n * k), bias(n), scale(2 * k), r(m * n);
   for (auto* v : {&a, &w, &bias, &scale, &r})
     for (float& x : *v) x = u(rng);
-  for (bool swish : {false, true}) {
+  for (Act act : {Act::kIdentity, Act::kSilu, Act::kHardswish}) {
     std::vector<float> pw(gemm_packed_size(n, k, isa)), ps(gemm_packed_size(n, k, Isa::kScalar));
     gemm_pack(n, k, w.data(), k, 1, pw.data(), isa);
     gemm_pack(n, k, w.data(), k, 1, ps.data(), Isa::kScalar);
@@ -219,7 +224,7 @@ bool gemm_self_test(Isa isa, std::string* why) {
     GemmArgs g;
     g.m = m; g.n = n; g.k = k; g.a = a.data(); g.lda = k; g.bias = bias.data();
     g.scale = scale.data(); g.rows_per_scale = 12; g.residual = r.data(); g.ldr = n;
-    g.ldc = n; g.swish = swish;
+    g.ldc = n; g.act = act;
     g.packed = pw.data(); g.c = got.data();
     gemm(g, 1, isa);
     g.packed = ps.data(); g.c = want.data();

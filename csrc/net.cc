@@ -14,7 +14,8 @@
 namespace effnet {
 
 struct Net::Block {
-  int64_t cin = 0, cexp = 0, cout = 0, k = 1, stride = 1, squeeze = 0;
+  int64_t cin = 0, cexp = 0, cout = 0, k = 1, stride = 1, squeeze = 0;  // squeeze 0: no SE
+  BlockActs acts;
   bool skip = false;  // (a conv layer's Block is never set: these defaults keep its copy defined)
   std::vector<float> expand_packed, expand_bias;  // empty without an expand conv
   std::vector<float> dw_weight, dw_bias, dw_packed;
@@ -30,7 +31,7 @@ struct Net::Layer {
   bool is_block = false;
   // conv (is_block false)
   int64_t cin = 0, cout = 0, k = 1, stride = 1;
-  bool swish = false;
+  Act act = Act::kIdentity;
   std::vector<float> packed, bias;
   // block (is_block true)
   Block block;
@@ -168,14 +169,14 @@ void im2col_row(const float* x, int64_t s, int64_t oy, int64_t h, int64_t w, con
 }
 
 GemmArgs gemm_args(int64_t m, int64_t n, int64_t k, const float* a, const std::vector<float>& packed,
-                   const std::vector<float>& bias, float* c, bool swish) {
+                   const std::vector<float>& bias, float* c, Act act) {
   GemmArgs g;
   g.m = m; g.n = n; g.k = k;
   g.a = a; g.lda = k;
   g.packed = packed.data();
   g.bias = bias.empty() ? nullptr : bias.data();
   g.c = c; g.ldc = n;
-  g.swish = swish;
+  g.act = act;
   return g;
 }
 
@@ -208,12 +209,13 @@ void Net::add_layer(Layer&& layer) {
 }
 
 void Net::add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride, const Pad& pad,
-                   bool swish, const float* weight, const float* bias) {
+                   Act act, const float* weight, const float* bias) {
   require(cin >= 1 && cout >= 1 && k >= 1 && stride >= 1, name + ": a conv needs cin, cout, k, stride >= 1");
+  require(is_layer_act(act), name + ": act must be a layer activation, got " + act_name(act));
   check_pad(pad, name);
   check_follows(name, cin);
   Layer l;
-  l.name = name; l.pad = pad; l.cin = cin; l.cout = cout; l.k = k; l.stride = stride; l.swish = swish;
+  l.name = name; l.pad = pad; l.cin = cin; l.cout = cout; l.k = k; l.stride = stride; l.act = act;
   l.packed = packed_gemm(cout, cin * k * k, weight, isa_, "conv weight");
   l.bias = copy_of(bias, cout, "conv bias");
   add_layer(std::move(l));
@@ -221,11 +223,11 @@ void Net::add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k
 
 void Net::set_stem(int64_t cin, int64_t cout, int64_t k, int64_t stride, const float* weight, const float* bias) {
   require(k % 2 == 1, "stem needs an odd k");
-  add_conv("stem", cin, cout, k, stride, same_ ? Pad::tf_same() : Pad::symmetric(k), true, weight, bias);
+  add_conv("stem", cin, cout, k, stride, same_ ? Pad::tf_same() : Pad::symmetric(k), Act::kSilu, weight, bias);
 }
 
 void Net::set_head(int64_t cin, int64_t cout, const float* weight, const float* bias) {
-  add_conv("head", cin, cout, 1, 1, Pad{}, true, weight, bias);
+  add_conv("head", cin, cout, 1, 1, Pad{}, Act::kSilu, weight, bias);
 }
 
 void Net::add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip,
@@ -242,8 +244,13 @@ void Net::add_block(const std::string& name, const Pad& pad, int64_t cin, int64_
                     int64_t stride, int64_t squeeze, bool skip, const float* expand_weight,
                     const float* expand_bias, const float* dw_weight, const float* dw_bias,
                     const float* se_reduce_weight, const float* se_reduce_bias, const float* se_expand_weight,
-                    const float* se_expand_bias, const float* proj_weight, const float* proj_bias) {
-  require(cin >= 1 && cexp >= 1 && cout >= 1 && squeeze >= 1, name + ": block channel counts must be >= 1");
+                    const float* se_expand_bias, const float* proj_weight, const float* proj_bias,
+                    const BlockActs& acts) {
+  require(cin >= 1 && cexp >= 1 && cout >= 1 && squeeze >= 0, name + ": block channel counts must be >= 1 (squeeze >= 0)");
+  require(is_layer_act(acts.act) && is_layer_act(acts.se_inner),
+          name + ": act and se_inner must be layer activations, got " + act_name(acts.act) + ", " +
+              act_name(acts.se_inner));
+  require(is_gate(acts.se_gate), name + ": se_gate must be sigmoid or hardsigmoid, got " + act_name(acts.se_gate));
   require(k >= 1 && k % 2 == 1 && k <= 7, name + ": block kernel size must be odd and <= 7, got " + std::to_string(k));
   require(stride == 1 || stride == 2, name + ": block stride must be 1 or 2, got " + std::to_string(stride));
   require(!skip || (stride == 1 && cin == cout), name + ": a block with a residual needs stride 1 and cin == cout");
@@ -254,6 +261,7 @@ void Net::add_block(const std::string& name, const Pad& pad, int64_t cin, int64_
   l.name = name; l.pad = pad; l.is_block = true; l.block_index = blocks_added_;
   Block& b = l.block;
   b.cin = cin; b.cexp = cexp; b.cout = cout; b.k = k; b.stride = stride; b.squeeze = squeeze; b.skip = skip;
+  b.acts = acts;
   if (expand_weight != nullptr) {
     b.expand_packed = packed_gemm(cexp, cin, expand_weight, isa_, "expand weight");
     b.expand_bias = copy_of(expand_bias, cexp, "expand bias");
@@ -261,7 +269,7 @@ void Net::add_block(const std::string& name, const Pad& pad, int64_t cin, int64_
   b.dw_weight = copy_of(dw_weight, cexp * k * k, "dw weight");
   b.dw_bias = copy_of(dw_bias, cexp, "dw bias");
   DwConvParams p;  // the NHWC geometry every call of this block has (the packing does not depend on h, w)
-  p.n = 1; p.c = cexp; p.h = p.w = k; p.out_h = p.out_w = 1; p.k = k; p.stride = stride;
+  p.n = 1; p.c = cexp; p.h = p.w = k; p.out_h = p.out_w = 1; p.k = k; p.stride = stride; p.act = acts.act;
   nhwc_strides(p.x_stride, cexp, k, k);
   nhwc_strides(p.y_stride, cexp, 1, 1);
   b.dw_packed.resize(nhwc_packed_size(p, isa_));
@@ -280,12 +288,17 @@ void Net::add_block(const std::string& name, const Pad& pad, int64_t cin, int64_
       pack_nhwc(q, isa_, b.dw_weight.data() + c0 * k * k, b.dw_bias.data() + c0, b.group_packed.back().data());
     }
   }
-  require(se_reduce_weight && se_reduce_bias && se_expand_weight && se_expand_bias,
-          name + ": SE weights must not be null");
-  b.se_packed.resize(se_packed_size(cexp, squeeze));
-  const int64_t s1[2] = {cexp, 1}, s2[2] = {squeeze, 1};
-  se_pack(cexp, squeeze, se_reduce_weight, s1, se_reduce_bias, se_expand_weight, s2, se_expand_bias,
-          b.se_packed.data());
+  if (squeeze > 0) {
+    require(se_reduce_weight && se_reduce_bias && se_expand_weight && se_expand_bias,
+            name + ": SE weights must not be null (squeeze > 0)");
+    b.se_packed.resize(se_packed_size(cexp, squeeze));
+    const int64_t s1[2] = {cexp, 1}, s2[2] = {squeeze, 1};
+    se_pack(cexp, squeeze, se_reduce_weight, s1, se_reduce_bias, se_expand_weight, s2, se_expand_bias,
+            b.se_packed.data());
+  } else {
+    require(!se_reduce_weight && !se_reduce_bias && !se_expand_weight && !se_expand_bias,
+            name + ": a block without SE (squeeze 0) takes no SE weights");
+  }
   b.proj_packed = packed_gemm(cout, cexp, proj_weight, isa_, "projection weight");
   b.proj_bias = copy_of(proj_bias, cout, "projection bias");
   add_layer(std::move(l));
@@ -466,7 +479,7 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
       }
       hh = ay.out;
       ww = ax.out;
-      gemm(gemm_args(n * hh * ww, l.cout, l.cin * l.k * l.k, a, l.packed, l.bias, dst, l.swish), num_threads, isa_);
+      gemm(gemm_args(n * hh * ww, l.cout, l.cin * l.k * l.k, a, l.packed, l.bias, dst, l.act), num_threads, isa_);
       mark(l.name + ".gemm");
       tap(l.name, dst, hh, ww, l.cout);
     } else {
@@ -476,34 +489,40 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
       const float* ex = in;
       const Axis by = axis_h(l.pad, hh, b.k, b.stride), bx = axis_w(l.pad, ww, b.k, b.stride);
       const bool banded = band_fusion_ && b.group > 0 && hh * ww * b.cexp > band_min_floats_;
+      float* pool_out = b.squeeze > 0 ? pooled : nullptr;  // no SE: nothing needs the depthwise means
       if (banded) {
-        expand_dw_banded(b, in, n, hh, ww, by.before, bx.before, by.out, bx.out, y, pooled, num_threads);
+        expand_dw_banded(b, in, n, hh, ww, by.before, bx.before, by.out, bx.out, y, pool_out, num_threads);
         mark("expand_dw." + bi);
       } else {
         if (!b.expand_packed.empty()) {
-          gemm(gemm_args(n * hh * ww, b.cexp, b.cin, in, b.expand_packed, b.expand_bias, e, true), num_threads,
+          gemm(gemm_args(n * hh * ww, b.cexp, b.cin, in, b.expand_packed, b.expand_bias, e, b.acts.act), num_threads,
                isa_);
           ex = e;
           mark("expand." + bi);
         }
         DwConvParams p;
         p.n = n; p.c = b.cexp; p.h = hh; p.w = ww; p.out_h = by.out; p.out_w = bx.out;
-        p.k = b.k; p.stride = b.stride; p.pad_top = by.before; p.pad_left = bx.before;
+        p.k = b.k; p.stride = b.stride; p.pad_top = by.before; p.pad_left = bx.before; p.act = b.acts.act;
         nhwc_strides(p.x_stride, b.cexp, hh, ww);
         nhwc_strides(p.y_stride, b.cexp, by.out, bx.out);
         const bool packed_fits = nhwc_packed_size(p, isa_) == b.dw_packed.size() && !b.dw_packed.empty();
-        dwconv_bias_swish(p, ex, b.dw_weight.data(), b.dw_bias.data(), y, pooled, num_threads, isa_,
+        dwconv_bias_swish(p, ex, b.dw_weight.data(), b.dw_bias.data(), y, pool_out, num_threads, isa_,
                           packed_fits ? b.dw_packed.data() : nullptr);
         mark("dw." + bi);
       }
       if (taps_on_) tap(l.name + ".dw", y, by.out, bx.out, b.cexp);
-      se_gate(n, b.cexp, b.squeeze, b.se_packed.data(), pooled, gate, num_threads, isa_);
-      mark("se_gate." + bi);
+      if (b.squeeze > 0) {
+        se_gate(n, b.cexp, b.squeeze, b.se_packed.data(), pooled, gate, num_threads, isa_, b.acts.se_inner,
+                b.acts.se_gate);
+        mark("se_gate." + bi);
+      }
       hh = by.out;
       ww = bx.out;
-      GemmArgs g = gemm_args(n * hh * ww, b.cout, b.cexp, y, b.proj_packed, b.proj_bias, dst, false);
-      g.scale = gate;
-      g.rows_per_scale = hh * ww;
+      GemmArgs g = gemm_args(n * hh * ww, b.cout, b.cexp, y, b.proj_packed, b.proj_bias, dst, Act::kIdentity);
+      if (b.squeeze > 0) {
+        g.scale = gate;
+        g.rows_per_scale = hh * ww;
+      }
       if (b.skip) {
         g.residual = in;
         g.ldr = b.cout;
@@ -535,7 +554,7 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
     float* features = sized(arena.features, n * cc);
     se_pool(sp, cur, features, num_threads, isa_);
     mark("head.pool");
-    gemm(gemm_args(n, classes_, cc, features, cls_packed_, cls_bias_, out, false), num_threads, isa_);
+    gemm(gemm_args(n, classes_, cc, features, cls_packed_, cls_bias_, out, Act::kIdentity), num_threads, isa_);
     mark("classifier");
   }
   if (profiling_ || taps_on_) {
@@ -562,7 +581,7 @@ void Net::expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h
     float* buf = sized(band, cap_rows * row_floats);
     float* mean = sized(means, gc);
     GemmArgs ge;
-    ge.n = gc; ge.k = b.cin; ge.lda = b.cin; ge.ldc = g; ge.swish = true;
+    ge.n = gc; ge.k = b.cin; ge.lda = b.cin; ge.ldc = g; ge.act = b.acts.act;
     ge.packed = b.expand_packed.data() + (c0 / nr) * nr * b.cin;
     ge.bias = b.expand_bias.data() + c0;
     int64_t buf_lo = 0, buf_hi = 0;  // input rows [buf_lo, buf_hi) of this sample are in buf
@@ -587,18 +606,20 @@ void Net::expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h
       buf_hi = hi;
       DwConvParams p;
       p.n = 1; p.c = gc; p.h = hi - lo; p.w = w; p.out_h = oh1 - oh0; p.out_w = out_w;
-      p.k = k; p.stride = s; p.pad_top = lo - (oh0 * s - pad_top); p.pad_left = pad_left;
+      p.k = k; p.stride = s; p.pad_top = lo - (oh0 * s - pad_top); p.pad_left = pad_left; p.act = b.acts.act;
       nhwc_strides(p.x_stride, g, hi - lo, w);
       nhwc_strides(p.y_stride, b.cexp, out_h, out_w);
       const std::vector<float>& packed = b.group_packed[gi];
       const bool fits = !packed.empty() && nhwc_packed_size(p, isa_) == packed.size();
       dwconv_bias_swish(p, buf, b.dw_weight.data() + c0 * k * k, b.dw_bias.data() + c0,
-                        y + ((smp * out_h + oh0) * out_w) * b.cexp + c0, mean, 1, isa_,
+                        y + ((smp * out_h + oh0) * out_w) * b.cexp + c0, pooled ? mean : nullptr, 1, isa_,
                         fits ? packed.data() : nullptr);
+      if (pooled == nullptr) continue;
       const double count = static_cast<double>((oh1 - oh0) * out_w);
       for (int64_t j = 0; j < gc; ++j) sums[smp * b.cexp + c0 + j] += static_cast<double>(mean[j]) * count;
     }
   });
+  if (pooled == nullptr) return;
   const double plane = static_cast<double>(out_h * out_w);
   for (int64_t i = 0; i < n * b.cexp; ++i) pooled[i] = static_cast<float>(sums[i] / plane);
 }

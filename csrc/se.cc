@@ -16,7 +16,7 @@ struct SeKernels {
   void (*pool_rows)(const float*, int64_t, int64_t, int64_t, double*) = nullptr;
   double (*sum)(const float*, int64_t) = nullptr;
   void (*reduce_rows)(int64_t, int64_t, const float*, const float*, float*, int64_t, int64_t, int64_t) = nullptr;
-  void (*expand_rows)(int64_t, int64_t, const float*, const float*, float*, int64_t, int64_t, int64_t) = nullptr;
+  void (*expand_rows)(int64_t, int64_t, const float*, const float*, float*, int64_t, int64_t, int64_t, Act) = nullptr;
   void (*scale_rows)(const float*, int64_t, float*, int64_t, int64_t, const float*, int64_t) = nullptr;
   void (*scale_const)(const float*, float*, int64_t, float) = nullptr;
 };
@@ -47,8 +47,6 @@ void check_se_params(const SeParams& p, bool with_y) {
     if (p.x_stride[i] < 0 || (with_y && p.y_stride[i] < 0))
       throw std::invalid_argument("SeParams: strides must be non-negative");
 }
-
-float sigmoid_ref(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -136,9 +134,13 @@ void se_pool(const SeParams& p, const float* x, float* pooled, int num_threads, 
 }
 
 void se_gate(int64_t n, int64_t c, int64_t s, const float* packed, const float* pooled, float* gate, int num_threads,
-             Isa isa) {
+             Isa isa, Act inner, Act gate_act) {
   check_isa(isa);
   if (c <= 0 || s <= 0 || n < 0) throw std::invalid_argument("se_gate: n >= 0, c > 0 and s > 0 required");
+  if (!is_layer_act(inner))
+    throw std::invalid_argument(std::string("se_gate: inner_act must be a layer activation, got ") + act_name(inner));
+  if (!is_gate(gate_act))
+    throw std::invalid_argument(std::string("se_gate: gate must be sigmoid or hardsigmoid, got ") + act_name(gate_act));
   if (n == 0) return;
   const SeKernels k = se_kernels_for(isa);
   if (!k.reduce_rows) {
@@ -151,13 +153,15 @@ void se_gate(int64_t n, int64_t c, int64_t s, const float* packed, const float* 
       for (int64_t j = 0; j < s; ++j) {
         float acc = 0.0f;
         for (int64_t i = 0; i < c; ++i) acc += w1[j * c + i] * pooled[r * c + i];
-        hidden[j] = swish_ref(b1[j] + acc);
+        hidden[j] = b1[j] + acc;
       }
+      act_inplace_scalar(hidden.data(), s, inner);
       for (int64_t i = 0; i < c; ++i) {
         float z = b2[i];
         for (int64_t j = 0; j < s; ++j) z += hidden[j] * w2t[j * c + i];
-        gate[r * c + i] = sigmoid_ref(z);
+        gate[r * c + i] = z;
       }
+      act_inplace_scalar(gate + r * c, c, gate_act);
     }
     return;
   }
@@ -171,13 +175,13 @@ void se_gate(int64_t n, int64_t c, int64_t s, const float* packed, const float* 
   parallel_for(j_tasks, threads, [&](int64_t t) {
     k.reduce_rows(c, s, packed, pooled, hidden.data(), n, s * t / j_tasks, s * (t + 1) / j_tasks);
   });
-  swish_inplace(hidden.data(), n * s, isa);
+  act_inplace(hidden.data(), n * s, inner, isa);
   constexpr int64_t kChunk = 64;  // channels per expand task: whole vectors for every ISA
   const int64_t c_tasks = std::min<int64_t>(ceil_div(c, kChunk), 4 * threads);
   parallel_for(c_tasks, threads, [&](int64_t t) {
     const int64_t chunks = ceil_div(c, kChunk);
     const int64_t c0 = std::min(c, chunks * t / c_tasks * kChunk), c1 = std::min(c, chunks * (t + 1) / c_tasks * kChunk);
-    if (c0 < c1) k.expand_rows(c, s, packed, hidden.data(), gate, n, c0, c1);
+    if (c0 < c1) k.expand_rows(c, s, packed, hidden.data(), gate, n, c0, c1, gate_act);
   });
 }
 
@@ -222,13 +226,13 @@ void se_apply(const SeParams& p, const float* x, const float* gate, float* y, in
 }
 
 void squeeze_excite(const SeParams& p, int64_t s, const float* x, const float* packed, float* y, int num_threads,
-                    Isa isa) {
+                    Isa isa, Act inner, Act gate_act) {
   check_se_params(p, true);
   check_isa(isa);
   if (p.n == 0) return;
   std::vector<float> pooled(static_cast<size_t>(p.n * p.c)), gate(static_cast<size_t>(p.n * p.c));
   se_pool(p, x, pooled.data(), num_threads, isa);
-  se_gate(p.n, p.c, s, packed, pooled.data(), gate.data(), num_threads, isa);
+  se_gate(p.n, p.c, s, packed, pooled.data(), gate.data(), num_threads, isa, inner, gate_act);
   se_apply(p, x, gate.data(), y, num_threads, isa);
 }
 

@@ -61,6 +61,10 @@ EFFNET_ALWAYS_INLINE vf vexp_neg1p(vf z) {
 EFFNET_ALWAYS_INLINE vf vswish(vf z) { return _mm256_div_ps(z, vexp_neg1p(z)); }
 
 inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+// max / min of a constant c and x: x when x is NaN (the second operand is returned when either is NaN).
+inline vf vmax_c(vf c, vf x) { return _mm256_max_ps(c, x); }
+inline vf vmin_c(vf c, vf x) { return _mm256_min_ps(c, x); }
+inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
 // v with its subnormal lanes (0 < |v| < FLT_MIN) set to zero (see scale_row in gemm_impl.inc).
 inline vf vflush_subnormal(vf v) {
   const vf mag = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);

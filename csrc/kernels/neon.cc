@@ -61,6 +61,10 @@ EFFNET_ALWAYS_INLINE vf vexp_neg1p(vf z) {
 EFFNET_ALWAYS_INLINE vf vswish(vf z) { return vdivq_f32(z, vexp_neg1p(z)); }
 
 inline vf vmul(vf a, vf b) { return vmulq_f32(a, b); }
+// max / min of a constant c and x: NaN when x is NaN (FMAX / FMIN propagate NaN).
+inline vf vmax_c(vf c, vf x) { return vmaxq_f32(c, x); }
+inline vf vmin_c(vf c, vf x) { return vminq_f32(c, x); }
+inline vf vdiv(vf a, vf b) { return vdivq_f32(a, b); }
 // v with its subnormal lanes (0 < |v| < FLT_MIN) set to zero (see scale_row in gemm_impl.inc).
 inline vf vflush_subnormal(vf v) {
   const uint32x4_t tiny = vcaltq_f32(v, vdupq_n_f32(1.17549435e-38f));  // false for NaN: NaN kept

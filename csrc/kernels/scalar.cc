@@ -1,4 +1,4 @@
-// Scalar reference micro-kernel for depthwise conv + bias + Swish (any strides, any odd k).
+// Scalar reference micro-kernel for depthwise conv + bias + activation (any strides, any odd k).
 // This is the oracle every SIMD micro-kernel is tested against and the fallback on CPUs
 // without a SIMD path.
 #include <cmath>
@@ -28,6 +28,8 @@ void check_params(const DwConvParams& p) {
   require(p.pad_top >= 0 && p.pad_left >= 0 && p.pad_top < p.k && p.pad_left < p.k,
           "pad_top/pad_left must be in [0, k), got " + std::to_string(p.pad_top) + "/" +
               std::to_string(p.pad_left));
+  require(is_layer_act(p.act), std::string("act must be a layer activation (silu, relu, relu6, hardswish, "
+                                            "identity), got ") + act_name(p.act));
   require(p.out_h >= 1 && p.out_w >= 1,
           "out_h and out_w must be >= 1, got " + std::to_string(p.out_h) + "x" + std::to_string(p.out_w));
   // The output must not need padding beyond k - 1 at the bottom/right.
@@ -40,8 +42,11 @@ void check_params(const DwConvParams& p) {
 
 namespace scalar {
 
-void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weight, const float* bias,
-                       float* y, float* pooled) {
+namespace {
+
+template <Act A>
+void dwconv_bias_act(const DwConvParams& p, const float* x, const float* weight, const float* bias, float* y,
+                     float* pooled) {
   const int64_t k = p.k;
   const double area = static_cast<double>(p.out_h * p.out_w);
   for (int64_t n = 0; n < p.n; ++n) {
@@ -65,7 +70,7 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
               acc += xc[ih * p.x_stride[2] + iw * p.x_stride[3]] * wc[kh * k + kw];
             }
           }
-          const float out = swish_ref(acc + b);
+          const float out = act_apply<A>(acc + b);
           yc[oh * p.y_stride[2] + ow * p.y_stride[3]] = out;
           sum += out;
         }
@@ -73,6 +78,13 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
       if (pooled != nullptr) pooled[n * p.c + c] = static_cast<float>(sum / area);
     }
   }
+}
+
+}  // namespace
+
+void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weight, const float* bias,
+                       float* y, float* pooled) {
+  with_act(p.act, [&](auto tag) { dwconv_bias_act<decltype(tag)::value>(p, x, weight, bias, y, pooled); });
 }
 
 }  // namespace scalar

@@ -22,7 +22,11 @@ struct Case {
   int64_t n, c, h, w, k, stride;
   Padding padding;
   Layout layout;
+  effnet::Act act = effnet::Act::kSilu;
 };
+
+using effnet::Act;
+constexpr Act kLayerActs[] = {Act::kSilu, Act::kRelu, Act::kRelu6, Act::kHardswish, Act::kIdentity};
 
 void set_strides(int64_t* s, Layout layout, int64_t c, int64_t h, int64_t w) {
   if (layout == Layout::kNCHW) {
@@ -44,18 +48,30 @@ void axis_geometry(int64_t in, int64_t k, int64_t stride, Padding padding, int64
   }
 }
 
-double reference_swish(double v) { return v / (1.0 + std::exp(-v)); }
+// Each activation in float64, written here from its definition (eager PyTorch's).
+double reference_act(double v, Act a) {
+  const auto clamp06 = [](double t) { return std::min(std::max(t, 0.0), 6.0); };
+  switch (a) {
+    case Act::kSilu: return v / (1.0 + std::exp(-v));
+    case Act::kRelu: return std::max(v, 0.0);
+    case Act::kRelu6: return clamp06(v);
+    case Act::kHardswish: return v * clamp06(v + 3.0) / 6.0;
+    case Act::kIdentity: return v;
+    default: return NAN;
+  }
+}
 
 void run_case(const Case& cs, std::mt19937& rng) {
   effnet::DwConvParams p;
-  p.n = cs.n; p.c = cs.c; p.h = cs.h; p.w = cs.w; p.k = cs.k; p.stride = cs.stride;
+  p.n = cs.n; p.c = cs.c; p.h = cs.h; p.w = cs.w; p.k = cs.k; p.stride = cs.stride; p.act = cs.act;
   axis_geometry(cs.h, cs.k, cs.stride, cs.padding, &p.pad_top, &p.out_h);
   axis_geometry(cs.w, cs.k, cs.stride, cs.padding, &p.pad_left, &p.out_w);
   set_strides(p.x_stride, cs.layout, p.c, p.h, p.w);
   set_strides(p.y_stride, cs.layout, p.c, p.out_h, p.out_w);
   effnet::check_params(p);
 
-  std::normal_distribution<float> dist(0.0f, 1.0f);
+  // (x ~ N(0, 3) with the cousins' activations: outputs on both sides of their kinks at -3, 0, 3 and 6)
+  std::normal_distribution<float> dist(0.0f, cs.act == Act::kSilu ? 1.0f : 3.0f);
   std::vector<float> x(p.n * p.c * p.h * p.w), wt(p.c * p.k * p.k), b(p.c);
   for (auto& v : x) v = dist(rng);
   for (auto& v : wt) v = dist(rng) / static_cast<float>(p.k);
@@ -84,7 +100,7 @@ void run_case(const Case& cs, std::mt19937& rng) {
           for (int64_t kh = 0; kh < p.k; ++kh)
             for (int64_t kw = 0; kw < p.k; ++kw)
               acc += padded[(oh * p.stride + kh) * pw + ow * p.stride + kw] * wt[(c * p.k + kh) * p.k + kw];
-          const double ref = reference_swish(acc);
+          const double ref = reference_act(acc, cs.act);
           const double got = y[n * p.y_stride[0] + c * p.y_stride[1] + oh * p.y_stride[2] + ow * p.y_stride[3]];
           max_err = std::max(max_err, std::fabs(got - ref));
           max_ref = std::max(max_ref, std::fabs(ref));
@@ -99,8 +115,8 @@ void run_case(const Case& cs, std::mt19937& rng) {
   }
   const double rel = ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
   EXPECT(rel <= 1e-5 && max_err <= 1e-4 * std::max(max_ref, 1e-30) && pool_err <= 1e-5 * std::max(max_ref, 1.0),
-         "n=%lld c=%lld h=%lld w=%lld k=%lld s=%lld %s %s: rel=%.3g max_err=%.3g max_ref=%.3g pool_err=%.3g",
-         (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w, (long long)cs.k,
+         "%s n=%lld c=%lld h=%lld w=%lld k=%lld s=%lld %s %s: rel=%.3g max_err=%.3g max_ref=%.3g pool_err=%.3g",
+         effnet::act_name(cs.act), (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w, (long long)cs.k,
          (long long)cs.stride, cs.padding == Padding::kSame ? "same" : "symmetric",
          cs.layout == Layout::kNHWC ? "nhwc" : "nchw", rel, max_err, max_ref, pool_err);
 }
@@ -123,8 +139,9 @@ void test_awkward_shapes() {
   const int64_t channels[] = {1, 3, 7, 8, 16, 17, 31, 33};
   const int64_t sizes[][2] = {{1, 1}, {2, 3}, {5, 5}, {7, 4}, {13, 11}, {14, 14}};
   const int cases = for_each_case(channels, sizes, [&](int64_t k, int64_t stride, Padding pad, Layout layout,
-                                                       int64_t c, int64_t h, int64_t w, int) {
-    run_case({(c % 2) + 1, c, h, w, k, stride, pad, layout}, rng);
+                                                       int64_t c, int64_t h, int64_t w, int i) {
+    // every activation on every (k, stride, padding, layout): they cycle over the channel / size cases
+    run_case({(c % 2) + 1, c, h, w, k, stride, pad, layout, kLayerActs[i % 5]}, rng);
   });
   std::printf("awkward shapes: %d cases\n", cases);
 }
@@ -202,6 +219,7 @@ void test_check_params() {
   p = good; p.c = 0; expect_invalid(p, "c must");
   p = good; p.out_h = 9; expect_invalid(p, "out_h");
   p = good; p.pad_top = 3; expect_invalid(p, "pad_top");
+  p = good; p.act = Act::kSigmoid; expect_invalid(p, "act must");
 }
 
 void test_swish_special_values() {
@@ -215,7 +233,7 @@ void test_swish_special_values() {
 // Every SIMD path the host can run, through the threaded dispatcher, against the scalar reference.
 void run_isa_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rng, bool strided_view) {
   effnet::DwConvParams p;
-  p.n = cs.n; p.c = cs.c; p.h = cs.h; p.w = cs.w; p.k = cs.k; p.stride = cs.stride;
+  p.n = cs.n; p.c = cs.c; p.h = cs.h; p.w = cs.w; p.k = cs.k; p.stride = cs.stride; p.act = cs.act;
   axis_geometry(cs.h, cs.k, cs.stride, cs.padding, &p.pad_top, &p.out_h);
   axis_geometry(cs.w, cs.k, cs.stride, cs.padding, &p.pad_left, &p.out_w);
   // Input buffer with one guard element on each side of the tensor (checked untouched), optionally a
@@ -223,7 +241,7 @@ void run_isa_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rn
   const int64_t c_alloc = strided_view ? p.c + 1 : p.c;
   set_strides(p.x_stride, cs.layout, c_alloc, p.h, p.w);
   set_strides(p.y_stride, cs.layout, p.c, p.out_h, p.out_w);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::normal_distribution<float> dist(0.0f, cs.act == Act::kSilu ? 1.0f : 3.0f);
   std::vector<float> xbuf(p.n * c_alloc * p.h * p.w + 2), wt(p.c * p.k * p.k), b(p.c);
   for (auto& v : xbuf) v = dist(rng);
   for (auto& v : wt) v = dist(rng) / static_cast<float>(p.k);
@@ -256,8 +274,8 @@ void run_isa_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rn
   }
   EXPECT(rel <= 1e-5 && max_err <= 1e-4 * std::max(max_ref, 1e-30) && pool_err <= 1e-5 * std::max(max_ref, 1.0) &&
              guards,
-         "%s threads=%d n=%lld c=%lld h=%lld w=%lld k=%lld s=%lld %s %s%s: rel=%.3g max_err=%.3g pool_err=%.3g guards=%d",
-         effnet::isa_name(isa), threads, (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w,
+         "%s %s threads=%d n=%lld c=%lld h=%lld w=%lld k=%lld s=%lld %s %s%s: rel=%.3g max_err=%.3g pool_err=%.3g guards=%d",
+         effnet::isa_name(isa), effnet::act_name(cs.act), threads, (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w,
          (long long)cs.k, (long long)cs.stride, cs.padding == Padding::kSame ? "same" : "symmetric",
          cs.layout == Layout::kNHWC ? "nhwc" : "nchw", strided_view ? " view" : "", rel, max_err, pool_err,
          guards);
@@ -276,7 +294,7 @@ void test_isa_paths() {
     cases += for_each_case(channels, sizes, [&](int64_t k, int64_t stride, Padding pad, Layout layout, int64_t c,
                                                 int64_t h, int64_t w, int i) {
       const int threads = 1 + ((cases + i) % 3);
-      run_isa_case(isa, {(c % 3) + 1, c, h, w, k, stride, pad, layout}, threads, rng, c % 4 == 1);
+      run_isa_case(isa, {(c % 3) + 1, c, h, w, k, stride, pad, layout, kLayerActs[i % 5]}, threads, rng, c % 4 == 1);
     });
     std::printf("isa %s: checked\n", effnet::isa_name(isa));
   }
@@ -302,6 +320,53 @@ void test_swish_inplace() {
 #undef EFFNET_RUN
 }
 
+// Every activation and gate of every SIMD path against the scalar rule (effnet/act.h) on special and
+// ordinary values, and the scalar rule against what eager PyTorch gives for the special ones.
+void test_act_inplace() {
+  const float inf = INFINITY, nan = NAN;
+  const std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.0f, 2.999f, 3.0f, 3.001f, -2.999f, -3.0f, -3.001f, 5.999f, 6.0f,
+                                6.001f, 20.0f, -20.0f, 88.5f, -88.5f, 1e30f, -1e30f, inf, -inf, nan, 1e-40f, -1e-40f,
+                                0.3f, -0.3f, 5.0f};
+  const Act all[] = {Act::kSilu, Act::kRelu, Act::kRelu6, Act::kHardswish, Act::kIdentity, Act::kSigmoid,
+                     Act::kHardsigmoid};
+  auto run = [&](void (*fn)(float*, int64_t, Act), const char* name) {
+    for (Act act : all) {
+      std::vector<float> got = v;
+      fn(got.data(), static_cast<int64_t>(got.size()), act);
+      const bool exp_based = act == Act::kSilu || act == Act::kSigmoid;
+      for (size_t i = 0; i < v.size(); ++i) {
+        const float ref = effnet::act_ref(v[i], act);
+        // the clamps are exact (same formula, same order); the exp-based ones within 2 ulp-ish
+        const bool ok = std::isnan(ref) ? std::isnan(got[i])
+                                        : (got[i] == ref || (exp_based && std::fabs(ref - got[i]) <=
+                                                                              2e-7f * std::fabs(ref) + 1e-35f));
+        EXPECT(ok, "%s %s(%g) = %g, expected %g", name, effnet::act_name(act), v[i], got[i], ref);
+      }
+    }
+  };
+#define EFFNET_RUN(name, e, lanes, has) \
+  if (effnet::isa_supported(effnet::Isa::e)) run(effnet::name::act_inplace, #name);
+  EFFNET_SIMD_ISAS(EFFNET_RUN)
+#undef EFFNET_RUN
+  // eager's rules (torch 2.x fp32 CPU): NaN stays NaN everywhere; clamps saturate; hardswish(-inf) is NaN
+  // (-inf * relu6(-inf + 3) = -inf * 0), hardswish(inf) = inf * 6 / 6 = inf
+  using effnet::act_ref;
+  EXPECT(std::isnan(act_ref(nan, Act::kRelu)) && std::isnan(act_ref(nan, Act::kRelu6)) &&
+             std::isnan(act_ref(nan, Act::kHardswish)) && std::isnan(act_ref(nan, Act::kHardsigmoid)) &&
+             std::isnan(act_ref(nan, Act::kIdentity)),
+         "NaN must stay NaN");
+  EXPECT(act_ref(inf, Act::kRelu) == inf && act_ref(-inf, Act::kRelu) == 0.0f, "relu(+-inf)");
+  EXPECT(act_ref(inf, Act::kRelu6) == 6.0f && act_ref(-inf, Act::kRelu6) == 0.0f && act_ref(7.0f, Act::kRelu6) == 6.0f,
+         "relu6 clamps");
+  EXPECT(act_ref(inf, Act::kHardswish) == inf && std::isnan(act_ref(-inf, Act::kHardswish)) &&
+             act_ref(-3.5f, Act::kHardswish) == 0.0f && act_ref(4.0f, Act::kHardswish) == 4.0f,
+         "hardswish(+inf) = inf, hardswish(-inf) = NaN, 0 below -3, x above 3");
+  EXPECT(act_ref(1.0f, Act::kHardswish) == 1.0f * 4.0f / 6.0f, "hardswish(1) = 1 * 4 / 6");
+  EXPECT(act_ref(inf, Act::kHardsigmoid) == 1.0f && act_ref(-inf, Act::kHardsigmoid) == 0.0f &&
+             act_ref(0.0f, Act::kHardsigmoid) == 0.5f,
+         "hardsigmoid(+-inf) = 1 / 0, hardsigmoid(0) = 0.5");
+}
+
 void test_parse_isa() {
   bool threw = false;
   try {
@@ -318,6 +383,7 @@ void test_parse_isa() {
 int main() {
   test_isa_paths();
   test_swish_inplace();
+  test_act_inplace();
   test_parse_isa();
   test_awkward_shapes();
   test_efficientnet_b0_shapes();

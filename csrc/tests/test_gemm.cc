@@ -18,12 +18,24 @@ namespace {
 
 struct Case {
   int64_t m, n, k;
-  bool bias, swish, residual;
+  bool bias;
+  effnet::Act act;
+  bool residual;
   int64_t rows_per_scale;  // 0: no gate
   int64_t pad;             // extra floats per row of A, C and R
 };
 
-double swish64(double z) { return z / (1.0 + std::exp(-z)); }
+double act64(double z, effnet::Act a) {
+  using effnet::Act;
+  const auto clamp06 = [](double t) { return std::min(std::max(t, 0.0), 6.0); };
+  switch (a) {
+    case Act::kSilu: return z / (1.0 + std::exp(-z));
+    case Act::kRelu: return std::max(z, 0.0);
+    case Act::kRelu6: return clamp06(z);
+    case Act::kHardswish: return z * clamp06(z + 3.0) / 6.0;
+    default: return z;
+  }
+}
 
 void run_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rng) {
   const int64_t m = cs.m, n = cs.n, k = cs.k;
@@ -49,7 +61,7 @@ void run_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rng) {
   g.scale = cs.rows_per_scale > 0 ? scale.data() : nullptr;
   g.rows_per_scale = cs.rows_per_scale;
   g.residual = cs.residual ? r.data() : nullptr;
-  g.ldr = ldr; g.c = c.data(); g.ldc = ldc; g.swish = cs.swish;
+  g.ldr = ldr; g.c = c.data(); g.ldc = ldc; g.act = cs.act;
   effnet::gemm(g, threads, isa);
 
   int bad = 0;
@@ -67,7 +79,7 @@ void run_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rng) {
         acc += t;
         mag += std::fabs(t);
       }
-      double want = cs.swish ? swish64(acc) : acc;
+      double want = act64(acc, cs.act);
       if (cs.residual) want += r[i * ldr + j];
       const double tol = 2e-6 * (mag + 1.0) + 1e-6 * std::fabs(want);
       if (!(std::fabs(got - want) <= tol)) {
@@ -79,8 +91,8 @@ void run_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rng) {
     }
   }
   EXPECT(c[m * ldc] == sentinel, "%s: wrote past C", effnet::isa_name(isa));
-  EXPECT(bad == 0, "%s m=%lld n=%lld k=%lld bias=%d swish=%d residual=%d gate=%lld pad=%lld threads=%d: %d bad",
-         effnet::isa_name(isa), (long long)m, (long long)n, (long long)k, cs.bias, cs.swish, cs.residual,
+  EXPECT(bad == 0, "%s m=%lld n=%lld k=%lld bias=%d act=%s residual=%d gate=%lld pad=%lld threads=%d: %d bad",
+         effnet::isa_name(isa), (long long)m, (long long)n, (long long)k, cs.bias, effnet::act_name(cs.act), cs.residual,
          (long long)cs.rows_per_scale, (long long)cs.pad, threads, bad);
 }
 
@@ -98,21 +110,24 @@ void test_shapes() {
     for (int64_t m : {1, 5, 6, 7, 8, 9, 13, 49})
       for (int64_t n : {int64_t{1}, int64_t{3}, nr / 2 + 1, nr - 1, nr, nr + 1, 2 * nr + 5})
         for (int64_t k : {1, 3, 16, 37})
-          run_case(isa, {m, n, k, true, false, false, 0, 0}, 1, rng);
+          run_case(isa, {m, n, k, true, effnet::Act::kIdentity, false, 0, 0}, 1, rng);
     // Every epilogue and the gate, over the k-chunk boundary, padded rows, both thread counts.
     for (int threads : {1, 3})
       for (int64_t k : {255, 256, 257, 600})
         for (int variant = 0; variant < 6; ++variant) {
-          const bool bias = variant != 1, swish = variant % 2 == 0, residual = variant >= 3;
+          using effnet::Act;
+          const Act acts[] = {Act::kSilu, Act::kIdentity, Act::kRelu6, Act::kHardswish, Act::kSilu, Act::kRelu};
+          const bool bias = variant != 1, residual = variant >= 3;
+          const Act act = acts[variant];
           const int64_t gate = variant == 2 ? 7 : variant >= 4 ? 60 : 0;
-          run_case(isa, {121, 2 * nr + 3, k, bias, swish, residual, gate, variant == 5 ? 3 : 0}, threads, rng);
+          run_case(isa, {121, 2 * nr + 3, k, bias, act, residual, gate, variant == 5 ? 3 : 0}, threads, rng);
         }
     // Real EfficientNet shapes: B0's expand at 56x56 (16 -> 96 at 112x112 is the largest), the
     // projection at 7x7 with its gate, the head; big enough to take both threads and split panels.
-    run_case(isa, {56 * 56, 144, 24, true, true, false, 0, 0}, 3, rng);
-    run_case(isa, {2 * 49, 192, 1152, true, false, true, 49, 0}, 3, rng);
-    run_case(isa, {49, 1280, 320, true, true, false, 0, 0}, 3, rng);
-    run_case(isa, {0, 8, 8, true, true, false, 0, 0}, 3, rng);
+    run_case(isa, {56 * 56, 144, 24, true, effnet::Act::kSilu, false, 0, 0}, 3, rng);
+    run_case(isa, {2 * 49, 192, 1152, true, effnet::Act::kIdentity, true, 49, 0}, 3, rng);
+    run_case(isa, {49, 1280, 320, true, effnet::Act::kSilu, false, 0, 0}, 3, rng);
+    run_case(isa, {0, 8, 8, true, effnet::Act::kSilu, false, 0, 0}, 3, rng);
   }
 }
 
@@ -126,13 +141,23 @@ void test_special_values() {
     effnet::gemm_pack(n, k, w.data(), 1, 1, packed.data(), isa);
     effnet::GemmArgs g;
     g.m = m; g.n = n; g.k = k; g.a = zs.data(); g.lda = 1; g.packed = packed.data(); g.c = c.data(); g.ldc = n;
-    g.swish = true;
+    g.act = effnet::Act::kSilu;
     effnet::gemm(g, 1, isa);
     for (int64_t i = 0; i < m; ++i) {
       const float want = zs[i] / (1.0f + std::exp(-zs[i]));
       const float got = c[i * n + 1];
       const bool ok = std::isnan(want) ? std::isnan(got) : (got == want || std::fabs(got - want) <= 1e-6f * std::fabs(want) + 1e-35f);  // swish(-88.5): -0 vs -3e-37
       EXPECT(ok, "%s swish(%g) = %g, want %g", effnet::isa_name(isa), zs[i], got, want);
+    }
+    // The other epilogues give the scalar rule of effnet/act.h bit for bit (same formula, same order).
+    for (effnet::Act act : {effnet::Act::kRelu, effnet::Act::kRelu6, effnet::Act::kHardswish, effnet::Act::kIdentity}) {
+      g.act = act;
+      effnet::gemm(g, 1, isa);
+      for (int64_t i = 0; i < m; ++i) {
+        const float want = effnet::act_ref(zs[i], act), got = c[i * n + 1];
+        EXPECT(std::isnan(want) ? std::isnan(got) : got == want, "%s %s(%g) = %g, want %g", effnet::isa_name(isa),
+               effnet::act_name(act), zs[i], got, want);
+      }
     }
   }
 }

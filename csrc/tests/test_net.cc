@@ -1,6 +1,7 @@
 // C++ tests of the whole fused forward pass (effnet::Net; run by ctest natively and under qemu-aarch64):
 // a small random EfficientNet (a block without expand and with a residual, a k5 stride-2 block, a k3
-// block with a residual, a k7 one; SE everywhere) against a float64 reference written here, for every
+// block with a residual, a k7 one; SE everywhere; and the same with the MBConv cousins' activations: ReLU6
+// without SE, Hardswish with a ReLU / hardsigmoid SE, ReLU, identity) against a float64 reference written here, for every
 // supported ISA, both paddings, NCHW / NHWC / strided inputs, odd sizes, batch 1 and 3, 1 and 3 threads,
 // the banded expand + depthwise forced on every block and off; bad configurations throw.
 #include <cmath>
@@ -22,6 +23,7 @@ struct BlockW {
   int64_t cin, cexp, cout, k, stride, squeeze;
   bool skip;
   Vec ew, eb, dw, db, w1, b1, w2, b2, pw, pb;
+  effnet::BlockActs acts;
 };
 
 struct Model {
@@ -30,6 +32,8 @@ struct Model {
   std::vector<BlockW> blocks;
   int64_t head_c = 24, classes = 10;
   Vec hw, hb, cw, cb;
+  bool custom = false;  // built layer by layer with these activations (else the whole-classifier shorthands)
+  effnet::Act stem_act = effnet::Act::kSilu, head_act = effnet::Act::kSilu;
 };
 
 Vec rnd(std::mt19937& g, int64_t n, float scale) {
@@ -39,22 +43,38 @@ Vec rnd(std::mt19937& g, int64_t n, float scale) {
   return v;
 }
 
-Model make_model(std::mt19937& g) {
+// acts: the cousins' activations (see the top of the file), built with the named layer calls.
+Model make_model(std::mt19937& g, bool acts = false) {
   Model m;
+  using effnet::Act;
+  if (acts) {
+    m.custom = true;
+    m.stem_act = Act::kHardswish;
+    m.head_act = Act::kRelu6;
+  }
+  const effnet::BlockActs block_acts[] = {{Act::kRelu6, Act::kSilu, Act::kSigmoid},
+                                          {Act::kHardswish, Act::kRelu, Act::kHardsigmoid},
+                                          {Act::kRelu, Act::kSilu, Act::kSigmoid},
+                                          {Act::kIdentity, Act::kRelu, Act::kHardsigmoid}};
   m.sw = rnd(g, m.stem_c * 27, 0.4f);
   m.sb = rnd(g, m.stem_c, 0.2f);
   auto add = [&](int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t s, int64_t sq, bool skip) {
-    BlockW b{cin, cexp, cout, k, s, sq, skip, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+    if (acts && m.blocks.empty()) sq = 0;  // the first block without SE
+    BlockW b{cin, cexp, cout, k, s, sq, skip, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+    if (acts) b.acts = block_acts[m.blocks.size() % 4];
     if (cexp != cin) {
       b.ew = rnd(g, cexp * cin, 1.0f / std::sqrt(float(cin)));
       b.eb = rnd(g, cexp, 0.2f);
     }
     b.dw = rnd(g, cexp * k * k, 1.0f / k);
     b.db = rnd(g, cexp, 0.2f);
-    b.w1 = rnd(g, sq * cexp, 1.0f / std::sqrt(float(cexp)));
-    b.b1 = rnd(g, sq, 0.2f);
-    b.w2 = rnd(g, cexp * sq, 1.0f / std::sqrt(float(sq)));
-    b.b2 = rnd(g, cexp, 0.2f);
+    if (sq > 0) {
+      b.w1 = rnd(g, sq * cexp, 1.0f / std::sqrt(float(cexp)));
+      b.b1 = rnd(g, sq, 0.2f);
+      // (scaled up with the cousins' gates so that some of them saturate: hardsigmoid's 0 and 1)
+      b.w2 = rnd(g, cexp * sq, (acts ? 4.0f : 1.0f) / std::sqrt(float(sq)));
+      b.b2 = rnd(g, cexp, 0.2f);
+    }
     b.pw = rnd(g, cout * cexp, 1.0f / std::sqrt(float(cexp)));
     b.pb = rnd(g, cout, 0.2f);
     m.blocks.push_back(b);
@@ -71,7 +91,20 @@ Model make_model(std::mt19937& g) {
 }
 
 // ---- float64 reference, NCHW, one sample ------------------------------------------------------------
-double swish(double z) { return z / (1.0 + std::exp(-z)); }
+double act64(double z, effnet::Act a) {
+  using effnet::Act;
+  const auto clamp06 = [](double t) { return std::min(std::max(t, 0.0), 6.0); };
+  switch (a) {
+    case Act::kSilu: return z / (1.0 + std::exp(-z));
+    case Act::kRelu: return std::max(z, 0.0);
+    case Act::kRelu6: return clamp06(z);
+    case Act::kHardswish: return z * clamp06(z + 3.0) / 6.0;
+    case Act::kSigmoid: return 1.0 / (1.0 + std::exp(-z));
+    case Act::kHardsigmoid: return clamp06(z + 3.0) / 6.0;
+    case Act::kIdentity: return z;
+  }
+  return z;
+}
 
 struct Pad {
   int64_t before, out;
@@ -82,9 +115,9 @@ Pad pad_of(int64_t size, int64_t k, int64_t s, bool same) {
   return {total / 2, out};
 }
 
-// Dense (groups == 1) or depthwise (groups == c) conv + bias, optional Swish.
+// Dense (groups == 1) or depthwise (groups == c) conv + bias, then act.
 DVec conv(const DVec& x, int64_t c, int64_t h, int64_t w, const Vec& wt, const Vec& b, int64_t cout, int64_t k,
-          int64_t s, bool depthwise, bool same, bool act, int64_t* oh, int64_t* ow) {
+          int64_t s, bool depthwise, bool same, effnet::Act act, int64_t* oh, int64_t* ow) {
   const Pad py = pad_of(h, k, s, same), px = pad_of(w, k, s, same);
   *oh = py.out;
   *ow = px.out;
@@ -101,22 +134,23 @@ DVec conv(const DVec& x, int64_t c, int64_t h, int64_t w, const Vec& wt, const V
               const int64_t widx = depthwise ? (o * k + ky) * k + kx : ((o * c + ci) * k + ky) * k + kx;
               acc += double(wt[widx]) * x[(ci * h + iy) * w + ix];
             }
-        y[(o * py.out + i) * px.out + j] = act ? swish(acc) : acc;
+        y[(o * py.out + i) * px.out + j] = act64(acc, act);
       }
   return y;
 }
 
 DVec reference(const Model& m, const DVec& x, int64_t h, int64_t w, bool same) {
   int64_t oh, ow;
-  DVec a = conv(x, 3, h, w, m.sw, m.sb, m.stem_c, 3, 2, false, same, true, &oh, &ow);
+  const effnet::Act none = effnet::Act::kIdentity;
+  DVec a = conv(x, 3, h, w, m.sw, m.sb, m.stem_c, 3, 2, false, same, m.stem_act, &oh, &ow);
   h = oh;
   w = ow;
   int64_t c = m.stem_c;
   for (const BlockW& b : m.blocks) {
-    DVec e = b.ew.empty() ? a : conv(a, c, h, w, b.ew, b.eb, b.cexp, 1, 1, false, false, true, &oh, &ow);
-    DVec d = conv(e, b.cexp, h, w, b.dw, b.db, b.cexp, b.k, b.stride, true, same, true, &oh, &ow);
+    DVec e = b.ew.empty() ? a : conv(a, c, h, w, b.ew, b.eb, b.cexp, 1, 1, false, false, b.acts.act, &oh, &ow);
+    DVec d = conv(e, b.cexp, h, w, b.dw, b.db, b.cexp, b.k, b.stride, true, same, b.acts.act, &oh, &ow);
     const int64_t plane = oh * ow;
-    DVec gate(b.cexp), hidden(b.squeeze);
+    DVec gate(b.cexp, 1.0), hidden(b.squeeze);
     for (int64_t j = 0; j < b.squeeze; ++j) {
       double acc = b.b1[j];
       for (int64_t ci = 0; ci < b.cexp; ++ci) {
@@ -124,16 +158,16 @@ DVec reference(const Model& m, const DVec& x, int64_t h, int64_t w, bool same) {
         for (int64_t p = 0; p < plane; ++p) mean += d[ci * plane + p];
         acc += double(b.w1[j * b.cexp + ci]) * mean / plane;
       }
-      hidden[j] = swish(acc);
+      hidden[j] = act64(acc, b.acts.se_inner);
     }
-    for (int64_t ci = 0; ci < b.cexp; ++ci) {
+    for (int64_t ci = 0; ci < b.cexp && b.squeeze > 0; ++ci) {
       double acc = b.b2[ci];
       for (int64_t j = 0; j < b.squeeze; ++j) acc += double(b.w2[ci * b.squeeze + j]) * hidden[j];
-      gate[ci] = 1.0 / (1.0 + std::exp(-acc));
+      gate[ci] = act64(acc, b.acts.se_gate);
     }
     for (int64_t ci = 0; ci < b.cexp; ++ci)
       for (int64_t p = 0; p < plane; ++p) d[ci * plane + p] *= gate[ci];
-    DVec out = conv(d, b.cexp, oh, ow, b.pw, b.pb, b.cout, 1, 1, false, false, false, &oh, &ow);
+    DVec out = conv(d, b.cexp, oh, ow, b.pw, b.pb, b.cout, 1, 1, false, false, none, &oh, &ow);
     if (b.skip)
       for (size_t i = 0; i < out.size(); ++i) out[i] += a[i];
     a = out;
@@ -141,7 +175,7 @@ DVec reference(const Model& m, const DVec& x, int64_t h, int64_t w, bool same) {
     h = oh;
     w = ow;
   }
-  DVec head = conv(a, c, h, w, m.hw, m.hb, m.head_c, 1, 1, false, false, true, &oh, &ow);
+  DVec head = conv(a, c, h, w, m.hw, m.hb, m.head_c, 1, 1, false, false, m.head_act, &oh, &ow);
   DVec logits(m.classes);
   for (int64_t o = 0; o < m.classes; ++o) {
     double acc = m.cb[o];
@@ -155,7 +189,23 @@ DVec reference(const Model& m, const DVec& x, int64_t h, int64_t w, bool same) {
   return logits;
 }
 
-void build(effnet::Net& net, const Model& m) {
+const float* data_or_null(const Vec& v) { return v.empty() ? nullptr : v.data(); }
+
+void build(effnet::Net& net, const Model& m, bool same) {
+  if (m.custom) {  // layer by layer, each with its activations and the constructor's padding rule
+    net.add_conv("stem", 3, m.stem_c, 3, 2, same ? effnet::Pad::tf_same() : effnet::Pad::symmetric(3), m.stem_act,
+                 m.sw.data(), m.sb.data());
+    for (size_t i = 0; i < m.blocks.size(); ++i) {
+      const BlockW& b = m.blocks[i];
+      net.add_block("blocks." + std::to_string(i), same ? effnet::Pad::tf_same() : effnet::Pad::symmetric(b.k), b.cin,
+                    b.cexp, b.cout, b.k, b.stride, b.squeeze, b.skip, data_or_null(b.ew), data_or_null(b.eb),
+                    b.dw.data(), b.db.data(), data_or_null(b.w1), data_or_null(b.b1), data_or_null(b.w2),
+                    data_or_null(b.b2), b.pw.data(), b.pb.data(), b.acts);
+    }
+    net.add_conv("head", 20, m.head_c, 1, 1, effnet::Pad{}, m.head_act, m.hw.data(), m.hb.data());
+    net.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
+    return;
+  }
   net.set_stem(3, m.stem_c, 3, 2, m.sw.data(), m.sb.data());
   for (const BlockW& b : m.blocks)
     net.add_block(b.cin, b.cexp, b.cout, b.k, b.stride, b.squeeze, b.skip, b.ew.empty() ? nullptr : b.ew.data(),
@@ -167,14 +217,14 @@ void build(effnet::Net& net, const Model& m) {
 
 enum class Layout { kNCHW, kNHWC, kStrided };
 
-void test_forward() {
-  std::mt19937 g(3);
-  const Model m = make_model(g);
+void test_forward(bool acts) {
+  std::mt19937 g(acts ? 4 : 3);
+  const Model m = make_model(g, acts);
   for (auto isa : effnet::kAllIsas) {
     if (!effnet::isa_supported(isa)) continue;
     for (bool same : {false, true}) {
       effnet::Net net(same, isa);
-      build(net, m);
+      build(net, m, same);
       for (int64_t n : {1, 3})
         for (auto hw : {std::pair<int64_t, int64_t>{33, 29}, {16, 16}, {1, 2}})
           for (Layout layout : {Layout::kNCHW, Layout::kNHWC, Layout::kStrided}) {
@@ -212,9 +262,10 @@ void test_forward() {
                     norm += want[s][o] * want[s][o];
                   }
                 const double rel = std::sqrt(err / std::max(norm, 1e-30));
-                EXPECT(rel <= 1e-5 && norm > 1e-6, "%s same=%d n=%lld %lldx%lld layout=%d threads=%d banded=%d: rel err %g",
-                       effnet::isa_name(isa), same, (long long)n, (long long)h, (long long)w, int(layout), threads,
-                       banded, rel);
+                EXPECT(rel <= 1e-5 && norm > 1e-6,
+                       "%s acts=%d same=%d n=%lld %lldx%lld layout=%d threads=%d banded=%d: rel err %g",
+                       effnet::isa_name(isa), acts, same, (long long)n, (long long)h, (long long)w, int(layout),
+                       threads, banded, rel);
               }
           }
     }
@@ -254,6 +305,30 @@ void test_bad_configs() {
                          b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(), b.pw.data(), b.pb.data());
          }),
          "k = 9 accepted");
+  EXPECT(throws([&] {
+           effnet::BlockActs gate_as_act;
+           gate_as_act.act = effnet::Act::kSigmoid;  // a gate is not a layer activation
+           net.add_block("b", effnet::Pad::symmetric(b.k), 8, b.cexp, b.cout, b.k, 2, b.squeeze, false, b.ew.data(),
+                         b.eb.data(), b.dw.data(), b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(),
+                         b.pw.data(), b.pb.data(), gate_as_act);
+         }),
+         "a block with a gate as its activation was accepted");
+  EXPECT(throws([&] {
+           effnet::BlockActs relu_gate;
+           relu_gate.se_gate = effnet::Act::kRelu;
+           net.add_block("b", effnet::Pad::symmetric(b.k), 8, b.cexp, b.cout, b.k, 2, b.squeeze, false, b.ew.data(),
+                         b.eb.data(), b.dw.data(), b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(),
+                         b.pw.data(), b.pb.data(), relu_gate);
+         }),
+         "a block with ReLU as its SE gate was accepted");
+  EXPECT(throws([&] {
+           net.add_block("b", effnet::Pad::symmetric(b.k), 8, b.cexp, b.cout, b.k, 2, 0, false, b.ew.data(),
+                         b.eb.data(), b.dw.data(), b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(),
+                         b.pw.data(), b.pb.data());
+         }),
+         "a block with squeeze 0 and SE weights was accepted");
+  EXPECT(throws([] { effnet::parse_act("gelu", "act"); }), "parse_act accepted gelu");
+  EXPECT(throws([] { effnet::parse_act("relu", "gate", true); }), "parse_act accepted relu as a gate");
   net.set_head(8, m.head_c, m.hw.data(), m.hb.data());
   EXPECT(throws([&] { net.set_classifier(m.head_c + 1, m.classes, m.cw.data(), m.cb.data()); }),
          "a classifier that does not take the head's features was accepted");
@@ -277,7 +352,7 @@ void test_chain_split() {
     if (!effnet::isa_supported(isa)) continue;
     for (bool same : {false, true}) {
       effnet::Net whole(same, isa);
-      build(whole, m);
+      build(whole, m, same);
       for (size_t split = 0; split <= m.blocks.size(); ++split) {
         effnet::Net a(same, isa), b(same, isa);
         a.set_stem(3, m.stem_c, 3, 2, m.sw.data(), m.sb.data());
@@ -294,7 +369,7 @@ void test_chain_split() {
                         bw.db.data(), bw.w1.data(), bw.b1.data(), bw.w2.data(), bw.b2.data(), bw.pw.data(),
                         bw.pb.data());
         }
-        b.add_conv("head", 20, m.head_c, 1, 1, effnet::Pad{}, true, m.hw.data(), m.hb.data());
+        b.add_conv("head", 20, m.head_c, 1, 1, effnet::Pad{}, effnet::Act::kSilu, m.hw.data(), m.hb.data());
         b.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
         const int64_t n = 2, h = 32, w = 32;  // even at every stride-2 block: the explicit pads are SAME's
         const int64_t st[4] = {3 * h * w, h * w, w, 1};
@@ -321,7 +396,8 @@ void test_chain_split() {
 }
 
 int main() {
-  test_forward();
+  test_forward(false);
+  test_forward(true);
   test_bad_configs();
   test_chain_split();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);

@@ -55,8 +55,23 @@ Weights make_weights(int64_t c, int64_t s, std::mt19937& rng) {
 }
 
 // float64 reference: pooled means, gate, y.
+double act64(double z, effnet::Act a) {
+  using effnet::Act;
+  const auto clamp06 = [](double t) { return std::min(std::max(t, 0.0), 6.0); };
+  switch (a) {
+    case Act::kSilu: return z / (1.0 + std::exp(-z));
+    case Act::kRelu: return std::max(z, 0.0);
+    case Act::kRelu6: return clamp06(z);
+    case Act::kHardswish: return z * clamp06(z + 3.0) / 6.0;
+    case Act::kSigmoid: return 1.0 / (1.0 + std::exp(-z));
+    case Act::kHardsigmoid: return clamp06(z + 3.0) / 6.0;
+    case Act::kIdentity: return z;
+  }
+  return z;
+}
+
 void reference(const effnet::SeParams& p, int64_t s, const std::vector<float>& x, const Weights& wt,
-               std::vector<double>* pooled, std::vector<double>* gate) {
+               std::vector<double>* pooled, std::vector<double>* gate, effnet::Act inner, effnet::Act gate_act) {
   pooled->assign(static_cast<size_t>(p.n * p.c), 0.0);
   gate->assign(static_cast<size_t>(p.n * p.c), 0.0);
   for (int64_t n = 0; n < p.n; ++n) {
@@ -71,18 +86,19 @@ void reference(const effnet::SeParams& p, int64_t s, const std::vector<float>& x
     for (int64_t j = 0; j < s; ++j) {
       double z = wt.b1[j];
       for (int64_t c = 0; c < p.c; ++c) z += static_cast<double>(wt.w1[j * p.c + c]) * (*pooled)[n * p.c + c];
-      hid[j] = z / (1.0 + std::exp(-z));
+      hid[j] = act64(z, inner);
     }
     for (int64_t c = 0; c < p.c; ++c) {
       double z = wt.b2[c];
       for (int64_t j = 0; j < s; ++j) z += static_cast<double>(wt.w2[c * s + j]) * hid[j];
-      (*gate)[n * p.c + c] = 1.0 / (1.0 + std::exp(-z));
+      (*gate)[n * p.c + c] = act64(z, gate_act);
     }
   }
 }
 
 void run_case(effnet::Isa isa, int64_t n, int64_t c, int64_t h, int64_t w, int64_t s, Layout layout, int threads,
-              bool in_place, std::mt19937& rng) {
+              bool in_place, std::mt19937& rng, effnet::Act inner = effnet::Act::kSilu,
+              effnet::Act gate_act = effnet::Act::kSigmoid) {
   effnet::SeParams p;
   p.n = n; p.c = c; p.h = h; p.w = w;
   set_strides(p.x_stride, layout, c, h, w);
@@ -92,22 +108,23 @@ void run_case(effnet::Isa isa, int64_t n, int64_t c, int64_t h, int64_t w, int64
   for (auto& v : x) v = d(rng);
   const Weights wt = make_weights(c, s, rng);
   std::vector<double> pooled_ref, gate_ref;
-  reference(p, s, x, wt, &pooled_ref, &gate_ref);
+  reference(p, s, x, wt, &pooled_ref, &gate_ref, inner, gate_act);
 
   std::vector<float> pooled(static_cast<size_t>(n * c)), gate(static_cast<size_t>(n * c));
   effnet::se_pool(p, x.data(), pooled.data(), threads, isa);
-  effnet::se_gate(n, c, s, wt.packed.data(), pooled.data(), gate.data(), threads, isa);
+  effnet::se_gate(n, c, s, wt.packed.data(), pooled.data(), gate.data(), threads, isa, inner, gate_act);
   std::vector<float> y = x;  // gaps keep x's values: a stray write shows
   std::vector<float> x_copy = x;
   if (in_place) {
-    effnet::squeeze_excite(p, s, y.data(), wt.packed.data(), y.data(), threads, isa);
+    effnet::squeeze_excite(p, s, y.data(), wt.packed.data(), y.data(), threads, isa, inner, gate_act);
   } else {
-    effnet::squeeze_excite(p, s, x.data(), wt.packed.data(), y.data(), threads, isa);
+    effnet::squeeze_excite(p, s, x.data(), wt.packed.data(), y.data(), threads, isa, inner, gate_act);
   }
   const std::string what = std::string(effnet::isa_name(isa)) + " n=" + std::to_string(n) + " c=" + std::to_string(c) +
                            " " + std::to_string(h) + "x" + std::to_string(w) + " s=" + std::to_string(s) +
                            " layout=" + std::to_string(static_cast<int>(layout)) + " threads=" + std::to_string(threads) +
-                           (in_place ? " in-place" : "");
+                           (in_place ? " in-place" : "") + " " + effnet::act_name(inner) + "/" +
+                           effnet::act_name(gate_act);
   double worst_pool = 0.0, worst_gate = 0.0, worst_y = 0.0;
   for (int64_t i = 0; i < n * c; ++i) {
     worst_pool = std::max(worst_pool, std::fabs(pooled[i] - pooled_ref[i]) / (std::fabs(pooled_ref[i]) + 1e-3));
@@ -122,7 +139,10 @@ void run_case(effnet::Isa isa, int64_t n, int64_t c, int64_t h, int64_t w, int64
           const int64_t off = b * p.x_stride[0] + ch * p.x_stride[1] + hh * p.x_stride[2] + ww * p.x_stride[3];
           covered[off] = 1;
           const double ref = static_cast<double>(x_copy[off]) * gate_ref[b * c + ch];
-          worst_y = std::max(worst_y, std::fabs(y[off] - ref) / (std::fabs(ref) + 1e-3));
+          // relative to y, plus x times the gate's own bound (a gate near 0, as hardsigmoid's, has no
+          // relative accuracy to give)
+          const double tol = 1e-5 * (std::fabs(ref) + 1e-3) + 2e-6 * std::fabs(x_copy[off]);
+          worst_y = std::max(worst_y, std::fabs(y[off] - ref) / tol * 1e-5);
         }
   for (size_t i = 0; i < x.size(); ++i)
     if (!covered[i] && y[i] != x_copy[i]) gaps_ok = false;
@@ -155,10 +175,18 @@ void test_shapes() {
       // reduced across row blocks, channel groups past 64
       {3, 67, 19, 23, 5},   {1, 33, 70, 31, 3},
   };
+  int variant = 0;
   for (effnet::Isa isa : isas())
     for (const Shape& sh : shapes)
       for (Layout layout : {Layout::kNCHW, Layout::kNHWC, Layout::kStrided})
-        for (int threads : {1, 3}) run_case(isa, sh.n, sh.c, sh.h, sh.w, sh.s, layout, threads, threads == 3, rng);
+        for (int threads : {1, 3}) {
+          // EfficientNet's SE, MobileNetV3's (ReLU inside, hardsigmoid gate), and two other pairs
+          using effnet::Act;
+          const Act pairs[4][2] = {{Act::kSilu, Act::kSigmoid}, {Act::kRelu, Act::kHardsigmoid},
+                                   {Act::kHardswish, Act::kSigmoid}, {Act::kRelu6, Act::kHardsigmoid}};
+          const auto& pr = pairs[variant++ % 4];  // each pair on every layout, over the shapes
+          run_case(isa, sh.n, sh.c, sh.h, sh.w, sh.s, layout, threads, threads == 3, rng, pr[0], pr[1]);
+        }
 }
 
 void test_gate_special_values() {
@@ -176,6 +204,13 @@ void test_gate_special_values() {
     EXPECT(gate[1] == 1.0f && gate[4] == 1.0f, "%s: sigmoid(big) = %g, sigmoid(inf) = %g", name, gate[1], gate[4]);
     EXPECT(std::isnan(gate[2]), "%s: sigmoid(NaN) = %g", name, gate[2]);
     EXPECT(std::fabs(gate[5] - 0.5f) < 1e-7f, "%s: sigmoid(0) = %g", name, gate[5]);
+    // hardsigmoid: relu6(z + 3) / 6, exactly 0 and 1 past -3 and 3, NaN kept, 0.5 at 0
+    effnet::se_gate(1, c, s, packed.data(), pooled.data(), gate.data(), 1, isa, effnet::Act::kSilu,
+                    effnet::Act::kHardsigmoid);
+    EXPECT(gate[0] == 0.0f && gate[3] == 0.0f, "%s: hardsigmoid(-big) = %g, (-inf) = %g", name, gate[0], gate[3]);
+    EXPECT(gate[1] == 1.0f && gate[4] == 1.0f, "%s: hardsigmoid(big) = %g, (inf) = %g", name, gate[1], gate[4]);
+    EXPECT(std::isnan(gate[2]), "%s: hardsigmoid(NaN) = %g", name, gate[2]);
+    EXPECT(gate[5] == 0.5f, "%s: hardsigmoid(0) = %g", name, gate[5]);
   }
 }
 

@@ -1,4 +1,4 @@
-"""The depthwise conv + bias + Swish (+ pool) through the C++ kernels: plan per geometry, packed weights,
+"""The depthwise conv + bias + activation (SiLU by default; + pool) through the C++ kernels: plan per geometry, packed weights,
 output allocation, the call. Arguments are validated by the caller (``ops``) or here with ``validate=True``."""
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from typing import Optional
 import torch
 
 from .._ext import _C, require_cpp
-from ..ops._validate import check_dwconv_args, output_memory_format, output_size
+from ..ops._validate import check_act, check_dwconv_args, output_memory_format, output_size
 from . import _isa
 from ._cache import _MAX_PLANS, _cached_pack, _F32, _plans
 
 
 
-def _plan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: str, isa: str):
-    key = (x.shape, x.stride(), weight.shape, bias.shape, stride, padding, isa)
+def _plan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: str, isa: str,
+          act: str = "silu"):
+    key = (x.shape, x.stride(), weight.shape, bias.shape, stride, padding, isa, act)
     entry = _plans.get(key)
     if entry is None:
         C = _C if _C is not None else require_cpp("the C++ depthwise kernel")
@@ -24,7 +25,7 @@ def _plan(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int
         fmt = output_memory_format(x)
         shape = (n, c, out_h, out_w)
         y_strides = torch.empty(shape, dtype=torch.float32, memory_format=fmt, device="meta").stride()
-        plan = C.DwPlan(x.shape, x.stride(), k, stride, top, left, out_h, out_w, y_strides, isa)
+        plan = C.DwPlan(x.shape, x.stride(), k, stride, top, left, out_h, out_w, y_strides, isa, act)
         entry = (plan, shape, y_strides, plan.packed_size, isa)
         if len(_plans) >= _MAX_PLANS:
             _plans.clear()
@@ -57,17 +58,17 @@ def _run(x, weight, bias, pool, entry):
     return (y, pooled) if pool else y
 
 
-def try_fast(x, weight, bias, stride, padding, pool: bool):
+def try_fast(x, weight, bias, stride, padding, pool: bool, act="silu"):
     """The eager CPU call for arguments already seen valid (same shapes, stride, padding) and fp32 CPU
     tensors; None when anything differs, so the caller validates in full (and its errors) instead."""
-    if type(stride) is not int or type(padding) is not str or _C is None:
+    if type(stride) is not int or type(padding) is not str or type(act) is not str or _C is None:
         return None
     if not (isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)):
         return None
     if not (x.dtype is _F32 and weight.dtype is _F32 and bias.dtype is _F32 and x.is_cpu and weight.is_cpu
             and bias.is_cpu):
         return None
-    entry = _plans.get((x.shape, x.stride(), weight.shape, bias.shape, stride, padding, _isa.forced))
+    entry = _plans.get((x.shape, x.stride(), weight.shape, bias.shape, stride, padding, _isa.forced, act))
     if entry is None:
         return None
     return _run(x, weight, bias, pool, entry)
@@ -75,8 +76,8 @@ def try_fast(x, weight, bias, stride, padding, pool: bool):
 
 def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
                       padding: str = "symmetric", pool: bool = False, isa: Optional[str] = None,
-                      validate: bool = True):
-    """y = silu(depthwise_conv2d(x, weight) + bias) by the C++ kernels; (y, pooled) when ``pool``.
+                      validate: bool = True, act: str = "silu"):
+    """y = act(depthwise_conv2d(x, weight) + bias) by the C++ kernels; (y, pooled) when ``pool``.
 
     pooled is the fp32 (N, C) mean of y over H×W, computed in the same pass. ``validate=False`` is for
     callers that ran :func:`check_dwconv_args` themselves.
@@ -85,5 +86,6 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         require_cpp("the C++ depthwise kernel")
     if validate:
         _, stride, padding = check_dwconv_args(x, weight, bias, stride, padding)
-    entry = _plan(x, weight, bias, stride, padding, isa if isa is not None else _isa.forced)
+        check_act(act)
+    entry = _plan(x, weight, bias, stride, padding, isa if isa is not None else _isa.forced, act)
     return _run(x, weight, bias, pool, entry)

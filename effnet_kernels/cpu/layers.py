@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .._ext import _C
-from ..ops._validate import as_matrix, check_se_weights
+from ..ops._validate import as_matrix, check_act, check_gate, check_se_weights
 from . import _isa
 from ._cache import _F32
 from .se import _project
@@ -24,8 +24,9 @@ class SeProjection:
     """
 
     def __init__(self, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight, proj_bias,
-                 isa: Optional[str] = None):
+                 isa: Optional[str] = None, inner_act: str = "silu", gate: str = "sigmoid"):
         self.isa = isa if isa is not None else _isa.forced
+        self.inner_act, self.gate = check_act(inner_act, "inner_act"), check_gate(gate)
         c = proj_weight.shape[1]
         w1, b1, w2, b2, self.squeeze = check_se_weights(c, reduce_weight, reduce_bias, expand_weight, expand_bias,
                                                         (torch.float32,), torch.device("cpu"), "SeProjection")
@@ -50,7 +51,8 @@ class SeProjection:
         if residual is not None and not (residual.is_cpu and residual.dtype is _F32 and tuple(residual.shape) == (
                 y.shape[0], self.weight.shape[0], y.shape[2], y.shape[3])):
             raise ValueError(f"residual must be fp32 CPU (N, Cout, H, W), got {tuple(residual.shape)}")
-        return _project(y, pooled, self.packed, self.squeeze, self.weight, self.bias, residual, self.isa)
+        return _project(y, pooled, self.packed, self.squeeze, self.weight, self.bias, residual, self.isa,
+                        self.inner_act, self.gate)
 
 
 class Conv1x1:
@@ -85,5 +87,5 @@ class Conv1x1:
             r = residual.data_ptr()
         _C.gemm(n * h * w, self.cout, self.cin, x.data_ptr(), self.cin, self.packed.data_ptr(),
                 0 if self.bias is None else self.bias.data_ptr(), 0, 0, r, self.cout, out.data_ptr(), self.cout,
-                swish, torch.get_num_threads(), self.isa)
+                "silu" if swish else "identity", torch.get_num_threads(), self.isa)
         return out

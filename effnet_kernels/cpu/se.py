@@ -44,49 +44,54 @@ def _se_plan(x: torch.Tensor, isa: str):
 
 
 def squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias, isa: Optional[str] = None,
-                   validate: bool = True):
-    """x * sigmoid(expand(swish(reduce(mean_hw(x))))) by the C++ kernels (fp32 CPU); y in x's layout rule."""
+                   validate: bool = True, inner_act: str = "silu", gate: str = "sigmoid"):
+    """x * gate(expand(inner_act(reduce(mean_hw(x))))) by the C++ kernels (fp32 CPU); y in x's layout rule."""
     isa = isa if isa is not None else _isa.forced
     weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
     c = check_se_input(x, "x", (torch.float32,), "cpu", "the C++ CPU kernels") if validate else x.shape[1]
     w1, b1, w2, b2, s = check_se_weights(c, *weights, (torch.float32,), x.device, "the C++ CPU kernels")
     plan, y_strides = _se_plan(x, isa)
     packed = _se_packed(w1, b1, w2, b2, c, s, isa)
-    _remember(("se", x.shape, x.stride(), *map(id, weights), isa), weights, (plan, y_strides, s, packed))
-    return _run_se(x, plan, y_strides, s, packed)
+    _remember(("se", x.shape, x.stride(), *map(id, weights), isa, inner_act, gate), weights,
+              (plan, y_strides, s, packed, inner_act, gate))
+    return _run_se(x, plan, y_strides, s, packed, inner_act, gate)
 
 
-def _run_se(x, plan, y_strides, s, packed):
+def _run_se(x, plan, y_strides, s, packed, inner_act, gate):
     y = torch.empty_strided(x.shape, y_strides)
     if x.shape[0]:
-        plan.run(x.data_ptr(), packed.data_ptr(), s, y.data_ptr(), torch.get_num_threads())
+        plan.run(x.data_ptr(), packed.data_ptr(), s, y.data_ptr(), torch.get_num_threads(), inner_act, gate)
     return y
 
 
-def try_fast_se(x, reduce_weight, reduce_bias, expand_weight, expand_bias):
+def try_fast_se(x, reduce_weight, reduce_bias, expand_weight, expand_bias, inner_act="silu", gate="sigmoid"):
     """squeeze_excite for arguments already validated (same shapes and weight tensors), else None."""
     if _C is None or not _all_cpu_f32(x):
         return None
     weights = (reduce_weight, reduce_bias, expand_weight, expand_bias)
     if not all(isinstance(t, torch.Tensor) for t in weights):
         return None
-    hit = _recall(("se", x.shape, x.stride(), *map(id, weights), _isa.forced), weights)
+    if type(inner_act) is not str or type(gate) is not str:
+        return None
+    hit = _recall(("se", x.shape, x.stride(), *map(id, weights), _isa.forced, inner_act, gate), weights)
     return None if hit is None else _run_se(x, *hit)
 
 
-def _gate_packed(pooled, packed, s: int, isa: str) -> torch.Tensor:
+def _gate_packed(pooled, packed, s: int, isa: str, inner_act: str = "silu", gate_act: str = "sigmoid") -> torch.Tensor:
     n, c = pooled.shape
     gate = torch.empty_strided((n, c), (c, 1))
     if n:
         pooled = pooled.contiguous()
-        _C.se_gate(n, c, s, packed.data_ptr(), pooled.data_ptr(), gate.data_ptr(), torch.get_num_threads(), isa)
+        _C.se_gate(n, c, s, packed.data_ptr(), pooled.data_ptr(), gate.data_ptr(), torch.get_num_threads(), isa,
+                   inner_act, gate_act)
     return gate
 
 
-def se_gate(pooled, w1, b1, w2, b2, s: int, isa: Optional[str] = None) -> torch.Tensor:
+def se_gate(pooled, w1, b1, w2, b2, s: int, isa: Optional[str] = None, inner_act: str = "silu",
+            gate: str = "sigmoid") -> torch.Tensor:
     """gate (N, C) fp32 from pooled means (validated by the caller; weights as (O, I) views)."""
     isa = isa if isa is not None else _isa.forced
-    return _gate_packed(pooled, _se_packed(w1, b1, w2, b2, pooled.shape[1], s, isa), s, isa)
+    return _gate_packed(pooled, _se_packed(w1, b1, w2, b2, pooled.shape[1], s, isa), s, isa, inner_act, gate)
 
 
 def se_apply(y: torch.Tensor, gate: torch.Tensor, isa: Optional[str] = None) -> torch.Tensor:
@@ -99,7 +104,7 @@ def se_apply(y: torch.Tensor, gate: torch.Tensor, isa: Optional[str] = None) -> 
 
 
 def se_project(y, pooled, w1, b1, w2, b2, s: int, pw, pb, residual=None, isa: Optional[str] = None,
-               remember=None) -> torch.Tensor:
+               remember=None, inner_act: str = "silu", gate: str = "sigmoid") -> torch.Tensor:
     """conv1x1(y * gate, pw) + pb (+ residual), fp32 CPU, arguments validated by the caller.
 
     The gate (N, Cin) comes from the C++ kernel. It is folded where it costs least: into per-sample weights
@@ -113,17 +118,17 @@ def se_project(y, pooled, w1, b1, w2, b2, s: int, pw, pb, residual=None, isa: Op
     isa = isa if isa is not None else _isa.forced
     packed = _se_packed(w1, b1, w2, b2, y.shape[1], s, isa)
     if remember is not None:
-        _remember(_project_key(y, remember, residual, isa), remember, (s, packed))
-    return _project(y, pooled, packed, s, pw, pb, residual, isa)
+        _remember(_project_key(y, remember, residual, isa, inner_act, gate), remember, (s, packed))
+    return _project(y, pooled, packed, s, pw, pb, residual, isa, inner_act, gate)
 
 
-def _project_key(y, weights, residual, isa):
+def _project_key(y, weights, residual, isa, inner_act, gate):
     return ("proj", y.shape, y.stride(), *map(id, weights),
-            None if residual is None else (residual.shape, residual.stride()), isa)
+            None if residual is None else (residual.shape, residual.stride()), isa, inner_act, gate)
 
 
 def try_fast_se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight, proj_bias,
-                        residual):
+                        residual, inner_act="silu", gate="sigmoid"):
     """se_project for arguments already validated (same shapes and weight tensors), else None."""
     if _C is None or not _all_cpu_f32(y, pooled) or not (residual is None or _all_cpu_f32(residual)):
         return None
@@ -132,15 +137,18 @@ def try_fast_se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, ex
         return None
     if pooled.dim() != 2 or pooled.shape[0] != y.shape[0] or pooled.shape[1] != y.shape[1]:
         return None
-    hit = _recall(_project_key(y, weights, residual, _isa.forced), weights)
+    if type(inner_act) is not str or type(gate) is not str:
+        return None
+    hit = _recall(_project_key(y, weights, residual, _isa.forced, inner_act, gate), weights)
     if hit is None:
         return None
     s, packed = hit
     pw = proj_weight.reshape(proj_weight.shape[0], proj_weight.shape[1])
-    return _project(y, pooled, packed, s, pw, proj_bias, residual, _isa.forced)
+    return _project(y, pooled, packed, s, pw, proj_bias, residual, _isa.forced, inner_act, gate)
 
 
-def _project(y, pooled, packed, s: int, pw, pb, residual, isa: str) -> torch.Tensor:
+def _project(y, pooled, packed, s: int, pw, pb, residual, isa: str, inner_act: str = "silu",
+             gate_act: str = "sigmoid") -> torch.Tensor:
     n, cin, h, w = y.shape
     cout, hw = pw.shape[0], h * w
     fmt = output_memory_format(y)
@@ -151,7 +159,7 @@ def _project(y, pooled, packed, s: int, pw, pb, residual, isa: str) -> torch.Ten
         return out
     if not (y.is_contiguous(memory_format=fmt)):
         y = y.contiguous(memory_format=fmt)
-    gate = _gate_packed(pooled, packed, s, isa)
+    gate = _gate_packed(pooled, packed, s, isa, inner_act, gate_act)
     scale_weights = cout < hw
     if fmt == torch.channels_last:
         o = out.permute(0, 2, 3, 1).reshape(n, hw, cout)

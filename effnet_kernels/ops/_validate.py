@@ -26,6 +26,20 @@ def check_tensor(t, name: str, dim: int, dtypes: Sequence[torch.dtype] = (torch.
     return t
 
 
+def check_act(value, name: str = "act", allowed: Sequence[str] = ("silu", "relu", "relu6", "hardswish",
+                                                                  "identity")) -> str:
+    """An activation (or SE gate) name: a str among ``allowed``; the error names the argument."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {tuple(allowed)}, got {type(value).__name__} {value!r}")
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+def check_gate(value) -> str:
+    return check_act(value, "gate", ("sigmoid", "hardsigmoid"))
+
+
 def check_stride(stride) -> int:
     if isinstance(stride, bool) or not isinstance(stride, numbers.Integral):
         raise TypeError(f"stride must be the int 1 or 2, got {type(stride).__name__} {stride!r}")

@@ -1,4 +1,5 @@
-// Depthwise convolution + bias (folded BatchNorm) + Swish: torch-free kernel interface.
+// Depthwise convolution + bias (folded BatchNorm) + activation (Swish unless DwConvParams::act says
+// otherwise; effnet/act.h): torch-free kernel interface. The entry points keep their Swish names.
 //
 // Every kernel works on raw float pointers with element strides, so one entry point serves NCHW,
 // NHWC (channels_last) and any other strided view. BatchNorm is folded by the caller:
@@ -9,6 +10,7 @@
 #include <cstdint>
 #include <string>
 
+#include "effnet/act.h"
 #include "effnet/isa.h"
 #include "effnet/microkernel.h"
 
@@ -25,6 +27,7 @@ struct DwConvParams {
   int64_t pad_top = 0, pad_left = 0;
   int64_t x_stride[4] = {0, 0, 0, 0};   // n, c, h, w strides of the input
   int64_t y_stride[4] = {0, 0, 0, 0};   // n, c, h, w strides of the output
+  Act act = Act::kSilu;                 // after the bias: a layer activation (not a gate)
 };
 
 // Output size along one axis for a given input size, kernel, stride and leading/trailing pad.
@@ -37,7 +40,7 @@ void check_params(const DwConvParams& p);
 
 namespace scalar {
 
-// Reference micro-kernel: y = swish(depthwise_conv(x, weight) + bias), any strides.
+// Reference micro-kernel: y = act(depthwise_conv(x, weight) + bias), any strides (act_ref of p.act).
 // weight is (C, k, k) contiguous, bias is (C,). If `pooled` is non-null, it receives the (N, C)
 // contiguous mean of y over the output plane, computed in the same pass.
 // Accumulates in fp32 in the order (kh, kw), like the SIMD kernels.
@@ -65,6 +68,7 @@ constexpr int64_t kNhwcGroupChannels = 64;
                    float* y, int64_t n, int64_t c0, int64_t c1, int64_t oh0, int64_t oh1,            \
                    double* pool_sum);                                                                \
   void swish_inplace(float* data, int64_t count);                                                    \
+  void act_inplace(float* data, int64_t count, Act act);                                             \
   }
 #define EFFNET_DECLARE_MICROKERNELS_X(name, e, lanes, has) EFFNET_DECLARE_MICROKERNELS(name)
 EFFNET_SIMD_ISAS(EFFNET_DECLARE_MICROKERNELS_X)
@@ -88,6 +92,8 @@ void dwconv_bias_swish(const DwConvParams& p, const float* x, const float* weigh
 // In-place vectorised Swish over a contiguous buffer (the activation epilogue of the fused kernels, also
 // used for the 1x1 convolutions' epilogue and as the benchmarks' Swish compute floor).
 void swish_inplace(float* data, int64_t count, Isa isa);
+// The same for any activation or gate of effnet/act.h (resolved once per call).
+void act_inplace(float* data, int64_t count, Act act, Isa isa);
 
 // Swish (x * sigmoid(x)) with the same saturation as PyTorch's eager SiLU: x / (1 + exp(-x)).
 float swish_ref(float x);

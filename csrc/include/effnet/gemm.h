@@ -6,7 +6,8 @@
 // folded, packed once per weight (gemm_pack) into panels of gemm_nr(isa) output channels, k-major, zero
 // padded. s is the optional SE gate (one row of in-channel scales per sample): it is applied to A while a
 // block of A rows is copied into a per-thread buffer that all the block's panels then reuse (the GotoBLAS
-// "pack A" step), so the gate costs one pass over A. act is identity or Swish; R the optional residual.
+// "pack A" step), so the gate costs one pass over A. act is any layer activation of effnet/act.h (identity by
+// default); R the optional residual.
 //
 // Micro-kernel: MR rows x 2 vectors of columns of accumulators held in registers (AVX2 6 x 16, AVX-512
 // 8 x 32, NEON 8 x 8), one broadcast of A and two loads of packed W per k step. K is split in chunks of
@@ -39,7 +40,7 @@ struct GemmArgs {
   int64_t ldr = 0;
   float* c = nullptr;  // C[i, j] at c[i * ldc + j]; must not overlap A, R or the packed weight
   int64_t ldc = 0;
-  bool swish = false;
+  Act act = Act::kIdentity;  // after the bias, before the residual
 };
 
 // Throws std::invalid_argument on inconsistent arguments.

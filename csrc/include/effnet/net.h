@@ -4,11 +4,13 @@
 // A Net is a chain of layers, each taking the previous one's output, and an optional classifier. Every
 // weight arrives folded (BatchNorm into the convolutions) and is packed here once; a forward pass is then
 // one call with no per-op dispatch:
-//   conv   a dense k x k convolution (a stem, a head): im2col + GEMM with bias and optional Swish in the
-//          epilogue; a 1x1 stride-1 conv is the GEMM alone;
-//   block  an MBConv block: expand 1x1 GEMM + bias + Swish  ->  depthwise + bias + Swish with the SE pool
-//          in the same pass  ->  SE gate (two small matrix-vector products)  ->  projection 1x1: GEMM with
-//          the gate applied to A as it is packed, bias, and the residual added in the epilogue;
+//   conv   a dense k x k convolution (a stem, a head): im2col + GEMM with bias and an optional activation in
+//          the epilogue; a 1x1 stride-1 conv is the GEMM alone;
+//   block  an MBConv block: expand 1x1 GEMM + bias + act  ->  depthwise + bias + act with the SE pool in the
+//          same pass  ->  SE gate (two small matrix-vector products)  ->  projection 1x1: GEMM with the gate
+//          applied to A as it is packed, bias, and the residual added in the epilogue. The activation (SiLU,
+//          ReLU, ReLU6, Hardswish, none) and the SE's (inner, gate) are the block's (BlockActs); a block
+//          without SE goes from the depthwise conv straight to the projection;
 //   classifier  global mean of the last layer (the SE pool kernel), then a GEMM.
 // Activations live in NHWC buffers of an arena reused from call to call (sized for the largest layer at
 // the input's shape), so a forward pass pays no allocation and no first-touch page faults after the first.
@@ -38,6 +40,15 @@ struct Pad {
   static Pad tf_same() { return Pad{true, 0, 0, 0, 0}; }
 };
 
+// The activations of one block: `act` after its expand 1x1 and its depthwise conv (SiLU in EfficientNet;
+// ReLU6 in MobileNetV2 and EfficientNet-Lite, ReLU or Hardswish in MobileNetV3, ReLU in MNASNet), the SE's
+// between its two 1x1 convs and its gate (effnet/act.h).
+struct BlockActs {
+  Act act = Act::kSilu;
+  Act se_inner = Act::kSilu;
+  Act se_gate = Act::kSigmoid;
+};
+
 class Net {
  public:
   // same_padding: the padding of the layers added without one (set_stem, the short add_block): TensorFlow
@@ -47,17 +58,18 @@ class Net {
 
   // Layers run in the order they are added; each takes the channels the one before gives. `name` names
   // the layer's taps (see set_taps) and, for convs, its profile steps.
-  // A dense conv: weight (cout, cin, k, k) contiguous; bias (cout,); Swish after the bias when `swish`.
+  // A dense conv: weight (cout, cin, k, k) contiguous; bias (cout,); `act` after the bias (kIdentity: none).
   void add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride, const Pad& pad,
-                bool swish, const float* weight, const float* bias);
+                Act act, const float* weight, const float* bias);
   // An MBConv block: expand_weight (cexp, cin) or null when cexp == cin (expand ratio 1); dw_weight
   // (cexp, k, k); se_reduce (squeeze, cexp), se_expand (cexp, squeeze); proj_weight (cout, cexp); all
-  // contiguous. `pad` is the depthwise conv's.
+  // contiguous. `pad` is the depthwise conv's. squeeze 0: no squeeze-excitation (its four pointers null):
+  // the projection reads the depthwise output as it is.
   void add_block(const std::string& name, const Pad& pad, int64_t cin, int64_t cexp, int64_t cout, int64_t k,
                  int64_t stride, int64_t squeeze, bool skip, const float* expand_weight, const float* expand_bias,
                  const float* dw_weight, const float* dw_bias, const float* se_reduce_weight,
                  const float* se_reduce_bias, const float* se_expand_weight, const float* se_expand_bias,
-                 const float* proj_weight, const float* proj_bias);
+                 const float* proj_weight, const float* proj_bias, const BlockActs& acts = BlockActs{});
   // The whole-classifier shorthands: "stem" (conv + Swish), "blocks.<i>", "head" (1x1 conv + Swish), all
   // with the constructor's padding.
   void set_stem(int64_t cin, int64_t cout, int64_t k, int64_t stride, const float* weight, const float* bias);
