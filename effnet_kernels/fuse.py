@@ -343,8 +343,10 @@ def _same_parts(source: "_Swapper", converted: EfficientNet) -> bool:
     if len(sb) != len(ob) or len(sc) != len(oc):
         return False
     for a, b in zip(sb + sc, ob + oc):
-        if (a.stride, a.pad, getattr(a, "skip", None), getattr(a, "act", None)) != \
-                (b.stride, b.pad, getattr(b, "skip", None), getattr(b, "act", None)):
+        def geometry(p):
+            return (p.stride, p.pad, getattr(p, "skip", None), p.act, getattr(p, "se_inner", None),
+                    getattr(p, "se_gate", None), getattr(p, "se", ()) is None)
+        if geometry(a) != geometry(b):
             return False
         ta = [t for t in _tensors_of(a)]
         tb = [t for t in _tensors_of(b)]
@@ -357,7 +359,7 @@ def _same_parts(source: "_Swapper", converted: EfficientNet) -> bool:
 def _tensors_of(part):
     if isinstance(part, recognize.ConvPart):
         return [part.weight, part.bias]
-    return [*(part.expand or ()), *part.dw, *part.se, *part.project]
+    return [*(part.expand or ()), *part.dw, *(part.se or ()), *part.project]
 
 
 def _unit_for(part, source: nn.Module) -> swapped.FusedUnit:
@@ -434,10 +436,39 @@ class _Swapper:
                 self.note(path, child, None, f"a subclass of {like}, not the class itself (recognition is by "
                                              f"exact class: a subclass may compute something else)")
             self.visit(child, path + ".")
+            if type(child) is nn.Sequential and name in recognize.FLAT_SEQUENTIALS.get(type(module), ()):
+                self.flat(child, path + ".")
             if type(child) is nn.Sequential and any(isinstance(c, (swapped.FusedUnit, swapped.FusedSequential))
                                                     for c in child):
                 self.replace(module, name, swapped.FusedSequential(OrderedDict(child._modules)), child)
         self.pairs(module, prefix)
+
+    def flat(self, seq: nn.Sequential, prefix: str) -> None:
+        """The conv + BN [+ act] runs of a flat nn.Sequential (recognize.flat_runs): the first module of a run
+        becomes the fused one, the others nn.Identity (the Sequential keeps its indices)."""
+        for start, end, part in recognize.flat_runs(seq):
+            path = prefix + str(start)
+            first = seq[start]
+            run = [seq[i] for i in range(start, end)]
+            # a pre-hook on the first module and a hook on the last one's output still see what they saw (they are
+            # carried to the fused module and to the Identity in the last one's place); any other hook would not
+            hooked = next((prefix + str(start + j) for j, m in enumerate(run)
+                           if _has_hooks(m, pre=j > 0, post=j < len(run) - 1)), None)
+            if hooked is not None and not isinstance(part, str):
+                part = f"a hook on {hooked} would see another module's output once the run is one fused module"
+            if isinstance(part, str):
+                self.note(path, first, None, part)
+                continue
+            unit = part if self.dry else _unit_for(part, first)
+            if not self.dry:
+                unit.source = " + ".join(type(m).__name__ for m in run)
+            self.replace(seq, str(start), unit, first)
+            for i in range(start + 1, end):
+                self.replace(seq, str(i), nn.Identity().eval(), seq[i])
+            last = prefix + str(end - 1)
+            self.note(path, first, unit, output_of=last, part=part)
+            if end - start > 1:
+                self.entries[-1].what += f" (with {prefix}{start + 1}..{end - 1}, now Identity)"
 
     def pairs(self, module: nn.Module, prefix: str) -> None:
         """Conv + BatchNorm siblings the container's forward calls back to back."""

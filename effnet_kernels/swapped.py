@@ -1,5 +1,5 @@
-"""The modules ``fuse()`` swaps into a model: :class:`FusedConv` (a stem or head conv + folded BN [+ SiLU]),
-:class:`FusedMBConv` (one MBConv block) and :class:`FusedSequential` (an ``nn.Sequential`` that runs its
+"""The modules ``fuse()`` swaps into a model: :class:`FusedConv` (a stem or head conv + folded BN [+ an
+activation]), :class:`FusedMBConv` (one MBConv block or a cousin: another activation, no SE, a hardsigmoid SE) and :class:`FusedSequential` (an ``nn.Sequential`` that runs its
 consecutive fused children as one chain).
 
 How a call runs:
@@ -28,10 +28,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _ext, ops
+from . import _ext, ops, reference
 from .ops._validate import output_memory_format
 from .padding import pad_amounts_unchecked
-from .recognize import BlockPart, ConvPart, Pad
+from .recognize import BlockPart, ConvPart, Pad, act_label
 
 __all__ = ["FusedConv", "FusedMBConv", "FusedSequential", "FusedUnit"]
 
@@ -302,7 +302,8 @@ class FusedUnit(nn.Module):
 
 
 class FusedConv(FusedUnit):
-    """A dense conv with BatchNorm folded, optionally SiLU: a stem (k×k, im2col + GEMM) or a head (1×1 GEMM)."""
+    """A dense conv with BatchNorm folded, then an activation (``act``: a name of
+    :data:`effnet_kernels.reference.ACTS`): a stem (k×k, im2col + GEMM) or a head (1×1 GEMM)."""
 
     def __init__(self, part: ConvPart, source: str):
         super().__init__(source)
@@ -313,9 +314,9 @@ class FusedConv(FusedUnit):
 
     def describe(self) -> str:
         return (f"conv {self.kernel}x{self.kernel}/{self.stride} {self.in_channels}->{self.out_channels}"
-                + (" +SiLU" if self.act else ""))
+                + act_label(self.act))
 
-    def _add_to(self, net, ptr, name: str, act: Optional[bool] = None) -> None:
+    def _add_to(self, net, ptr, name: str, act: Optional[str] = None) -> None:
         co, ci, k = self.out_channels, self.in_channels, self.kernel
         net.add_conv(name, ci, co, k, self.stride, _engine_pad(self.pad), self.act if act is None else act,
                      ptr(self.weight, co, ci, k, k), ptr(self.bias, co))
@@ -324,7 +325,7 @@ class FusedConv(FusedUnit):
         t = x.dtype
         x = _pad(x, self.pad, self.kernel, self.stride)
         y = F.conv2d(x, self.weight.to(t), self.bias.to(t), self.stride)
-        return F.silu(y) if self.act else y
+        return reference.activation(y, self.act)
 
 
 def _pad(x: torch.Tensor, pad: Pad, k: int, stride: int) -> torch.Tensor:
@@ -339,18 +340,23 @@ def _pad(x: torch.Tensor, pad: Pad, k: int, stride: int) -> torch.Tensor:
 
 
 class FusedMBConv(FusedUnit):
-    """One MBConv block: [expand 1×1 + SiLU] → depthwise + SiLU (+ SE pool) → SE gate → projection [+ x]."""
+    """One MBConv block: [expand 1×1 + act] → depthwise + act (+ SE pool) → [SE gate] → projection [+ x]; act
+    SiLU (EfficientNet), ReLU6 (MobileNetV2, EfficientNet-Lite), ReLU / Hardswish (MobileNetV3, MNASNet), none;
+    the SE's inner activation and gate (sigmoid, or hardsigmoid) its own."""
 
     def __init__(self, part: BlockPart, source: str):
         super().__init__(source)
         self.kernel, self.stride, self.pad, self.skip = part.dw[0].shape[-1], part.stride, part.pad, part.skip
+        self.act, self.se_inner, self.se_gate = part.act, part.se_inner, part.se_gate
+        self.has_se = part.se is not None
         self.has_expand = part.expand is not None
         if self.has_expand:
             self._buf("expand_weight", part.expand[0])
             self._buf("expand_bias", part.expand[1])
         self._buf("dw_weight", part.dw[0])
         self._buf("dw_bias", part.dw[1])
-        for name, t in zip(("se_reduce_weight", "se_reduce_bias", "se_expand_weight", "se_expand_bias"), part.se):
+        for name, t in zip(("se_reduce_weight", "se_reduce_bias", "se_expand_weight", "se_expand_bias"),
+                           part.se or ()):
             self._buf(name, t)
         self._buf("proj_weight", part.project[0])
         self._buf("proj_bias", part.project[1])
@@ -359,19 +365,22 @@ class FusedMBConv(FusedUnit):
         self.out_channels = self.proj_weight.shape[0]
 
     def describe(self) -> str:
+        se = "" if not self.has_se else (" SE" if (self.se_inner, self.se_gate) == ("silu", "sigmoid") else
+                                         f" SE({self.se_inner}/{self.se_gate})")
         return (f"MBConv k{self.kernel}/{self.stride} {self.in_channels}->{self.expanded}->{self.out_channels}"
-                + (" +skip" if self.skip else ""))
+                + act_label(self.act) + (se if self.has_se else " no SE") + (" +skip" if self.skip else ""))
 
     def _add_to(self, net, ptr, name: str) -> None:
-        cexp, s = self.expanded, self.se_reduce_weight.shape[0]
+        cexp, s = self.expanded, self.se_reduce_weight.shape[0] if self.has_se else 0
         cin, co, k = self.in_channels, self.out_channels, self.kernel
-        e = self.has_expand
+        e, se = self.has_expand, self.has_se
         net.add_named_block(name, _engine_pad(self.pad), cin, cexp, co, k, self.stride, s, self.skip,
                             ptr(self.expand_weight, cexp, cin) if e else 0, ptr(self.expand_bias, cexp) if e else 0,
                             ptr(self.dw_weight, cexp, 1, k, k), ptr(self.dw_bias, cexp),
-                            ptr(self.se_reduce_weight, s, cexp), ptr(self.se_reduce_bias, s),
-                            ptr(self.se_expand_weight, cexp, s), ptr(self.se_expand_bias, cexp),
-                            ptr(self.proj_weight, co, cexp), ptr(self.proj_bias, co))
+                            ptr(self.se_reduce_weight, s, cexp) if se else 0, ptr(self.se_reduce_bias, s) if se else 0,
+                            ptr(self.se_expand_weight, cexp, s) if se else 0, ptr(self.se_expand_bias, cexp) if se else 0,
+                            ptr(self.proj_weight, co, cexp), ptr(self.proj_bias, co), self.act, self.se_inner,
+                            self.se_gate)
 
     def _dw_padding(self, h: int, w: int) -> Optional[str]:
         """The ops' padding name for this input, or None when the block's fixed padding is neither."""
@@ -387,18 +396,26 @@ class FusedMBConv(FusedUnit):
         t = x.dtype
         e = x
         if self.has_expand:
-            e = F.silu(F.conv2d(x, self.expand_weight.to(t)[:, :, None, None], self.expand_bias.to(t)))
+            e = reference.activation(F.conv2d(x, self.expand_weight.to(t)[:, :, None, None], self.expand_bias.to(t)),
+                                     self.act)
         padding = self._dw_padding(x.shape[-2], x.shape[-1])
-        if padding is not None:
+        if padding is not None and self.has_se:
             y, pooled = ops.dwconv_bias_swish_pool(e, self.dw_weight.to(t), self.dw_bias.to(t), self.stride, padding,
-                                                   backend=self.ops_backend)
+                                                   backend=self.ops_backend, act=self.act)
+        elif padding is not None:
+            y = ops.dwconv_bias_swish(e, self.dw_weight.to(t), self.dw_bias.to(t), self.stride, padding,
+                                      backend=self.ops_backend, act=self.act)
         else:  # fixed padding of a model built for another image size (efficientnet_pytorch): torch's conv
-            y = F.silu(F.conv2d(_pad(e, self.pad, self.kernel, self.stride), self.dw_weight.to(t),
-                                self.dw_bias.to(t), self.stride, groups=self.expanded))
-            pooled = y.float().mean((2, 3))
+            y = reference.activation(F.conv2d(_pad(e, self.pad, self.kernel, self.stride), self.dw_weight.to(t),
+                                              self.dw_bias.to(t), self.stride, groups=self.expanded), self.act)
+            pooled = y.float().mean((2, 3)) if self.has_se else None
+        if not self.has_se:  # the projection alone: a 1x1 conv (+ the input)
+            out = F.conv2d(y, self.proj_weight.to(t)[:, :, None, None], self.proj_bias.to(t))
+            return out + x if self.skip else out
         return ops.se_project(y, pooled, self.se_reduce_weight.to(t), self.se_reduce_bias.to(t),
                               self.se_expand_weight.to(t), self.se_expand_bias.to(t), self.proj_weight.to(t),
-                              self.proj_bias.to(t), x if self.skip else None, backend=self.ops_backend)
+                              self.proj_bias.to(t), x if self.skip else None, backend=self.ops_backend,
+                              inner_act=self.se_inner, gate=self.se_gate)
 
 
 def _drop_engine_hook(module, _incompatible_keys) -> None:
@@ -569,7 +586,7 @@ class _WithSiLU:
         return getattr(self.unit, name)
 
     def _add_to(self, net, ptr, name: str) -> None:
-        self.unit._add_to(net, ptr, name, act=True)
+        self.unit._add_to(net, ptr, name, act="silu")
 
     def _forward_ops(self, x):
         return F.silu(self.unit._forward_ops(x))
@@ -583,7 +600,8 @@ def lukemelas_plan(module: nn.Module):
     if module._forward_hooks or module._forward_pre_hooks:
         return None
     stem, head, act = module._conv_stem, module._conv_head, module._swish
-    if not (isinstance(stem, FusedConv) and isinstance(head, FusedConv)) or stem.act or head.act:
+    if not (isinstance(stem, FusedConv) and isinstance(head, FusedConv)) or stem.act != "identity" \
+            or head.act != "identity":
         return None
     if _chain_units(stem) is None or _chain_units(head) is None or not _is_silu(act) or act._forward_hooks \
             or act._forward_pre_hooks or _chain_units(module._bn0) != [] or _chain_units(module._bn1) != []:

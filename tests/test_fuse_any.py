@@ -225,15 +225,17 @@ def test_report_strict_and_mixed_model():
     import timm
 
     model, _ = model_from_spec("timm:efficientnet_b0:features")
-    model.blocks[3][1].bn2.act = nn.ReLU()  # another activation
-    model.blocks[5][0].se = nn.Identity()  # no SE
+    model.blocks[3][1].bn2.act = nn.GELU()  # an activation the kernels do not apply
+    model.blocks[5][0].bn1.act = nn.ReLU()  # the expand's activation differs from the depthwise conv's
+    model.blocks[5][1].se = nn.Identity()  # no SE: swapped (a block without squeeze-excitation)
     model.blocks[2][0].bn1.train()  # a BatchNorm in training mode
     fused = ek.fuse(model)
     report = ek.fuse_report(fused)
     left = {e.path: e.what for e in report.left}
     assert set(left) == {"blocks.2.0", "blocks.3.1", "blocks.5.0"}, left
-    assert "ReLU, not SiLU" in left["blocks.3.1"] and "training mode" in left["blocks.2.0"]
-    assert "no squeeze-excitation" in left["blocks.5.0"]
+    assert "GELU, not one the fused kernels apply" in left["blocks.3.1"] and "training mode" in left["blocks.2.0"]
+    assert "differs from the depthwise conv's" in left["blocks.5.0"]
+    assert isinstance(fused.blocks[5][1], swapped.FusedMBConv) and not fused.blocks[5][1].has_se
     assert len(report.swapped) == 14  # 13 blocks + the stem (conv_stem with bn1)
     assert type(fused.blocks[3][1]) is type(model.blocks[3][1])
     assert isinstance(fused.blocks[3][0], swapped.FusedMBConv) and isinstance(fused.conv_stem, swapped.FusedConv)
@@ -244,7 +246,7 @@ def test_report_strict_and_mixed_model():
     with torch.inference_mode():
         for a, b in zip(model(x), fused(x)):
             assert (a - b).abs().max() <= 1e-4 * a.abs().max()
-    with pytest.raises(ValueError, match=r"strict=True\): blocks\.3\.1 .*ReLU"):
+    with pytest.raises(ValueError, match=r"strict=True\): blocks\.3\.1 .*GELU"):
         model.blocks[2][0].bn1.eval()
         ek.fuse(model, strict=True)
     cc = timm.create_model("tf_efficientnet_cc_b0_4e").eval()
@@ -257,8 +259,8 @@ def test_nothing_to_swap_names_what_is_supported():
     import timm
     with pytest.raises(TypeError, match=r"got Sequential .*nothing to swap .*recognises: .*InvertedResidual"):
         ek.fuse(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval())
-    with pytest.raises(TypeError, match=r"nothing to swap .*ReLU6, not SiLU"):
-        ek.fuse(timm.create_model("efficientnet_lite0").eval())
+    with pytest.raises(TypeError, match=r"nothing to swap .*GELU, not one the fused kernels apply"):
+        ek.fuse(timm.create_model("efficientnet_lite0", act_layer="gelu").eval())
     with pytest.raises(ValueError, match=r"eval\(\)"):
         ek.fuse(timm.create_model("efficientnet_b0", features_only=True))
     fused = ek.fuse(timm.create_model("efficientnet_b0", features_only=True).eval())
@@ -488,13 +490,16 @@ def test_whole_classifier_with_a_changed_stride_is_not_the_preset():
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
 
 
-def test_our_conv_bn_act_with_another_activation_is_left():
+def test_our_conv_bn_act_takes_the_kernels_activations_and_leaves_others():
     from effnet_kernels.models.efficientnet import ConvBNAct
-    from effnet_kernels.recognize import recognize
+    from effnet_kernels.recognize import ConvPart, recognize
 
     m = ConvBNAct(3, 8, 3, 2).eval()
     m.act = nn.ReLU()
-    assert "ReLU" in recognize(m)
+    part = recognize(m)
+    assert isinstance(part, ConvPart) and part.act == "relu"
+    m.act = nn.GELU()
+    assert "GELU, not one the fused kernels apply" in recognize(m)
 
 
 def test_features_backbone_runs_as_one_chain_and_falls_back():
