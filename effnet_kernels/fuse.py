@@ -477,14 +477,22 @@ class _Swapper:
             kids = list(module._modules.items())
             named = named + [(a, b) for (a, _), (b, _) in zip(kids, kids[1:])]
         returned = getattr(module, "return_layers", None) or {}  # timm feature wrappers: outputs kept by name
-        for conv_name, bn_name in named:
+        for names in named:
+            conv_name, bn_name = names[0], names[1]
             conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
             if conv is None or bn is None or conv_name in returned:
                 continue
-            part = recognize.conv_bn_pair(conv, bn)
+            # a third name: the activation module the container calls right after the BN (timm's
+            # MobileNetV3Features act1), folded in when the kernels apply it, else left to run after the pair
+            act_name = names[2] if len(names) > 2 and getattr(module, names[2], None) is not None else None
+            act = getattr(module, act_name) if act_name else None
+            if act is not None and (recognize.act_of(act) is None or bn_name in returned):
+                act_name = act = None
+            part = recognize.conv_bn_pair(conv, bn, act)
             if part is None:
                 continue
-            if isinstance(part, recognize.ConvPart) and (_has_hooks(conv, post=True) or _has_hooks(bn, pre=True)):
+            if isinstance(part, recognize.ConvPart) and (_has_hooks(conv, post=True) or _has_hooks(bn, pre=True) or (
+                    act is not None and (_has_hooks(bn, post=True) or _has_hooks(act, pre=True)))):
                 part = (f"a hook on {conv_name}'s output or on {bn_name}'s input would see the BatchNorm's output "
                         f"once the two are one fused module")
             path = prefix + conv_name
@@ -496,14 +504,18 @@ class _Swapper:
                 unit.source = f"{type(conv).__name__} + {type(bn).__name__}"
             self.replace(module, conv_name, unit, conv)
             self.replace(module, bn_name, nn.Identity().eval(), bn)
-            self.note(path, conv, unit, output_of=prefix + bn_name, part=part)
-            self.entries[-1].what += f" (with {bn_name}, now an Identity)"
+            if act is not None:
+                self.replace(module, act_name, nn.Identity().eval(), act)
+            self.note(path, conv, unit, output_of=prefix + (act_name or bn_name), part=part)
+            self.entries[-1].what += (f" (with {bn_name} and {act_name}, now Identity)" if act is not None
+                                      else f" (with {bn_name}, now an Identity)")
 
 
 def _chain_feature_backbones(model: nn.Module, swapper: "_Swapper") -> None:
-    """timm EfficientNetFeatures whose stem and stages were all swapped run them as one chain
-    (swapped.fused_features_class); so do efficientnet_pytorch EfficientNets whose stem, blocks and head
-    were (swapped.fused_lukemelas_class)."""
+    """timm EfficientNetFeatures / MobileNetV3Features whose stem and stages were all swapped run them as one
+    chain (swapped.fused_features_class); so do timm EfficientNet / MobileNetV3 classifiers' forward_features
+    (swapped.fused_classifier_class) and efficientnet_pytorch EfficientNets whose stem, blocks and head were
+    (swapped.fused_lukemelas_class)."""
     try:
         from efficientnet_pytorch.model import EfficientNet as LukemelasEfficientNet
     except ImportError:
@@ -517,18 +529,28 @@ def _chain_feature_backbones(model: nn.Module, swapper: "_Swapper") -> None:
                 swapper.entries.append(FuseEntry(path, name, True, f"one chain: the stem, {len(units) - 2} blocks "
                                                  f"and the head (extract_features, extract_endpoints)", path))
     try:
-        from timm.models.efficientnet import EfficientNetFeatures
+        from timm.models.efficientnet import EfficientNet as TimmEfficientNet, EfficientNetFeatures
+        from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
     except ImportError:
         return
     for path, m in model.named_modules():
-        if type(m) is EfficientNetFeatures:
+        base = type(m)
+        if base in (EfficientNetFeatures, MobileNetV3Features):
             plan = swapped.features_plan(m)
             if plan is not None:
-                m.__class__ = swapped.fused_features_class(EfficientNetFeatures)
+                m.__class__ = swapped.fused_features_class(base)
                 units, layers = plan
-                name = f"{EfficientNetFeatures.__module__}.{EfficientNetFeatures.__qualname__}"
+                name = f"{base.__module__}.{base.__qualname__}"
                 swapper.entries.append(FuseEntry(path, name, True, f"one chain: the stem and {len(units) - 1} "
                                                  f"blocks, feature maps after layers {layers}", path))
+        elif base in (TimmEfficientNet, MobileNetV3):
+            units = swapped.timm_classifier_plan(m)
+            if units is not None:
+                m.__class__ = swapped.fused_classifier_class(base)
+                name = f"{base.__module__}.{base.__qualname__}"
+                head = " and the head" if hasattr(m, "bn2") else ""
+                swapper.entries.append(FuseEntry(path, name, True, f"one chain: the stem, {len(units) - 1 - bool(head)} "
+                                                 f"blocks{head} (forward_features)", path))
 
 
 def fuse(model: nn.Module, strict: bool = False, inplace: bool = False) -> nn.Module:

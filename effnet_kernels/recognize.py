@@ -627,11 +627,11 @@ _CONV_TYPES: set = {nn.Conv2d}
 _DYNAMIC_SAME_CONVS: set = set()
 _BN_TYPES: set = {nn.BatchNorm2d}
 _TV_CNA = _TV_SE = _TIMM_SE = None
-# container class -> [(conv attribute, BN attribute)] its forward calls back to back: the stems and heads of
+# container class -> [(conv attribute, BN attribute[, activation attribute])] its forward calls back to back: the stems and heads of
 # the EfficientNet classes; ADJACENT_CONTAINERS: timm's flattened feature wrappers, whose forward calls
 # their children in order (their conv_stem + bn1). A plain nn.Sequential's conv + BN is not an EfficientNet
 # layer (a decoder's): it stays as it is.
-PAIR_CONTAINERS: Dict[type, List[Tuple[str, str]]] = {}
+PAIR_CONTAINERS: Dict[type, List[Tuple[str, ...]]] = {}
 ADJACENT_CONTAINERS: set = set()
 # container class -> names of its flat nn.Sequential children whose conv + BN [+ act] runs fuse (flat_runs):
 # torchvision MNASNet's ``layers`` (stem conv, first separable block and head conv laid out flat).
@@ -690,7 +690,7 @@ def _load_library_extractors() -> None:
         PAIR_CONTAINERS[te.EfficientNetFeatures] = [("conv_stem", "bn1")]
         from timm.models import mobilenetv3 as tm3
         PAIR_CONTAINERS[tm3.MobileNetV3] = [("conv_stem", "bn1")]  # (its conv_head runs on the pooled features)
-        PAIR_CONTAINERS[tm3.MobileNetV3Features] = [("conv_stem", "bn1")]
+        PAIR_CONTAINERS[tm3.MobileNetV3Features] = [("conv_stem", "bn1", "act1")]  # (its act1 follows bn1)
         for name in ("FeatureListNet", "FeatureDictNet", "FeatureHookNet"):
             if hasattr(tf, name):
                 ADJACENT_CONTAINERS.add(getattr(tf, name))
@@ -707,14 +707,15 @@ def _load_library_extractors() -> None:
         pass
 
 
-def conv_bn_pair(conv: nn.Module, bn: nn.Module) -> Union[ConvPart, str, None]:
+def conv_bn_pair(conv: nn.Module, bn: nn.Module, act: Optional[nn.Module] = None) -> Union[ConvPart, str, None]:
     """A conv and the BatchNorm its container applies right after it (the BN may carry an activation, as
-    timm's BatchNormAct2d): the folded part, a reason, or None when the two are not a conv and a BN."""
+    timm's BatchNormAct2d; ``act``: the activation module the container applies after the BN): the folded
+    part, a reason, or None when the two are not a conv and a BN."""
     _load_library_extractors()
     if type(conv) not in _CONV_TYPES or type(bn) not in _BN_TYPES:
         return None
     try:
-        w, b, stride, pad, act = _conv_bn_act(conv, bn, "conv", "bn")
+        w, b, stride, pad, act = _conv_bn_act(conv, bn, "conv", "bn", act=act)
         return ConvPart(w, b, stride, pad, act)
     except Left as e:
         return str(e)

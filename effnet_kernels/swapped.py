@@ -521,6 +521,9 @@ def features_plan(module: nn.Module):
     stem, bn = module.conv_stem, module.bn1
     if not isinstance(stem, FusedUnit) or _chain_units(stem) is None or _chain_units(bn) != []:
         return None
+    act = getattr(module, "act1", None)  # MobileNetV3Features: folded into the stem, else not a chain
+    if act is not None and _chain_units(act) != []:
+        return None
     if module.blocks._forward_hooks or module.blocks._forward_pre_hooks:
         return None
     units, ends = [stem], [0]
@@ -552,14 +555,76 @@ def _features_getstate(self):
 
 
 def fused_features_class(base: type) -> type:
-    """The subclass of timm's EfficientNetFeatures (``base``) fuse() gives a fully fused one."""
+    """The subclass of timm's EfficientNetFeatures or MobileNetV3Features (``base``: the same forward) fuse()
+    gives a fully fused one."""
     cls = _FEATURE_CLASSES.get(base)
     if cls is None:
-        cls = type("FusedEfficientNetFeatures", (base,), {
+        name = f"Fused{base.__name__}"
+        cls = type(name, (base,), {
             "forward": _features_forward, "__getstate__": _features_getstate, "_effnet_base": base,
-            "__module__": __name__, "__qualname__": "FusedEfficientNetFeatures",
-            "__doc__": "timm's EfficientNetFeatures with its stem and stages run as one fused chain (see "
-                       "effnet_kernels.swapped)."})
+            "__module__": __name__, "__qualname__": name,
+            "__doc__": f"timm's {base.__name__} with its stem and stages run as one fused chain (see "
+                       f"effnet_kernels.swapped)."})
+        _FEATURE_CLASSES[base] = cls
+    return cls
+
+
+# ---- timm's EfficientNet / MobileNetV3 classifiers as one chain ----------------------------------------------
+#
+# A timm EfficientNet that is not one of the B0-B7 presets (EfficientNet-Lite, MobileNetV2, MNASNet, ...) or a
+# MobileNetV3: forward_features calls conv_stem, bn1, the stages (and, in EfficientNet, conv_head, bn2) one
+# after the other. Swapped module by module that is three chains, each handing the next an NCHW tensor;
+# with this subclass forward_features runs them as one (the pooling and classifier after it stay timm's).
+
+def timm_classifier_plan(module: nn.Module):
+    """The chain units of a timm EfficientNet / MobileNetV3 whose stem, stages (and EfficientNet's head) are
+    all fused, else None."""
+    if getattr(module, "grad_checkpointing", False) or module._forward_hooks or module._forward_pre_hooks:
+        return None
+    stem = module.conv_stem
+    if not isinstance(stem, FusedUnit) or _chain_units(stem) is None or _chain_units(module.bn1) != []:
+        return None
+    act = getattr(module, "act1", None)
+    if act is not None and _chain_units(act) != []:
+        return None
+    units = [stem]
+    blocks = module.blocks
+    if blocks._forward_hooks or blocks._forward_pre_hooks:
+        return None
+    for stage in blocks:
+        sub = _chain_units(stage)
+        if not sub:
+            return None
+        units += sub
+    if hasattr(module, "bn2"):  # EfficientNet: its head conv is part of forward_features
+        head = module.conv_head
+        if not isinstance(head, FusedUnit) or _chain_units(head) is None or _chain_units(module.bn2) != []:
+            return None
+        units.append(head)
+    return units
+
+
+def _classifier_forward_features(self, x):
+    units = None if torch.compiler.is_compiling() else timm_classifier_plan(self)
+    if units is None:
+        return self._effnet_base.forward_features(self, x)
+    engine = self.__dict__.get("_effnet_chain")
+    if engine is None:
+        engine = self.__dict__["_effnet_chain"] = _Engine()
+    return run_chain(engine, units, x)
+
+
+def fused_classifier_class(base: type) -> type:
+    """The subclass of timm's EfficientNet or MobileNetV3 (``base``) fuse() gives one whose stem, stages (and
+    head) are all fused."""
+    cls = _FEATURE_CLASSES.get(base)
+    if cls is None:
+        name = f"Fused{base.__name__}Chain"
+        cls = type(name, (base,), {
+            "forward_features": _classifier_forward_features, "__getstate__": _features_getstate,
+            "_effnet_base": base, "__module__": __name__, "__qualname__": name,
+            "__doc__": f"timm's {base.__name__} with forward_features run as one fused chain (see "
+                       f"effnet_kernels.swapped)."})
         _FEATURE_CLASSES[base] = cls
     return cls
 
@@ -683,6 +748,15 @@ def __getattr__(name: str):
     if name == "FusedEfficientNetFeatures":
         from timm.models.efficientnet import EfficientNetFeatures
         return fused_features_class(EfficientNetFeatures)
+    if name == "FusedMobileNetV3Features":
+        from timm.models.mobilenetv3 import MobileNetV3Features
+        return fused_features_class(MobileNetV3Features)
+    if name == "FusedEfficientNetChain":
+        from timm.models.efficientnet import EfficientNet
+        return fused_classifier_class(EfficientNet)
+    if name == "FusedMobileNetV3Chain":
+        from timm.models.mobilenetv3 import MobileNetV3
+        return fused_classifier_class(MobileNetV3)
     if name == "FusedLukemelasEfficientNet":
         from efficientnet_pytorch.model import EfficientNet as LukemelasEfficientNet
         return fused_lukemelas_class(LukemelasEfficientNet)
