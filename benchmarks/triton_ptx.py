@@ -33,7 +33,7 @@ def compile_kernel(dtype: str, channels_last: bool, k: int, s: int, config: trit
     sig["part_ptr"] = "*fp32"
     sig.update({n: "i32" for n in SIZES + STRIDES})
     unit = ("sxc", "syc") if channels_last else ("sxw", "syw")
-    const = dict(K=k, S=s, CHANNELS_LAST=channels_last, POOL=pool, I64=False, EVEN_C=False, **config.kwargs)
+    const = dict(K=k, S=s, CHANNELS_LAST=channels_last, POOL=pool, I64=False, EVEN_C=False, ACT=0, **config.kwargs)
     const.update({n: 1 for n in unit})
     sig.update({n: "constexpr" for n in const})
     aligned = ["x_ptr", "w_ptr", "b_ptr", "y_ptr", "part_ptr", "C"] + [n for n in STRIDES if n not in unit]

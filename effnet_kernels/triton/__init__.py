@@ -53,25 +53,28 @@ def _span(t: torch.Tensor) -> int:
 
 def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
                       padding: str = "symmetric", pool: bool = False, validate: bool = True,
-                      index64: Optional[bool] = None,
-                      tile: Optional[dict] = None) -> torch.Tensor | Tuple[torch.Tensor, torch.Tensor]:
-    """``silu(depthwise_conv2d(x, weight) + bias)`` by the Triton kernel; ``(y, pooled)`` when ``pool``.
+                      index64: Optional[bool] = None, tile: Optional[dict] = None,
+                      act: str = "silu") -> torch.Tensor | Tuple[torch.Tensor, torch.Tensor]:
+    """``act(depthwise_conv2d(x, weight) + bias)`` by the Triton kernel; ``(y, pooled)`` when ``pool``.
 
     x: (N, C, H, W) fp32/fp16/bf16 on CUDA (or CPU under TRITON_INTERPRET=1), any strides; weight
-    (C, 1, k, k) and bias (C,) in x's dtype. Accumulation and Swish in fp32; y in x's dtype, channels_last
-    when x is; pooled: the fp32 (N, C) mean of y over H×W. ``index64``: None computes offsets in int64
-    only when a tensor spans 2³¹ elements or more; True forces it (tests reach that path on small shapes).
-    ``tile``: ``{"BLOCK_W", "BLOCK_C", "TH", "num_warps"}`` to bypass autotuning (tests, the GPU probe).
+    (C, 1, k, k) and bias (C,) in x's dtype. Accumulation and the activation in fp32; y in x's dtype,
+    channels_last when x is; pooled: the fp32 (N, C) mean of y over H×W. ``index64``: None computes offsets
+    in int64 only when a tensor spans 2³¹ elements or more; True forces it (tests reach that path on small
+    shapes). ``tile``: ``{"BLOCK_W", "BLOCK_C", "TH", "num_warps"}`` to bypass autotuning (tests, the GPU
+    probe). ``act``: "silu" (Swish), "relu", "relu6", "hardswish" or "identity", each as eager PyTorch
+    computes it in fp32 (a compile-time parameter of the kernel); checked even when ``validate`` is False.
     """
-    from ..ops._validate import check_dwconv_args, output_memory_format, output_size
+    from ..ops._validate import check_act, check_dwconv_args, output_memory_format, output_size
 
+    act = check_act(act)
     if validate:
         _, stride, padding = check_dwconv_args(x, weight, bias, stride, padding, dtypes=DTYPES, device_type=None,
                                                what="backend='triton'")
     if not available(x.device.type):
         raise ValueError(f"backend='triton' cannot run on {x.device} here (Triton installed: {HAS_TRITON}; "
                          f"CPU tensors need TRITON_INTERPRET=1 set before import)")
-    from .dwconv import dwconv_bias_swish_kernel, max_tiles as dw_max_tiles
+    from .dwconv import ACT_CODES, dwconv_bias_swish_kernel, max_tiles as dw_max_tiles
 
     n, c, h, w = x.shape
     k = weight.shape[-1]
@@ -102,7 +105,7 @@ def dwconv_bias_swish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
             c, h, w, out_h, out_w, tiles,
             *x.stride(), *y.stride(),
             top, left,
-            K=k, S=stride, CHANNELS_LAST=channels_last, POOL=pool, I64=i64, **extra,
+            K=k, S=stride, CHANNELS_LAST=channels_last, POOL=pool, I64=i64, ACT=ACT_CODES[act], **extra,
         )
     if not pool:
         return y
@@ -127,8 +130,16 @@ def _se_args(x, reduce_weight, reduce_bias, expand_weight, expand_bias, name="x"
     return check_se_weights(c, reduce_weight, reduce_bias, expand_weight, expand_bias, DTYPES, x.device, what)
 
 
-def _gate(pooled, w1, b1, w2, b2, s):
-    from .se import se_gate_kernel
+def _acts(inner_act, gate):
+    """(inner_act, gate): the SE's inner activation and gate names, checked (the errors name the argument)."""
+    from ..ops._validate import check_act, check_gate
+
+    return check_act(inner_act, "inner_act"), check_gate(gate)
+
+
+def _gate(pooled, w1, b1, w2, b2, s, acts):
+    from .dwconv import ACT_CODES
+    from .se import GATE_CODES, se_gate_kernel
 
     n, c = pooled.shape
     gate = torch.empty((n, c), dtype=torch.float32, device=pooled.device)
@@ -140,20 +151,23 @@ def _gate(pooled, w1, b1, w2, b2, s):
     with _device_guard(pooled):
         se_gate_kernel[(n,)](pooled.contiguous(), w1, b1.contiguous(), w2, b2.contiguous(), gate, c, s,
                              *w1.stride(), *w2.stride(), BLOCK_S=block_s, BLOCK_C=block_c,
-                             num_warps=1 if INTERPRET else 4)
+                             INNER=ACT_CODES[acts[0]], GATE=GATE_CODES[acts[1]], num_warps=1 if INTERPRET else 4)
     return gate
 
 
-def se_gate(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias):
-    """fp32 (N, C) gate from fp32 (N, C) means (any float weights)."""
+def se_gate(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, inner_act="silu", gate="sigmoid"):
+    """fp32 (N, C) gate(expand(inner_act(reduce(pooled)))) from fp32 (N, C) means (any float weights).
+    ``inner_act``: "silu" (EfficientNet's), "relu", "relu6", "hardswish" or "identity"; ``gate``: "sigmoid"
+    or "hardsigmoid" (MobileNetV3's); each as eager PyTorch computes it in fp32."""
     from ..ops._validate import check_pooled, check_se_weights
 
+    acts = _acts(inner_act, gate)
     if not isinstance(pooled, torch.Tensor) or pooled.dim() != 2:
         raise ValueError("pooled must be a 2-D (N, C) tensor")
     check_pooled(pooled, pooled.shape[0], pooled.shape[1], pooled.device)
     w1, b1, w2, b2, s = check_se_weights(pooled.shape[1], reduce_weight, reduce_bias, expand_weight, expand_bias,
                                          DTYPES, pooled.device, "backend='triton'")
-    return _gate(pooled, w1, b1, w2, b2, s)
+    return _gate(pooled, w1, b1, w2, b2, s, acts)
 
 
 def _pool(x):
@@ -185,21 +199,25 @@ def _scale(x, gate):
     return y
 
 
-def squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias):
-    """The stand-alone SE: pool, gate, scale (three launches); y in x's dtype and layout rule."""
+def squeeze_excite(x, reduce_weight, reduce_bias, expand_weight, expand_bias, inner_act="silu", gate="sigmoid"):
+    """The stand-alone SE: pool, gate, scale (three launches); y in x's dtype and layout rule. ``inner_act``
+    and ``gate`` as for :func:`se_gate`."""
+    acts = _acts(inner_act, gate)
     w1, b1, w2, b2, s = _se_args(x, reduce_weight, reduce_bias, expand_weight, expand_bias)
     if x.shape[0] == 0:
         from ..ops._validate import output_memory_format
         return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
-    return _scale(x, _gate(_pool(x), w1, b1, w2, b2, s))
+    return _scale(x, _gate(_pool(x), w1, b1, w2, b2, s, acts))
 
 
 def se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, proj_weight, proj_bias,
-               residual=None):
-    """W · (y * gate) + bias (+ residual) per sample: the gate in the GEMM's A tiles (se_project_kernel)."""
+               residual=None, inner_act="silu", gate="sigmoid"):
+    """W · (y * gate) + bias (+ residual) per sample: the gate in the GEMM's A tiles (se_project_kernel).
+    ``inner_act`` and ``gate`` as for :func:`se_gate`."""
     from ..ops._validate import check_pooled, check_projection, output_memory_format
     from .se import se_project_kernel
 
+    acts = _acts(inner_act, gate)
     w1, b1, w2, b2, s = _se_args(y, reduce_weight, reduce_bias, expand_weight, expand_bias, name="y")
     check_pooled(pooled, y.shape[0], y.shape[1], y.device)
     pw = check_projection(y, proj_weight, proj_bias, residual, DTYPES, "backend='triton'")
@@ -215,13 +233,13 @@ def se_project(y, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias
     pixel_stride = y.stride(3) if w > 1 else y.stride(2)
     if residual is not None:
         residual = residual.contiguous(memory_format=fmt)
-    gate = _gate(pooled, w1, b1, w2, b2, s)
+    g = _gate(pooled, w1, b1, w2, b2, s, acts)
 
     def grid(meta):
         return (triton.cdiv(h * w, meta["BLOCK_M"]), triton.cdiv(cout, meta["BLOCK_N"]), n)
 
     with _device_guard(y):
-        se_project_kernel[grid](y, gate, pw, proj_bias.contiguous(), residual if residual is not None else out, out,
+        se_project_kernel[grid](y, g, pw, proj_bias.contiguous(), residual if residual is not None else out, out,
                                 h * w, cin, cout, y.stride(0), y.stride(1), pixel_stride, *pw.stride(),
                                 out.stride(0), out.stride(1), out.stride(3),
                                 HAS_RES=residual is not None, IEEE=y.dtype == torch.float32)

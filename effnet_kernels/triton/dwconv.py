@@ -6,8 +6,12 @@ the band needs once; each loaded [BLOCK_W, BLOCK_C] input tile (one per input ro
 feeds every output row it belongs to (kh = r - j·S), so a k×k conv loads ((TH-1)·S + K)·K tiles for
 TH·K·K multiply-adds instead of K·K per row — the vertical sliding window kept in registers. The column
 shifts are served by L1. It is an elementwise multiply-and-sum, not ``tl.dot`` (a depthwise conv has no
-reduction over channels), so no TF32 enters anywhere. The epilogue adds the bias, applies Swish in fp32
-and stores in the input's dtype.
+reduction over channels), so no TF32 enters anywhere. The epilogue adds the bias, applies the activation
+in fp32 and stores in the input's dtype.
+
+The activation is a compile-time parameter (``ACT``, a code of :data:`ACT_CODES`): each one is its own
+kernel variant, without a per-element branch. :func:`activation` computes each as eager PyTorch does in
+fp32 (the SE kernels use it too, for the activation between their two 1x1 convs).
 
 Addressing is by element strides, so one kernel serves channels_last (the fast path: channels are
 contiguous) and NCHW or any strided view. C and the strides are left to Triton's specialisation
@@ -30,6 +34,16 @@ import triton.language as tl
 import triton.testing
 
 from ._env import AUTOTUNE, INTERPRET
+
+
+# The activations by compile-time code (the launchers map the names of effnet_kernels.reference.ACTS to these).
+SILU = tl.constexpr(0)
+RELU = tl.constexpr(1)
+RELU6 = tl.constexpr(2)
+HARDSWISH = tl.constexpr(3)
+IDENTITY = tl.constexpr(4)
+ACT_CODES = {"silu": SILU.value, "relu": RELU.value, "relu6": RELU6.value, "hardswish": HARDSWISH.value,
+             "identity": IDENTITY.value}
 
 
 def _cfg(block_w, block_c, th, warps, channels_last):
@@ -81,6 +95,35 @@ def _quick_bench(kernel_call, quantiles):
 
 
 @triton.jit
+def relu6(x):
+    # min(max(x, 0), 6) as eager's: NaN stays NaN and -0 stays -0. By comparisons, not tl.maximum / tl.minimum,
+    # which on the GPU return the other operand of a NaN.
+    return tl.where(x < 0.0, 0.0, tl.where(x > 6.0, 6.0, x))
+
+
+@triton.jit
+def activation(z, ACT: tl.constexpr):
+    # ACT (a code of ACT_CODES) of fp32 z, as eager PyTorch computes it in fp32:
+    #   silu: z * sigmoid(z) (-> -0 for z << 0, NaN for -inf, NaN stays NaN);
+    #   relu: max(z, 0), relu6: min(max(z, 0), 6) (NaN stays NaN in both);
+    #   hardswish: z * relu6(z + 3) / 6, in that order, with a correctly rounded division (eager divides by 6;
+    #   the GPU's plain fp32 division is approximate): NaN for -inf (-inf * 0), +inf for +inf;
+    #   identity: z.
+    if ACT == SILU:
+        out = z * tl.sigmoid(z)
+    elif ACT == RELU:
+        out = tl.where(z < 0.0, 0.0, z)
+    elif ACT == RELU6:
+        out = relu6(z)
+    elif ACT == HARDSWISH:
+        out = tl.math.div_rn(z * relu6(z + 3.0), 6.0)
+    else:
+        tl.static_assert(ACT == IDENTITY, "ACT must be a code of ACT_CODES")
+        out = z
+    return out
+
+
+@triton.jit
 def _tap(acc, xv, w_ptr, w_off, mask_c, KH: tl.constexpr, KW: tl.constexpr, K: tl.constexpr):
     # acc += x · w[:, KH, KW] when (KH, KW) is a tap of this output row (resolved at compile time).
     if KH >= 0:
@@ -91,11 +134,11 @@ def _tap(acc, xv, w_ptr, w_off, mask_c, KH: tl.constexpr, KW: tl.constexpr, K: t
 
 
 @triton.jit
-def _epilogue(acc, bias, row, OH, y_cols, syh, mask_w, mask_c, psum, POOL: tl.constexpr):
-    # Bias, then Swish as eager computes it in fp32: z * sigmoid(z) (-> -0 for z << 0, NaN for -inf, NaN
-    # stays NaN); store the row; add its valid outputs to the pool's running sum.
+def _epilogue(acc, bias, row, OH, y_cols, syh, mask_w, mask_c, psum, POOL: tl.constexpr, ACT: tl.constexpr):
+    # Bias, then the activation as eager computes it in fp32 (SiLU by default: see activation); store the
+    # row; add its valid outputs to the pool's running sum.
     z = acc + bias[None, :]
-    out = z * tl.sigmoid(z)
+    out = activation(z, ACT)
     m = (mask_w & (row < OH))[:, None] & mask_c[None, :]
     tl.store(y_cols + row * syh, out.to(y_cols.dtype.element_ty), mask=m)
     if POOL:
@@ -103,9 +146,9 @@ def _epilogue(acc, bias, row, OH, y_cols, syh, mask_w, mask_c, psum, POOL: tl.co
     return psum
 
 
-# Tuned per layer shape and layout (and, implicitly, dtype). The pool's partial buffer is zeroed before
+# Tuned per layer shape, layout and activation (and, implicitly, dtype). The pool's partial buffer is zeroed before
 # each trial: a config with fewer pixel tiles must not leave another config's rows behind.
-@triton.autotune(configs=_CONFIGS, key=["C", "OH", "OW", "K", "S", "CHANNELS_LAST"], reset_to_zero=["part_ptr"],
+@triton.autotune(configs=_CONFIGS, key=["C", "OH", "OW", "K", "S", "CHANNELS_LAST", "ACT"], reset_to_zero=["part_ptr"],
                  prune_configs_by={"early_config_prune": _prune}, do_bench=_quick_bench)
 # EVEN_C: C is a multiple of the config's BLOCK_C (no channel mask).
 @triton.heuristics({"EVEN_C": lambda args: args["C"] % args["BLOCK_C"] == 0})
@@ -119,7 +162,7 @@ def dwconv_bias_swish_kernel(
     pad_top, pad_left,
     K: tl.constexpr, S: tl.constexpr, CHANNELS_LAST: tl.constexpr, POOL: tl.constexpr, I64: tl.constexpr,
     EVEN_C: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, TH: tl.constexpr,
-    CL_TILE: tl.constexpr,
+    CL_TILE: tl.constexpr, ACT: tl.constexpr = 0,  # ACT_CODES["silu"] unless given
 ):
     tl.static_assert(TH == 1 or TH == 2 or TH == 4, "TH (output rows per program) must be 1, 2 or 4")
     pid_t = tl.program_id(0)  # pixel tile: (row band, column block)
@@ -168,11 +211,11 @@ def dwconv_bias_swish_kernel(
     bias = tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
     y_cols = y_ptr + n * syn + (ow * syw)[:, None] + (offs_c * syc)[None, :]
     psum = tl.zeros([BLOCK_C], dtype=tl.float32)
-    psum = _epilogue(acc0, bias, oh0, OH, y_cols, syh, mask_w, mask_c, psum, POOL)
+    psum = _epilogue(acc0, bias, oh0, OH, y_cols, syh, mask_w, mask_c, psum, POOL, ACT)
     if TH > 1:
-        psum = _epilogue(acc1, bias, oh0 + 1, OH, y_cols, syh, mask_w, mask_c, psum, POOL)
+        psum = _epilogue(acc1, bias, oh0 + 1, OH, y_cols, syh, mask_w, mask_c, psum, POOL, ACT)
     if TH > 2:
-        psum = _epilogue(acc2, bias, oh0 + 2, OH, y_cols, syh, mask_w, mask_c, psum, POOL)
-        psum = _epilogue(acc3, bias, oh0 + 3, OH, y_cols, syh, mask_w, mask_c, psum, POOL)
+        psum = _epilogue(acc2, bias, oh0 + 2, OH, y_cols, syh, mask_w, mask_c, psum, POOL, ACT)
+        psum = _epilogue(acc3, bias, oh0 + 3, OH, y_cols, syh, mask_w, mask_c, psum, POOL, ACT)
     if POOL:
         tl.store(part_ptr + (n * num_ptiles + pid_t) * C + offs_c, psum, mask=mask_c)

@@ -3,9 +3,12 @@ gate folded into its A tiles.
 
 * ``se_pool_kernel``: per (sample, block of channels) the fp32 mean over H×W (for the stand-alone op;
   inside a block the depthwise kernel emits the means).
-* ``se_gate_kernel``: one program per sample: h = swish(W1·p + b1) as [BLOCK_S, BLOCK_C] tiles reduced
-  over channels, then gate = sigmoid(W2·h + b2) as [BLOCK_C, BLOCK_S] tiles reduced over S. fp32
-  multiply-and-sum (no ``tl.dot``, so no TF32); S ≤ BLOCK_S, the next power of two.
+* ``se_gate_kernel``: one program per sample: h = act(W1·p + b1) as [BLOCK_S, BLOCK_C] tiles reduced
+  over channels, then gate = gate(W2·h + b2) as [BLOCK_C, BLOCK_S] tiles reduced over S. fp32
+  multiply-and-sum (no ``tl.dot``, so no TF32); S ≤ BLOCK_S, the next power of two. The inner activation
+  (``INNER``, a code of ``dwconv.ACT_CODES``: SiLU by default) and the gate (``GATE``, a code of
+  :data:`GATE_CODES`: sigmoid by default, or hardsigmoid) are compile-time parameters, each pair its own
+  kernel variant, computed as eager PyTorch does in fp32.
 * ``se_scale_kernel``: y = x * gate[n, c], [BLOCK_P, BLOCK_C] tiles.
 * ``se_project_kernel``: out[n, :, m] = W · (y[n, :, m] * gate[n]) + bias (+ residual[n, :, m]) as a
   GEMM per sample: the (pixels × Cin) A tile is multiplied by the gate (fp32) and cast back to the input
@@ -19,6 +22,24 @@ import triton
 import triton.language as tl
 
 from ._env import AUTOTUNE, INTERPRET
+from .dwconv import activation, relu6
+
+# The SE gates by compile-time code (the launchers map the names of effnet_kernels.reference.GATES to these).
+SIGMOID = tl.constexpr(0)
+HARDSIGMOID = tl.constexpr(1)
+GATE_CODES = {"sigmoid": SIGMOID.value, "hardsigmoid": HARDSIGMOID.value}
+
+
+@triton.jit
+def gate_activation(z, GATE: tl.constexpr):
+    # GATE (a code of GATE_CODES) of fp32 z, as eager PyTorch computes it in fp32: sigmoid(z), or hardsigmoid
+    # relu6(z + 3) / 6 with a correctly rounded division (eager divides by 6): NaN stays NaN, ±inf -> 1 / 0.
+    if GATE == SIGMOID:
+        out = tl.sigmoid(z)
+    else:
+        tl.static_assert(GATE == HARDSIGMOID, "GATE must be a code of GATE_CODES")
+        out = tl.math.div_rn(relu6(z + 3.0), 6.0)
+    return out
 
 
 @triton.jit
@@ -39,7 +60,8 @@ def se_pool_kernel(x_ptr, out_ptr, C, HW, W, sxn, sxc, sxh, sxw, inv_hw,
 
 @triton.jit
 def se_gate_kernel(p_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, C, S, sw1s, sw1c, sw2c, sw2s,
-                   BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+                   BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
+                   INNER: tl.constexpr = 0, GATE: tl.constexpr = 0):  # silu and sigmoid unless given
     n = tl.program_id(0).to(tl.int64)
     offs_s = tl.arange(0, BLOCK_S)
     mask_s = offs_s < S
@@ -52,14 +74,14 @@ def se_gate_kernel(p_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, C, S, sw1s, sw1
                      mask=mask_s[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
         h += tl.sum(w1 * p[None, :], axis=1)
     h += tl.load(b1_ptr + offs_s, mask=mask_s, other=0.0).to(tl.float32)
-    h = tl.where(mask_s, h * tl.sigmoid(h), 0.0)
+    h = tl.where(mask_s, activation(h, INNER), 0.0)
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         mask_c = offs_c < C
         w2 = tl.load(w2_ptr + offs_c[:, None] * sw2c + offs_s[None, :] * sw2s,
                      mask=mask_c[:, None] & mask_s[None, :], other=0.0).to(tl.float32)
         z = tl.sum(w2 * h[None, :], axis=1) + tl.load(b2_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-        tl.store(g_ptr + n * C + offs_c, tl.sigmoid(z), mask=mask_c)
+        tl.store(g_ptr + n * C + offs_c, gate_activation(z, GATE), mask=mask_c)
 
 
 @triton.jit
