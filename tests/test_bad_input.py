@@ -78,6 +78,10 @@ DW_BAD = [
     ("stride None", dict(stride=None), TypeError, "stride"),
     ("padding 'valid'", dict(padding="valid"), ValueError, "padding"),
     ("padding 'SAME'", dict(padding="SAME"), ValueError, "padding"),
+    ("act 'gelu'", dict(act="gelu"), ValueError, "act"),
+    ("act 'SiLU'", dict(act="SiLU"), ValueError, "act"),
+    ("act 'sigmoid' (a gate)", dict(act="sigmoid"), ValueError, "act"),
+    ("act None", dict(act=None), TypeError, "act"),
     ("padding 1", dict(padding=1), TypeError, "padding"),
     ("padding None", dict(padding=None), TypeError, "padding"),
     ("backend 'cuda'", dict(backend="cuda"), ValueError, "backend"),
@@ -108,6 +112,10 @@ SE_BAD = [
     ("expand_bias None", dict(expand_bias=None), TypeError, "expand_bias"),
     ("expand_bias on meta", dict(expand_bias=torch.randn(8, device=META)), ValueError, "expand_bias"),
     ("backend 'gpu'", dict(backend="gpu"), ValueError, "backend"),
+    ("inner_act 'gelu'", dict(inner_act="gelu"), ValueError, "inner_act"),
+    ("inner_act 'hardsigmoid' (a gate)", dict(inner_act="hardsigmoid"), ValueError, "inner_act"),
+    ("gate 'relu'", dict(gate="relu"), ValueError, "gate"),
+    ("gate None", dict(gate=None), TypeError, "gate"),
 ]
 
 GATE_BAD = [
@@ -119,6 +127,10 @@ GATE_BAD = [
     ("reduce_bias 2-D", dict(reduce_bias=torch.randn(2, 1)), ValueError, "reduce_bias"),
     ("expand_weight float16", dict(expand_weight=torch.randn(8, 2).half()), TypeError, "expand_weight"),
     ("backend 'onnx'", dict(backend="onnx"), ValueError, "backend"),
+    ("inner_act 'gelu'", dict(inner_act="gelu"), ValueError, "inner_act"),
+    ("inner_act 'hardsigmoid' (a gate)", dict(inner_act="hardsigmoid"), ValueError, "inner_act"),
+    ("gate 'relu'", dict(gate="relu"), ValueError, "gate"),
+    ("gate None", dict(gate=None), TypeError, "gate"),
 ]
 
 PROJECT_BAD = [
@@ -141,6 +153,10 @@ PROJECT_BAD = [
     ("residual list", dict(residual=[0.0]), TypeError, "residual"),
     ("reduce_weight (S, C-1)", dict(reduce_weight=torch.randn(2, 7)), ValueError, "reduce_weight"),
     ("backend 'mkl'", dict(backend="mkl"), ValueError, "backend"),
+    ("inner_act 'gelu'", dict(inner_act="gelu"), ValueError, "inner_act"),
+    ("inner_act 'hardsigmoid' (a gate)", dict(inner_act="hardsigmoid"), ValueError, "inner_act"),
+    ("gate 'relu'", dict(gate="relu"), ValueError, "gate"),
+    ("gate None", dict(gate=None), TypeError, "gate"),
 ]
 
 BN_BAD = [

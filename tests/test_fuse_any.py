@@ -49,9 +49,11 @@ def _points(model, fused):
         source[e.output_of] = e.path
         dw = None
         src = src_modules[e.path] if e.path else model
-        if isinstance(unit, swapped.FusedMBConv) and not type(src).__module__.startswith("efficientnet_pytorch"):
+        if isinstance(unit, swapped.FusedMBConv) and not type(src).__module__.startswith("efficientnet_pytorch") \
+                and not isinstance(src, nn.Conv2d):
             # (efficientnet_pytorch applies its depthwise activation through a module it shares with the
-            # expand conv and the SE: no single module outputs the depthwise result there)
+            # expand conv and the SE: no single module outputs the depthwise result there; a block read from a
+            # flat run of a Sequential (MNASNet.layers) is compared at its output only)
             dw = e.path + ".dw"
             source[_path_of(model, _depthwise_of(src))] = dw
         units[unit] = (e.path, dw)
@@ -131,6 +133,17 @@ CASES = [
     ("unet:timm:efficientnet_b0", ODD),
     ("unet:lukemelas:efficientnet-b0", (256, 256)),
 ]
+# The MBConv cousins (ReLU / ReLU6 / Hardswish blocks, without SE or with MobileNetV3's hardsigmoid SE), whole
+# classifiers and backbones; batch 3 NCHW and batch 1 channels_last each, at an odd size.
+COUSINS = [
+    "timm:tf_efficientnet_lite0", "timm:efficientnet_lite0", "timm:mobilenetv2_100", "timm:mobilenetv3_large_100",
+    "timm:mobilenetv3_small_100", "timm:mnasnet_100", "timm:tf_efficientnet_lite0:features",
+    "timm:mobilenetv3_large_100:features", "tv:mobilenet_v2", "tv:mobilenet_v3_large", "tv:mobilenet_v3_small",
+    "tv:mnasnet0_5", "tv:mnasnet1_0", "tv:mobilenet_v3_small:features",
+]
+SLOW_COUSINS = ["timm:tf_efficientnet_lite1", "timm:tf_efficientnet_lite2", "timm:tf_efficientnet_lite3",
+                "timm:tf_efficientnet_lite4", "tv:mnasnet0_75", "tv:mnasnet1_3", "timm:mobilenetv3_small_100:features",
+                "timm:mnasnet_100:features", "tv:mobilenet_v2:features"]
 SLOW_CASES = [  # (one batch / format each: together they cover both; the B0 cases run both for every model)
     ("timm:efficientnet_b3:features", ODD, 3, False),
     ("lukemelas:efficientnet-b3", (300, 300), 1, True),
@@ -181,6 +194,45 @@ def _check_whole(spec, hw, batch, channels_last, seed=0):
 def test_matches_the_source_model(spec, hw):
     _check(spec, hw, 3, False)
     _check(spec, hw, 1, True)
+
+
+@pytest.mark.parametrize("spec", COUSINS)
+def test_cousins_match_the_source_model(spec):
+    """EfficientNet-Lite, MobileNetV2 / V3, MNASNet: every swapped module and the outputs within the bounds."""
+    _check(spec, ODD, 3, False)
+    _check(spec, ODD, 1, True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", SLOW_COUSINS)
+def test_cousins_match_the_source_model_large(spec):
+    _check(spec, ODD, 2, spec.endswith("features"))
+
+
+def test_cousins_swap_everything_and_chain():
+    """What each family becomes: every block and stem / head swapped (the report names none left), one
+    engine chain per model where its forward allows it."""
+    expect_chain = {"timm:tf_efficientnet_lite0": "FusedEfficientNetChain",
+                    "timm:mobilenetv3_large_100": "FusedMobileNetV3Chain",
+                    "timm:mobilenetv3_large_100:features": "FusedMobileNetV3Features"}
+    for spec, cls in expect_chain.items():
+        model = _built(spec, 0)
+        fused = ek.fuse(model)
+        assert type(fused).__name__ == cls and not ek.fuse_report(fused).left, spec
+    tv = _built("tv:mnasnet1_0", 0)
+    fused = ek.fuse(tv)
+    assert isinstance(fused.layers, swapped.FusedSequential) and not ek.fuse_report(fused).left
+    assert isinstance(fused.layers[0], swapped.FusedConv) and fused.layers[0].act == "relu"
+    assert isinstance(fused.layers[3], swapped.FusedMBConv) and not fused.layers[3].has_se
+    assert all(type(fused.layers[i]) is nn.Identity for i in (1, 2, 4, 5, 6, 7))
+    v3 = ek.fuse(_built("tv:mobilenet_v3_large", 0))
+    blocks = [m for m in v3.modules() if isinstance(m, swapped.FusedMBConv)]
+    assert {(b.act, b.has_se, b.se_inner, b.se_gate) for b in blocks} >= {
+        ("relu", False, "silu", "sigmoid"), ("relu", True, "relu", "hardsigmoid"),
+        ("hardswish", True, "relu", "hardsigmoid"), ("hardswish", False, "silu", "sigmoid")}
+    # MobileNetV3's SE reduces from the expanded channels with its own rounding: the real shapes are read
+    b = next(b for b in blocks if b.has_se and b.expanded == 72)
+    assert tuple(b.se_reduce_weight.shape) == (24, 72)
 
 
 @pytest.mark.slow

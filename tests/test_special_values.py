@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import effnet_kernels as ek
-from effnet_kernels import cpu as _cpu, ops
+from effnet_kernels import cpu as _cpu, ops, reference
 from effnet_kernels.testing import denormals_survive
 from effnet_kernels.testing import randomize_bn_
 
@@ -43,6 +43,34 @@ def test_dwconv_and_pool(path, k, stride, padding, fmt):
         check_dw(_run(path, ops.dwconv_bias_swish, x, w, b, stride, padding), None, ref, bound, what)
         check_dw(*_run(path, ops.dwconv_bias_swish_pool, x, w, b, stride, padding), ref, bound, what + " (pool)")
         assert denormals_survive(), f"{what}: flush-to-zero leaked to the caller's thread"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("act", ["relu", "relu6", "hardswish", "identity"])
+@pytest.mark.parametrize("fmt", LAYOUTS, ids=["nchw", "nhwc"])
+def test_dwconv_other_activations(path, act, fmt):
+    """Each activation's rules as eager gives them: NaN kept, relu6 clamped to [0, 6] (so +inf gives 6),
+    hardswish(-inf) NaN and hardswish(+inf) +inf, the 1e30 / -1e30 biases saturating as eager does."""
+    for (k, stride, padding), c in zip(DW_CASES[:2], (19, 32)):
+        x, w, b, _, bound = dw_case(c, k, stride, padding, fmt, seed=c + k + stride)
+        xp, pad = reference.pad_input(x, k, stride, padding)
+        ref = reference.activation(F.conv2d(xp, w, b, stride=stride, padding=pad, groups=c), act)
+        what = f"{path} {act} c={c}"
+        assert_like_eager(_run(path, ops.dwconv_bias_swish, x, w, b, stride, padding, act=act), ref, bound, what=what)
+        y, pooled = _run(path, ops.dwconv_bias_swish_pool, x, w, b, stride, padding, act=act)
+        assert_like_eager(y, ref, bound, what=what)
+        assert_like_eager(pooled, ref.mean((2, 3)), bound.mean((2, 3)), what=what + " pooled")
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("inner,gate", [("relu", "hardsigmoid"), ("hardswish", "sigmoid"), ("silu", "hardsigmoid")])
+def test_se_gate_other_activations(path, inner, gate):
+    for c, s in SE_SIZES:
+        pooled, (w1, b1, w2, b2), _ = gate_case(c, s)
+        hidden = reference.activation(F.linear(pooled, w1.reshape(s, -1), b1), inner)
+        ref = reference.gate_activation(F.linear(hidden, w2.reshape(-1, s), b2), gate)
+        got = _run(path, ops.se_gate, pooled, w1, b1, w2, b2, inner_act=inner, gate=gate)
+        check_gate(got, ref, f"{path} {inner}/{gate} c={c}")
 
 
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)

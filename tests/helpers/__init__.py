@@ -69,7 +69,12 @@ def _depthwise_of(block):
         return block.dw
     if hasattr(block, "conv_dw"):  # timm: DepthwiseSeparableConv (conv_dw, bn1), InvertedResidual (.., conv_dw, bn2)
         return block.bn1 if type(block).__name__ == "DepthwiseSeparableConv" else block.bn2
-    for m in block.block:  # torchvision MBConv: Conv2dNormActivation layers, the depthwise one grouped
+    if hasattr(block, "layers"):  # torchvision MNASNet's _InvertedResidual: flat conv, BN, act; the act after the dw
+        mods = list(block.layers)
+        i = next(i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d) and m.groups > 1)
+        return mods[i + 2]
+    seq = block.block if hasattr(block, "block") else block.conv  # torchvision MobileNetV2: conv
+    for m in seq:  # torchvision MBConv / MobileNetV2 / V3: Conv2dNormActivation layers, the depthwise one grouped
         conv = m[0] if isinstance(m, nn.Sequential) else None
         if isinstance(conv, nn.Conv2d) and conv.groups > 1:
             return m
