@@ -7,6 +7,8 @@ running statistics and affine parameters gives logits of order 1.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
@@ -141,16 +143,15 @@ class Encoder(nn.Module):
         return self.unet.features(x)
 
 
-def spec_phi(spec: str) -> float:
-    """The φ of the EfficientNet a :func:`model_from_spec` spec builds (B3 → 3)."""
+def spec_phi(spec: str) -> Optional[float]:
+    """The φ of the EfficientNet-B0…B7 a :func:`model_from_spec` spec builds (B3 → 3); None for another model
+    (EfficientNet-Lite, MobileNet, MNASNet: not on the compound-scaling path)."""
     import re
 
     if spec.startswith("ek:"):
         return float(spec.split(":")[1])
     m = re.search(r"efficientnet[-_]b(\d)", spec)
-    if m is None:
-        raise ValueError(f"spec {spec!r} names no EfficientNet-B0…B7")
-    return float(m.group(1))
+    return None if m is None else float(m.group(1))
 
 
 def _timm(name: str, **kw) -> nn.Module:

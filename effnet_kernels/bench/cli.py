@@ -85,10 +85,11 @@ def _model_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"expected timm:NAME[:features[:I,J]], tv:NAME[:features], lukemelas:NAME[:SIZE], "
             f"unet[-encoder]:timm|lukemelas:NAME or ek:PHI, got {text!r}")
-    try:
-        spec_phi(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    if parts[0] == "ek":
+        try:
+            spec_phi(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -217,7 +218,7 @@ def e2e_table(rows: List[dict], mm_gmacs: Optional[float] = None) -> str:
             out[-2] = out[-2].replace("| φ | res |", "| model | φ | res |", 1) + " swapped / left |"
             out[-1] += "---|---|"
         for r in rs:
-            cells = [f"{r['phi']:g}", str(r["resolution"]), f"{r['params'] / 1e6:.1f}M", f"{r['macs'] / 1e9:.2f}"]
+            cells = ["—" if r["phi"] is None else f"{r['phi']:g}", str(r["resolution"]), f"{r['params'] / 1e6:.1f}M", f"{r['macs'] / 1e9:.2f}"]
             if by_model:
                 cells.insert(0, f"`{r.get('model', '')}`")
             cells += [_ms(r["providers"].get(p)) for p in provs]
@@ -346,7 +347,7 @@ def _plan(args, device, phis):
     if args.model:
         from ..testing import spec_phi
         specs = list(dict.fromkeys(args.model))
-        refs = [f"ek:{spec_phi(m):g}" for m in specs]
+        refs = [f"ek:{spec_phi(m):g}" for m in specs if spec_phi(m) is not None]  # (none for MobileNet & co)
         specs += [r for r in dict.fromkeys(refs) if r not in specs]
         plan["batches"] = [1] + ([args.batch] if args.batch and args.batch > 1 else [])
         plan["throughput_phis"] = []

@@ -204,9 +204,10 @@ def bench_model(spec: str, batch: int, providers=PROVIDERS, rounds: int = 3, per
         model, _ = model_from_spec(spec, calibration_size=(2, 3, res, res))
         model = model.to(device, dtype)
         phi = spec_phi(spec)
-        sc = compound(phi)
+        sc = compound(phi) if phi is not None else None
         x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1)).to(device, dtype)
-        row = {"model": spec, "phi": phi, "resolution": res, "width": sc.width, "depth": sc.depth, "batch": batch,
+        row = {"model": spec, "phi": phi, "resolution": res, "width": sc.width if sc else None,
+               "depth": sc.depth if sc else None, "batch": batch,
                "dtype": str(dtype).replace("torch.", ""), "device": str(device), "cuda_graphs": graphs,
                "params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, x)}
         return _measure(model, x, row, providers, rounds, per_round, device, graphs, progress, spec)

@@ -33,8 +33,10 @@ E2E_ROW = {
     "required": ["phi", "resolution", "width", "depth", "batch", "dtype", "device", "cuda_graphs", "params", "macs",
                  "providers", "skipped", "errors"],
     "properties": {
-        "phi": _nonneg, "resolution": _pos_int, "width": {"type": "number", "exclusiveMinimum": 0},
-        "depth": {"type": "number", "exclusiveMinimum": 0}, "batch": _pos_int,
+        # phi / width / depth: null for a --model row of another family (MobileNet, MNASNet, EfficientNet-Lite)
+        "phi": {"anyOf": [_nonneg, {"type": "null"}]}, "resolution": _pos_int,
+        "width": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}]},
+        "depth": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}]}, "batch": _pos_int,
         "dtype": {"enum": ["float32", "float16", "bfloat16"]}, "device": {"type": "string"},
         "cuda_graphs": {"type": "boolean"}, "params": _pos_int, "macs": _pos_int,
         "providers": {"type": "object", "propertyNames": {"enum": list(PROVIDERS)}, "additionalProperties": SUMMARY},
