@@ -144,14 +144,20 @@ class Encoder(nn.Module):
 
 
 def spec_phi(spec: str) -> Optional[float]:
-    """The φ of the EfficientNet-B0…B7 a :func:`model_from_spec` spec builds (B3 → 3); None for another model
-    (EfficientNet-Lite, MobileNet, MNASNet: not on the compound-scaling path)."""
+    """The φ of the EfficientNet-B0…B7 a :func:`model_from_spec` spec builds (B3 → 3); None for one of its
+    cousins (EfficientNet-Lite, MobileNetV2 / V3, MNASNet: not on the compound-scaling path); a ValueError for
+    anything else."""
     import re
 
     if spec.startswith("ek:"):
         return float(spec.split(":")[1])
     m = re.search(r"efficientnet[-_]b(\d)", spec)
-    return None if m is None else float(m.group(1))
+    if m is not None:
+        return float(m.group(1))
+    if re.search(r"efficientnet_lite\d|mobilenet|mnasnet", spec) is None:
+        raise ValueError(f"spec {spec!r} names no EfficientNet-B0…B7 nor one of its cousins (EfficientNet-Lite, "
+                         f"MobileNetV2 / V3, MNASNet)")
+    return None
 
 
 def _timm(name: str, **kw) -> nn.Module:

@@ -405,7 +405,8 @@ CLI_RUN = [
     (["--padding", "valid"], ("unrecognized arguments: --padding valid",)),
     (["--no-such-flag"], ("unrecognized arguments: --no-such-flag",)),
     (["--model", "keras:b0"], ("argument --model: expected timm:NAME", "got 'keras:b0'")),
-    (["--model", "timm:resnet50"], ("argument --model: spec 'timm:resnet50' names no EfficientNet-B0",)),
+    (["--model", "timm:resnet50"], ("argument --model: spec 'timm:resnet50' names no EfficientNet-B0",
+                                    "nor one of its cousins")),
     # (the small run has --phis)
     (["--model", "timm:efficientnet_b0"], ("--model and --phis: give one",)),
     (["--ops-only"], ("argument --ops-only: not allowed with argument --no-ops",)),  # (the small run has --no-ops)

@@ -85,11 +85,10 @@ def _model_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"expected timm:NAME[:features[:I,J]], tv:NAME[:features], lukemelas:NAME[:SIZE], "
             f"unet[-encoder]:timm|lukemelas:NAME or ek:PHI, got {text!r}")
-    if parts[0] == "ek":
-        try:
-            spec_phi(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+    try:
+        spec_phi(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -118,7 +117,8 @@ def run_parser() -> argparse.ArgumentParser:
                    help="models of the libraries people use instead of φ: timm:NAME[:features[:I,J]], "
                         "tv:NAME[:features], lukemelas:NAME[:SIZE], unet[-encoder]:timm|lukemelas:NAME, ek:PHI "
                         "(each at its own input size, batch 1 unless --batch; the whole-model EfficientNet of "
-                        "each φ is measured too, as the reference of the speed-ups)")
+                        "each φ is measured too, as the reference of the speed-ups); EfficientNet-B0…B7 or a "
+                        "cousin: tv:mobilenet_v3_large, timm:tf_efficientnet_lite0, tv:mnasnet1_0, …")
     p.add_argument("--batch", type=_positive_int, default=None,
                    help="the throughput batch, measured besides batch 1 (default 8 on CPU, 64 on GPU; 1: latency only)")
     p.add_argument("--providers", nargs="+", choices=list(PROVIDERS), default=list(PROVIDERS))
