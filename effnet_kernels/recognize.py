@@ -434,19 +434,26 @@ def _tv_conv_norm_act(m) -> ConvPart:
     return ConvPart(w, b, stride, pad, a)
 
 
+def _tv_expand_dw(layers, where: str, has_expand: bool):
+    """torchvision's [expand CNA,] depthwise CNA at the head of a block's layers: (expand or None, (w, b), stride,
+    pad, act, index of the layer after the depthwise one)."""
+    expand, ea, j = None, None, 0
+    if has_expand:
+        w, b, _, _, ea = _tv_cna(layers[0], f"{where}.0", True, pointwise=True)
+        expand, j = (w, b), 1
+    w, b, stride, pad, act = _tv_cna(layers[j], f"{where}.{j}", True, depthwise=True)
+    if ea is not None:
+        _same_act(ea, act, f"{where}.0")
+    return expand, (w, b), stride, pad, act, j + 1
+
+
 def _tv_mbconv(m) -> BlockPart:
     _require_identity(m.stochastic_depth, "stochastic_depth")
     layers = list(m.block)
     if len(layers) not in (3, 4):
         raise Left(f"block has {len(layers)} layers (3 or 4 expected)")
-    expand, ea = None, None
-    if len(layers) == 4:
-        w, b, _, _, ea = _tv_cna(layers[0], "block.0", True, pointwise=True)
-        expand = (w, b)
-    j = len(layers) - 3
-    w, b, stride, pad, act = _tv_cna(layers[j], f"block.{j}", True, depthwise=True)
-    if ea is not None:
-        _same_act(ea, act, "block.0")
+    expand, (w, b), stride, pad, act, j = _tv_expand_dw(layers, "block", len(layers) == 4)
+    j -= 1
     se_m = layers[j + 1]
     if type(se_m) is not _TV_SE:
         raise Left(f"block.{j + 1} is {_name(se_m)}, not a SqueezeExcitation")
@@ -458,14 +465,11 @@ def _tv_mbconv(m) -> BlockPart:
 def _tv_mobilenet_v3_block(m) -> BlockPart:
     """torchvision MobileNetV3's InvertedResidual: [expand CNA] -> depthwise CNA -> [SE] -> projection CNA."""
     layers = list(m.block)
-    expand, ea, i = None, None, 0
     first = list(layers[0])[0] if layers and type(layers[0]) is _TV_CNA and len(layers[0]) else None
-    if len(layers) >= 3 and getattr(first, "groups", None) == 1:  # a dense 1x1 first: the expand conv
-        w, b, _, _, ea = _tv_cna(layers[0], "block.0", True, pointwise=True)
-        expand, i = (w, b), 1
-    w, b, stride, pad, act = _tv_cna(layers[i], f"block.{i}", True, depthwise=True)
-    if ea is not None:
-        _same_act(ea, act, "block.0")
+    # a dense 1x1 first: the expand conv
+    expand, (w, b), stride, pad, act, i = _tv_expand_dw(layers, "block",
+                                                        len(layers) >= 3 and getattr(first, "groups", None) == 1)
+    i -= 1
     se = None
     if i + 1 < len(layers) and type(layers[i + 1]) is _TV_SE:
         se_m = layers[i + 1]
@@ -482,14 +486,8 @@ def _tv_mobilenet_v2_block(m) -> BlockPart:
     layers = list(m.conv)
     if len(layers) not in (3, 4):
         raise Left(f"conv has {len(layers)} layers (3 or 4 expected)")
-    expand, ea = None, None
-    if len(layers) == 4:
-        w, b, _, _, ea = _tv_cna(layers[0], "conv.0", True, pointwise=True)
-        expand = (w, b)
-    j = len(layers) - 3
-    w, b, stride, pad, act = _tv_cna(layers[j], f"conv.{j}", True, depthwise=True)
-    if ea is not None:
-        _same_act(ea, act, "conv.0")
+    expand, (w, b), stride, pad, act, j = _tv_expand_dw(layers, "conv", len(layers) == 4)
+    j -= 1
     pw, pb, _, _, _ = _conv_bn(layers[j + 1], layers[j + 2], f"conv.{j + 1}", f"conv.{j + 2}", want_act=False,
                                pointwise=True)
     return _block(expand, (w, b), stride, pad, None, (pw, pb), m.use_res_connect, act)

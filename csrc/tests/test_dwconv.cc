@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "effnet/dwconv.h"
+#include "act64.h"
 #include "expect.h"
 
 namespace {
@@ -48,18 +49,6 @@ void axis_geometry(int64_t in, int64_t k, int64_t stride, Padding padding, int64
   }
 }
 
-// Each activation in float64, written here from its definition (eager PyTorch's).
-double reference_act(double v, Act a) {
-  const auto clamp06 = [](double t) { return std::min(std::max(t, 0.0), 6.0); };
-  switch (a) {
-    case Act::kSilu: return v / (1.0 + std::exp(-v));
-    case Act::kRelu: return std::max(v, 0.0);
-    case Act::kRelu6: return clamp06(v);
-    case Act::kHardswish: return v * clamp06(v + 3.0) / 6.0;
-    case Act::kIdentity: return v;
-    default: return NAN;
-  }
-}
 
 void run_case(const Case& cs, std::mt19937& rng) {
   effnet::DwConvParams p;
@@ -100,7 +89,7 @@ void run_case(const Case& cs, std::mt19937& rng) {
           for (int64_t kh = 0; kh < p.k; ++kh)
             for (int64_t kw = 0; kw < p.k; ++kw)
               acc += padded[(oh * p.stride + kh) * pw + ow * p.stride + kw] * wt[(c * p.k + kh) * p.k + kw];
-          const double ref = reference_act(acc, cs.act);
+          const double ref = act64(acc, cs.act);
           const double got = y[n * p.y_stride[0] + c * p.y_stride[1] + oh * p.y_stride[2] + ow * p.y_stride[3]];
           max_err = std::max(max_err, std::fabs(got - ref));
           max_ref = std::max(max_ref, std::fabs(ref));

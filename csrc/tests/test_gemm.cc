@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "effnet/gemm.h"
+#include "act64.h"
 #include "expect.h"
 
 namespace {
@@ -25,17 +26,6 @@ struct Case {
   int64_t pad;             // extra floats per row of A, C and R
 };
 
-double act64(double z, effnet::Act a) {
-  using effnet::Act;
-  const auto clamp06 = [](double t) { return std::min(std::max(t, 0.0), 6.0); };
-  switch (a) {
-    case Act::kSilu: return z / (1.0 + std::exp(-z));
-    case Act::kRelu: return std::max(z, 0.0);
-    case Act::kRelu6: return clamp06(z);
-    case Act::kHardswish: return z * clamp06(z + 3.0) / 6.0;
-    default: return z;
-  }
-}
 
 void run_case(effnet::Isa isa, const Case& cs, int threads, std::mt19937& rng) {
   const int64_t m = cs.m, n = cs.n, k = cs.k;

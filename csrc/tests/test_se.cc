@@ -13,6 +13,7 @@
 
 #include "effnet/se.h"
 #include "effnet/threadpool.h"
+#include "act64.h"
 #include "expect.h"
 
 #include <dlfcn.h>
@@ -55,20 +56,6 @@ Weights make_weights(int64_t c, int64_t s, std::mt19937& rng) {
 }
 
 // float64 reference: pooled means, gate, y.
-double act64(double z, effnet::Act a) {
-  using effnet::Act;
-  const auto clamp06 = [](double t) { return std::min(std::max(t, 0.0), 6.0); };
-  switch (a) {
-    case Act::kSilu: return z / (1.0 + std::exp(-z));
-    case Act::kRelu: return std::max(z, 0.0);
-    case Act::kRelu6: return clamp06(z);
-    case Act::kHardswish: return z * clamp06(z + 3.0) / 6.0;
-    case Act::kSigmoid: return 1.0 / (1.0 + std::exp(-z));
-    case Act::kHardsigmoid: return clamp06(z + 3.0) / 6.0;
-    case Act::kIdentity: return z;
-  }
-  return z;
-}
 
 void reference(const effnet::SeParams& p, int64_t s, const std::vector<float>& x, const Weights& wt,
                std::vector<double>* pooled, std::vector<double>* gate, effnet::Act inner, effnet::Act gate_act) {

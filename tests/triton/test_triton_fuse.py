@@ -67,3 +67,33 @@ def test_swapped_blocks_on_the_triton_path():
         out = fused(x.to(DEVICE))
     assert out.is_contiguous()  # an NCHW input: NCHW out, as eager
     assert rel_error(out.float().cpu(), ref) <= 4 * max(eager_err, 1e-7)
+
+
+@pytest.mark.parametrize("name,blocks", [("mobilenetv3_large_100", 3), ("tf_efficientnet_lite0", 2)])
+def test_cousin_blocks_on_the_triton_path(name, blocks):
+    """The MBConv cousins' blocks through the GPU path: MobileNetV3's (ReLU and Hardswish, a ReLU /
+    hardsigmoid SE) and EfficientNet-Lite's (ReLU6, no SE, SAME padding), each FusedMBConv's depthwise op and
+    SE projection on the Triton kernels with their activation parameters, within 4x the eager model's own error
+    against float64."""
+    import timm
+
+    src = timm.create_model(name, features_only=True).eval()
+    stages = [b for s in src.blocks for b in s]
+    picks = {"mobilenetv3_large_100": stages[4:7],  # ReLU + SE (hardsigmoid), twice; Hardswish, stride 2
+             "tf_efficientnet_lite0": stages[1:3]}[name]
+    part = torch.nn.Sequential(*picks).eval()
+    cin = picks[0].conv_pw.in_channels if hasattr(picks[0], "conv_pw") and hasattr(picks[0], "conv_pwl") else \
+        picks[0].conv_dw.in_channels
+    randomize_bn_(part, calibration_size=(4, cin, 13, 11))
+    x = torch.randn(2, cin, 13, 11, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ref = copy.deepcopy(part).double()(x.double())
+        part = part.to(DEVICE)
+        eager_err = rel_error(part(x.to(DEVICE)).float().cpu(), ref)
+        fused = ek.fuse(part)
+        units = [m for m in fused.modules() if isinstance(m, swapped.FusedMBConv)]
+        assert len(units) == blocks
+        for m in units:
+            m.ops_backend = "triton"
+        out = fused(x.to(DEVICE))
+    assert rel_error(out.float().cpu(), ref) <= 4 * max(eager_err, 1e-7)
