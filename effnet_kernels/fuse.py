@@ -18,7 +18,7 @@ buffers those folded weights (its ``state_dict``). Two ways to run it, same outp
 * **every other case** — CUDA (fp32, fp16 / bf16, ``torch.autocast``), and while ``torch.compile`` or
   ``torch.export`` traces the model: the same graph from the registered ops
   (:func:`~effnet_kernels.ops.dwconv_bias_swish_pool`, :func:`~effnet_kernels.ops.se_project`; Triton
-  kernels on CUDA) with the 1×1 expand / stem / head convs as torch convolutions + SiLU, channels_last.
+  kernels on CUDA) with the 1×1 expand / stem / head convs as torch convolutions + their activation, channels_last.
 
 On the CPU a fused model computes in fp32 (under ``torch.autocast("cpu")`` too); other dtypes there raise.
 Stochastic depth and dropout are identity (inference only): ``.train()`` on a fused model raises.

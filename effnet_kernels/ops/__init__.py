@@ -2,13 +2,15 @@
 a fake implementation, so ``torch.compile(fullgraph=True)`` and ``torch.export`` can trace models that
 use them; ``backend=`` lives only in these Python wrappers.
 
-* :func:`dwconv_bias_swish` — ``silu(depthwise_conv2d(x, weight) + bias)``: the primitive fused blocks
+* :func:`dwconv_bias_swish` — ``silu(depthwise_conv2d(x, weight) + bias)`` (``act=``: ReLU, ReLU6, Hardswish or
+  none instead, for EfficientNet's cousins): the primitive fused blocks
   call with BatchNorm folded into ``weight``/``bias`` once (see :func:`effnet_kernels.reference.fold_bn`);
 * :func:`dwconv_bias_swish_pool` — the same plus ``pooled``, the fp32 (N, C) mean of y over H×W computed in
   the same pass (the squeeze-excitation input);
 * :func:`dwconv_bn_swish` — the convenience form with an unfolded eval-mode BatchNorm;
 * :func:`squeeze_excite` — the stand-alone squeeze-excitation ``x * sigmoid(expand(silu(reduce(mean(x)))))``
-  (torchvision's ``SqueezeExcitation(activation=SiLU)``, timm's ``SqueezeExcite``);
+  (torchvision's ``SqueezeExcitation(activation=SiLU)``, timm's ``SqueezeExcite``; ``inner_act=`` / ``gate=``
+  for MobileNetV3's ReLU inside and hardsigmoid gate);
 * :func:`se_gate` — the SE gate from the pooled means the depthwise op emits;
 * :func:`se_project` — what an MBConv block runs after its depthwise conv: the SE gate folded into the
   projection 1×1 conv (BN folded), plus the residual, without another pass over y for the pool or the scale.
