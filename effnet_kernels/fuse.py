@@ -549,8 +549,9 @@ def _chain_feature_backbones(model: nn.Module, swapper: "_Swapper") -> None:
                 m.__class__ = swapped.fused_classifier_class(base)
                 name = f"{base.__module__}.{base.__qualname__}"
                 head = " and the head" if hasattr(m, "bn2") else ""
-                swapper.entries.append(FuseEntry(path, name, True, f"one chain: the stem, {len(units) - 1 - bool(head)} "
-                                                 f"blocks{head} (forward_features)", path))
+                blocks = len(units) - 1 - bool(head)
+                swapper.entries.append(FuseEntry(path, name, True, f"one chain: the stem, {blocks} blocks{head} "
+                                                 f"(forward_features)", path))
 
 
 def fuse(model: nn.Module, strict: bool = False, inplace: bool = False) -> nn.Module:

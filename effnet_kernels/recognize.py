@@ -625,8 +625,8 @@ _CONV_TYPES: set = {nn.Conv2d}
 _DYNAMIC_SAME_CONVS: set = set()
 _BN_TYPES: set = {nn.BatchNorm2d}
 _TV_CNA = _TV_SE = _TIMM_SE = None
-# container class -> [(conv attribute, BN attribute[, activation attribute])] its forward calls back to back: the stems and heads of
-# the EfficientNet classes; ADJACENT_CONTAINERS: timm's flattened feature wrappers, whose forward calls
+# container class -> [(conv attribute, BN attribute[, activation attribute])] its forward calls back to back:
+# the stems and heads of the EfficientNet classes; ADJACENT_CONTAINERS: timm's flattened feature wrappers, whose forward calls
 # their children in order (their conv_stem + bn1). A plain nn.Sequential's conv + BN is not an EfficientNet
 # layer (a decoder's): it stays as it is.
 PAIR_CONTAINERS: Dict[type, List[Tuple[str, ...]]] = {}

@@ -1,5 +1,6 @@
 """The modules ``fuse()`` swaps into a model: :class:`FusedConv` (a stem or head conv + folded BN [+ an
-activation]), :class:`FusedMBConv` (one MBConv block or a cousin: another activation, no SE, a hardsigmoid SE) and :class:`FusedSequential` (an ``nn.Sequential`` that runs its
+activation]), :class:`FusedMBConv` (one MBConv block or a cousin: another activation, no SE, a hardsigmoid
+SE) and :class:`FusedSequential` (an ``nn.Sequential`` that runs its
 consecutive fused children as one chain).
 
 How a call runs:
@@ -377,8 +378,10 @@ class FusedMBConv(FusedUnit):
         net.add_named_block(name, _engine_pad(self.pad), cin, cexp, co, k, self.stride, s, self.skip,
                             ptr(self.expand_weight, cexp, cin) if e else 0, ptr(self.expand_bias, cexp) if e else 0,
                             ptr(self.dw_weight, cexp, 1, k, k), ptr(self.dw_bias, cexp),
-                            ptr(self.se_reduce_weight, s, cexp) if se else 0, ptr(self.se_reduce_bias, s) if se else 0,
-                            ptr(self.se_expand_weight, cexp, s) if se else 0, ptr(self.se_expand_bias, cexp) if se else 0,
+                            ptr(self.se_reduce_weight, s, cexp) if se else 0,
+                            ptr(self.se_reduce_bias, s) if se else 0,
+                            ptr(self.se_expand_weight, cexp, s) if se else 0,
+                            ptr(self.se_expand_bias, cexp) if se else 0,
                             ptr(self.proj_weight, co, cexp), ptr(self.proj_bias, co), self.act, self.se_inner,
                             self.se_gate)
 

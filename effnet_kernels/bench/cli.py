@@ -218,7 +218,8 @@ def e2e_table(rows: List[dict], mm_gmacs: Optional[float] = None) -> str:
             out[-2] = out[-2].replace("| φ | res |", "| model | φ | res |", 1) + " swapped / left |"
             out[-1] += "---|---|"
         for r in rs:
-            cells = ["—" if r["phi"] is None else f"{r['phi']:g}", str(r["resolution"]), f"{r['params'] / 1e6:.1f}M", f"{r['macs'] / 1e9:.2f}"]
+            cells = ["—" if r["phi"] is None else f"{r['phi']:g}", str(r["resolution"]), f"{r['params'] / 1e6:.1f}M",
+                     f"{r['macs'] / 1e9:.2f}"]
             if by_model:
                 cells.insert(0, f"`{r.get('model', '')}`")
             cells += [_ms(r["providers"].get(p)) for p in provs]
