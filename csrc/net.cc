@@ -17,12 +17,12 @@ struct Net::Block {
   int64_t cin = 0, cexp = 0, cout = 0, k = 1, stride = 1, squeeze = 0;  // squeeze 0: no SE
   BlockActs acts;
   bool skip = false;  // (a conv layer's Block is never set: these defaults keep its copy defined)
-  std::vector<float> expand_packed, expand_bias;  // empty without an expand conv
-  std::vector<float> dw_weight, dw_bias, dw_packed;
+  AlignedFloats expand_packed, expand_bias;  // empty without an expand conv
+  AlignedFloats dw_weight, dw_bias, dw_packed;
   int64_t group = 0;                           // channels per task of the banded expand + depthwise
-  std::vector<std::vector<float>> group_packed;  // the depthwise weights packed per group
-  std::vector<float> se_packed;
-  std::vector<float> proj_packed, proj_bias;
+  std::vector<AlignedFloats> group_packed;  // the depthwise weights packed per group
+  AlignedFloats se_packed;
+  AlignedFloats proj_packed, proj_bias;
 };
 
 struct Net::Layer {
@@ -32,7 +32,7 @@ struct Net::Layer {
   // conv (is_block false)
   int64_t cin = 0, cout = 0, k = 1, stride = 1;
   Act act = Act::kIdentity;
-  std::vector<float> packed, bias;
+  AlignedFloats packed, bias;
   // block (is_block true)
   Block block;
   int64_t block_index = 0;  // among the net's blocks (profile step names)
@@ -42,7 +42,7 @@ struct Net::Layer {
 
 struct Net::Arena {
   std::mutex busy;  // held by the run using the buffers
-  std::vector<float> in, col, x0, x1, e, y, pooled, gate, features;
+  AlignedFloats in, col, x0, x1, e, y, pooled, gate, features;  // (cache-line aligned: see net.h)
 };
 
 namespace {
@@ -75,14 +75,14 @@ void require(bool ok, const std::string& what) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-std::vector<float> copy_of(const float* p, int64_t count, const char* name) {
+AlignedFloats copy_of(const float* p, int64_t count, const char* name) {
   require(p != nullptr, std::string(name) + " must not be null");
-  return std::vector<float>(p, p + count);
+  return AlignedFloats(p, p + count);
 }
 
-std::vector<float> packed_gemm(int64_t n, int64_t k, const float* w, Isa isa, const char* name) {
+AlignedFloats packed_gemm(int64_t n, int64_t k, const float* w, Isa isa, const char* name) {
   require(w != nullptr, std::string(name) + " must not be null");
-  std::vector<float> packed(gemm_packed_size(n, k, isa));
+  AlignedFloats packed(gemm_packed_size(n, k, isa));
   gemm_pack(n, k, w, k, 1, packed.data(), isa);
   return packed;
 }
@@ -119,7 +119,7 @@ bool is_nhwc_dense(const int64_t* s, int64_t n, int64_t c, int64_t h, int64_t w)
          (n == 1 || s[0] == h * w * c);
 }
 
-float* sized(std::vector<float>& v, int64_t count) {
+float* sized(AlignedFloats& v, int64_t count) {
   if (static_cast<int64_t>(v.size()) < count) v.resize(static_cast<size_t>(count));
   return v.data();
 }
@@ -168,8 +168,8 @@ void im2col_row(const float* x, int64_t s, int64_t oy, int64_t h, int64_t w, con
   }
 }
 
-GemmArgs gemm_args(int64_t m, int64_t n, int64_t k, const float* a, const std::vector<float>& packed,
-                   const std::vector<float>& bias, float* c, Act act) {
+GemmArgs gemm_args(int64_t m, int64_t n, int64_t k, const float* a, const AlignedFloats& packed,
+                   const AlignedFloats& bias, float* c, Act act) {
   GemmArgs g;
   g.m = m; g.n = n; g.k = k;
   g.a = a; g.lda = k;
@@ -577,7 +577,7 @@ void Net::expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h
   std::vector<double> sums(static_cast<size_t>(n * b.cexp), 0.0);
   parallel_for(n * groups, num_threads, [&](int64_t task) {
     const int64_t smp = task / groups, gi = task % groups, c0 = gi * g, gc = std::min(g, b.cexp - c0);
-    thread_local std::vector<float> band, means;
+    thread_local AlignedFloats band, means;
     float* buf = sized(band, cap_rows * row_floats);
     float* mean = sized(means, gc);
     GemmArgs ge;
@@ -609,7 +609,7 @@ void Net::expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h
       p.k = k; p.stride = s; p.pad_top = lo - (oh0 * s - pad_top); p.pad_left = pad_left; p.act = b.acts.act;
       nhwc_strides(p.x_stride, g, hi - lo, w);
       nhwc_strides(p.y_stride, b.cexp, out_h, out_w);
-      const std::vector<float>& packed = b.group_packed[gi];
+      const AlignedFloats& packed = b.group_packed[gi];
       const bool fits = !packed.empty() && nhwc_packed_size(p, isa_) == packed.size();
       dwconv_bias_swish(p, buf, b.dw_weight.data() + c0 * k * k, b.dw_bias.data() + c0,
                         y + ((smp * out_h + oh0) * out_w) * b.cexp + c0, pooled ? mean : nullptr, 1, isa_,

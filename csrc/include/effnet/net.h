@@ -20,7 +20,9 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -29,6 +31,32 @@
 #include "effnet/dwconv.h"
 
 namespace effnet {
+
+// A std::allocator that aligns to a cache line: the engine's activation buffers and packed weights start on a
+// 64-byte boundary, so that the kernels' vectors (a 64-byte AVX-512 vector, a 128-byte GEMM panel, a 64-channel
+// NHWC group) do not straddle cache lines — a straddling access is two line accesses, and a line shared by two
+// threads' tasks (column ranges, channel groups) ping-pongs between their cores. (malloc aligns to 16 bytes
+// only: large buffers from mmap sit 16 bytes past a page boundary.)
+template <typename T>
+struct CacheAligned {
+  using value_type = T;
+  static constexpr size_t kAlign = 64;
+  CacheAligned() = default;
+  template <typename U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(size_t n) {
+    const size_t bytes = (n * sizeof(T) + kAlign - 1) / kAlign * kAlign;
+    void* p = std::aligned_alloc(kAlign, bytes == 0 ? kAlign : bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
+using AlignedFloats = std::vector<float, CacheAligned<float>>;
 
 // The padding of one layer: explicit amounts before / after along each axis (symmetric k // 2, or the
 // fixed amounts of a model built for one image size, as efficientnet_pytorch's static SAME padding), or
@@ -160,7 +188,7 @@ class Net {
   std::vector<Layer> layers_;
   int64_t blocks_added_ = 0;
   int64_t classes_ = 0;
-  std::vector<float> cls_packed_, cls_bias_;
+  AlignedFloats cls_packed_, cls_bias_;
   void expand_dw_banded(const Block& b, const float* in, int64_t n, int64_t h, int64_t w, int64_t pad_top,
                         int64_t pad_left, int64_t out_h, int64_t out_w, float* y, float* pooled,
                         int num_threads) const;
