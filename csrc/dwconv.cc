@@ -1,4 +1,4 @@
-// Dispatch for the fused depthwise conv + bias + Swish: layout selection and the split of the work over the
+// Dispatch for the fused depthwise conv + bias + activation: layout selection and the split of the work over the
 // thread pool (ISA selection and the self-tests: isa.cc).
 #include <algorithm>
 #include <cmath>
