@@ -170,8 +170,17 @@ void swish_inplace(std::uintptr_t data, int64_t count, const std::string& isa) {
 void act_inplace(std::uintptr_t data, int64_t count, const std::string& act, const std::string& isa) {
   if (count < 0) throw std::invalid_argument("count must be >= 0, got " + std::to_string(count));
   float* p = as_ptr<float>(data, "data", count == 0);
-  const effnet::Act a = act == "sigmoid" || act == "hardsigmoid" ? effnet::parse_act(act, "act", true)
-                                                                : effnet::parse_act(act, "act");
+  effnet::Act a;
+  try {
+    a = effnet::parse_act(act, "act");
+  } catch (const std::invalid_argument&) {  // or a gate (the error names both sets)
+    try {
+      a = effnet::parse_act(act, "act", true);
+    } catch (const std::invalid_argument&) {
+      throw std::invalid_argument("act must be one of silu, relu, relu6, hardswish, identity, sigmoid, "
+                                  "hardsigmoid; got '" + act + "'");
+    }
+  }
   const effnet::Isa chosen = resolve_isa(isa);
   py::gil_scoped_release release;
   effnet::act_inplace(p, count, a, chosen);

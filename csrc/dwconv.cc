@@ -59,16 +59,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-void swish_inplace(float* data, int64_t count, Isa isa) {
-  switch (isa) {
-#define EFFNET_CASE(name, e, lanes, has) \
-    case Isa::e: return name::swish_inplace(data, count);
-    EFFNET_SIMD_ISAS(EFFNET_CASE)
-#undef EFFNET_CASE
-    default:
-      for (int64_t i = 0; i < count; ++i) data[i] = swish_ref(data[i]);
-  }
-}
+void swish_inplace(float* data, int64_t count, Isa isa) { act_inplace(data, count, Act::kSilu, isa); }
 
 void act_inplace(float* data, int64_t count, Act act, Isa isa) {
   switch (isa) {

@@ -293,9 +293,9 @@ void test_isa_paths() {
 void test_swish_inplace() {
   std::vector<float> v = {0.0f, 1.0f, -1.0f, 3.5f, -7.25f, 20.0f, -20.0f, 88.5f, -88.5f, 1e30f, -1e30f,
                           INFINITY, -INFINITY, NAN, 1e-40f, -1e-40f, 0.3f, -0.3f, 5.0f};
-  auto run = [&](void (*fn)(float*, int64_t), const char* name) {
+  auto run = [&](void (*fn)(float*, int64_t, effnet::Act), const char* name) {  // the SIMD Swish: act_inplace(silu)
     std::vector<float> got = v;
-    fn(got.data(), static_cast<int64_t>(got.size()));
+    fn(got.data(), static_cast<int64_t>(got.size()), effnet::Act::kSilu);
     for (size_t i = 0; i < v.size(); ++i) {
       const float ref = effnet::swish_ref(v[i]);
       const bool same_nan = std::isnan(ref) == std::isnan(got[i]);
@@ -304,7 +304,7 @@ void test_swish_inplace() {
     }
   };
 #define EFFNET_RUN(name, e, lanes, has) \
-  if (effnet::isa_supported(effnet::Isa::e)) run(effnet::name::swish_inplace, #name);
+  if (effnet::isa_supported(effnet::Isa::e)) run(effnet::name::act_inplace, #name);
   EFFNET_SIMD_ISAS(EFFNET_RUN)
 #undef EFFNET_RUN
 }

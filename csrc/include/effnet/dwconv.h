@@ -67,7 +67,6 @@ constexpr int64_t kNhwcGroupChannels = 64;
   void dwconv_nchw(const DwConvParams& p, const float* x, const float* weight, const float* bias,    \
                    float* y, int64_t n, int64_t c0, int64_t c1, int64_t oh0, int64_t oh1,            \
                    double* pool_sum);                                                                \
-  void swish_inplace(float* data, int64_t count);                                                    \
   void act_inplace(float* data, int64_t count, Act act);                                             \
   }
 #define EFFNET_DECLARE_MICROKERNELS_X(name, e, lanes, has) EFFNET_DECLARE_MICROKERNELS(name)
