@@ -5,6 +5,9 @@
     ek.compound(3)                                 # Scaling(width=1.2, depth=1.4, resolution=300, dropout=0.3)
     ek.model_cost("b0")                            # ModelCost(params=5288548, macs=...)
     ek.fit_phi(latency_ms=20)                      # the largest phi whose fused model runs in 20 ms here
+    ek.compound(3, alpha=1.4, beta=1.05, gamma=1.1) # your own coefficients: pure powers, not the table
+    ek.scaling_profile()                           # what depth, width and resolution each cost on this device
+    ek.grid_search(evaluate, cost="latency")       # the paper's step 1, with measured latency as the budget
     ours = ek.from_torchvision(torchvision_model)  # or ek.from_timm(timm_model)
 """
 from __future__ import annotations
@@ -21,13 +24,15 @@ __version__ = "0.1.0"
 __all__ = [
     "EfficientNet", "efficientnet", "from_torchvision", "from_timm", "compound", "model_cost",
     "round_filters", "round_repeats", "has_cpp", "info", "fuse", "fuse_report", "register_block", "fit_phi",
-    "__version__",
+    "scaling_profile", "grid_search", "__version__",
 ]
 
 
 from .fuse import fuse, fuse_report  # noqa: E402
 from .recognize import register_block  # noqa: E402
 from .budget import fit_phi  # noqa: E402
+from .balance import scaling_profile  # noqa: E402
+from .grid import grid_search  # noqa: E402
 
 
 def info() -> dict:

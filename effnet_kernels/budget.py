@@ -5,6 +5,7 @@
     ek.fit_phi(params=10e6)                 # by parameter count
     ek.fit_phi(latency_ms=20)               # by the fused model's latency measured on this device
     ek.fit_phi(latency_ms=20, macs=1e9, device="cuda", batch=8)   # every budget given must hold
+    ek.fit_phi(latency_ms=20, alpha=1.4, beta=1.05, gamma=1.1)    # in your own compound-scaling family
 
 The search runs on the grid φ = k/100: it doubles φ from 1 until a φ does not fit (or ``phi_max`` is
 reached), then bisects between the last φ that fits and the first that does not. Parameter and multiply-add
@@ -24,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .scaling import compound, model_cost
+from .scaling import arch_spec, coefficients, model_cost
 
 GRID = 100  # φ steps per unit: answers are multiples of 0.01
 
@@ -47,6 +48,8 @@ class FitResult:
     batch: int
     dtype: str
     evaluated: List[dict] = field(default_factory=list)  # every φ looked at, in order, with its numbers
+    # the custom α, β, γ and base resolution of the family searched; None: the official table's rule
+    coefficients: Optional[Dict[str, float]] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,8 +61,10 @@ class FitResult:
         if self.latency_ms is not None:
             s += (f" latency={self.latency_ms:.2f}ms±{self.spread_ms:.2f} (fused, {self.device}, batch {self.batch}, "
                   f"{self.dtype})")
+        if self.coefficients:
+            s += " ({})".format(", ".join(f"{k}={v:g}" for k, v in self.coefficients.items()))
         if self.at_phi_max:
-            s += f" (phi_max reached: the budget allows more)"
+            s += " (phi_max reached: the budget allows more)"
         return s
 
 
@@ -74,9 +79,9 @@ def check_budget(value, name: str) -> Optional[float]:
     return v
 
 
-def measure_fused_latency(phi: float, device="cpu", batch: int = 1, dtype: torch.dtype = torch.float32,
+def measure_fused_latency(phi, device="cpu", batch: int = 1, dtype: torch.dtype = torch.float32,
                           rounds: int = 3, per_round: int = 5) -> dict:
-    """The latency of ``fuse(efficientnet(phi))`` on ``device`` at ``batch`` (its own resolution, random
+    """The latency of ``fuse(efficientnet(phi))`` (``phi``: a φ or an ArchSpec) on ``device`` at ``batch`` (its own resolution, random
     weights, calibrated BN statistics): median and quartiles of ``rounds × per_round`` runs after warm-up,
     and ``spread_ms`` — the larger of the interquartile range and the range of the per-round medians. CUDA
     batch-1 runs replay a CUDA graph."""
@@ -85,7 +90,7 @@ def measure_fused_latency(phi: float, device="cpu", batch: int = 1, dtype: torch
     from .fuse import fuse
 
     device = torch.device(device)
-    res = compound(phi).resolution
+    res = arch_spec(phi).resolution
     model = fuse(build_model(phi, device, dtype))
     x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1)).to(device, dtype)
     with torch.inference_mode(), exact_fp32(device):
@@ -102,12 +107,20 @@ def measure_fused_latency(phi: float, device="cpu", batch: int = 1, dtype: torch
 
 def fit_phi(latency_ms=None, macs=None, params=None, *, device=None, batch: int = 1, dtype=None,
             phi_max: float = 12.0, measure: Optional[Callable[[float], dict]] = None,
-            progress: Optional[Callable[[str], None]] = None) -> FitResult:
+            progress: Optional[Callable[[str], None]] = None, alpha=None, beta=None, gamma=None,
+            base_resolution: int = 224) -> FitResult:
     """The largest φ (a multiple of 0.01, at most ``phi_max``) whose model fits every budget given:
     ``latency_ms`` — the fused model's median latency on ``device`` (default: CUDA when present, else the CPU;
     fp16 on a GPU, fp32 on the CPU unless ``dtype``) at ``batch`` (measured; ``measure(phi)``
     replaces the measurement, returning at least ``median_ms`` and ``spread_ms``); ``macs`` — multiply-adds
-    per image at the φ's resolution; ``params`` — parameters. Raises ValueError when not even φ = 0 fits."""
+    per image at the φ's resolution; ``params`` — parameters. Raises ValueError when not even φ = 0 fits.
+    ``alpha``, ``beta``, ``gamma``, ``base_resolution``: search the pure-power family of those coefficients
+    (:func:`~effnet_kernels.scaling.compound`) instead of the official table."""
+    co = coefficients(alpha, beta, gamma, base_resolution)
+
+    def spec(phi):
+        return arch_spec(phi) if co is None else arch_spec(phi, *co)
+
     budgets = {"latency_ms": check_budget(latency_ms, "latency_ms"), "macs": check_budget(macs, "macs"),
                "params": check_budget(params, "params")}
     budgets = {k: v for k, v in budgets.items() if v is not None}
@@ -137,7 +150,7 @@ def fit_phi(latency_ms=None, macs=None, params=None, *, device=None, batch: int 
             raise ValueError(f"device {device!r}: no CUDA device on this machine")
 
         def measure(phi):
-            return measure_fused_latency(phi, dev, batch, dtype)
+            return measure_fused_latency(phi if co is None else spec(phi), dev, batch, dtype)
 
     k_max = int(math.floor(float(phi_max) * GRID + 1e-9))
     evaluated: List[dict] = []
@@ -147,7 +160,7 @@ def fit_phi(latency_ms=None, macs=None, params=None, *, device=None, batch: int 
         if k in seen:
             return seen[k]["fits"]
         phi = k / GRID
-        cost = model_cost(phi)
+        cost = model_cost(spec(phi))
         ev = {"phi": phi, "params": cost.params, "macs": cost.macs, "fits": True}
         if "params" in budgets and cost.params > budgets["params"]:
             ev["fits"] = False
@@ -190,9 +203,10 @@ def fit_phi(latency_ms=None, macs=None, params=None, *, device=None, batch: int 
             else:
                 hi = mid
     phi = lo / GRID
-    sc = compound(phi)
+    sc = spec(phi).scaling
     ev = seen[lo]
     return FitResult(phi=phi, width=sc.width, depth=sc.depth, resolution=sc.resolution, params=ev["params"],
                      macs=ev["macs"], latency_ms=ev.get("latency_ms"), spread_ms=ev.get("spread_ms"),
                      budgets=budgets, at_phi_max=hi is None, device=str(dev), batch=batch,
-                     dtype=str(dtype).replace("torch.", ""), evaluated=evaluated)
+                     dtype=str(dtype).replace("torch.", ""), evaluated=evaluated,
+                     coefficients=None if co is None else co._asdict())

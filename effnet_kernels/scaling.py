@@ -12,6 +12,13 @@ rounded, not exact powers of α, β, γ). The rule for any real φ ≥ 0:
 * **past B7** — each extra unit of φ multiplies depth by α = 1.2, width by β = 1.1 and resolution by
   γ = 1.15 (α·β²·γ² ≈ 2: FLOPs roughly double per unit); dropout stays at B7's 0.5.
 
+**Your own coefficients.** ``compound(phi, alpha=…, beta=…, gamma=…, base_resolution=…)`` with any of the three
+given (the others default to the paper's) is the pure-power family: depth α^φ, width β^φ, resolution
+round(base_resolution·γ^φ), dropout as the rule above gives for that φ. The official table is *not* a pure
+power of the paper's coefficients (it was rounded by hand): ``compound(3)`` is B3 with depth 1.4, while
+``compound(3, alpha=1.2, beta=1.1, gamma=1.15)`` has depth 1.2³ = 1.728, width 1.331 and resolution 341.
+:func:`arch_spec` and ``efficientnet`` take the same arguments and build that family with the same rounding.
+
 Widths are rounded per stage with :func:`round_filters` (multiples of 8, never more than 10 % below
 the scaled value) and block repeats with :func:`round_repeats` (ceil), as torchvision and timm do.
 """
@@ -20,16 +27,20 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import List, NamedTuple, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 from .padding import _check_int
 
 __all__ = [
     "ALPHA", "BETA", "GAMMA", "PRESETS", "Scaling", "compound", "round_filters", "round_repeats",
-    "BlockSpec", "ArchSpec", "arch_spec", "ModelCost", "model_cost", "DepthwiseShape", "depthwise_shapes",
+    "BlockSpec", "ArchSpec", "arch_spec", "scaled_arch", "Coefficients", "ModelCost", "model_cost",
+    "DepthwiseShape", "depthwise_shapes", "FlopsGrowth", "flops_growth", "realised_multipliers",
 ]
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # depth, width, resolution bases per unit of φ
+BASE_RESOLUTION = 224  # B0's input size
+# Beyond these an architecture cannot be built on any machine: arch_spec refuses instead of allocating for ever.
+MAX_BLOCKS, MAX_CHANNELS = 100_000, 1_000_000
 
 # Official B0…B7: (width multiplier, depth multiplier, resolution, dropout).
 _TABLE = (
@@ -75,15 +86,44 @@ def _check_phi(phi, name: str = "phi") -> float:
     return value
 
 
-def compound(phi) -> Scaling:
-    """Width, depth, resolution and dropout for compound coefficient ``phi`` (any real φ ≥ 0).
+class Coefficients(NamedTuple):
+    """Custom compound-scaling coefficients: depth α, width β and resolution γ per unit of φ, and φ = 0's
+    input size."""
+    alpha: float
+    beta: float
+    gamma: float
+    base_resolution: int
 
-    Integer φ = 0…7 give the official EfficientNet-B0…B7 table exactly; between entries each
-    quantity is interpolated geometrically (continuous, monotone); past 7, each unit of φ multiplies
-    depth by α = 1.2, width by β = 1.1 and resolution by γ = 1.15, and dropout stays 0.5.
-    See the module docstring for the full rule.
-    """
-    phi = _check_phi(phi)
+
+def _check_coefficient(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number >= 1 (or None for the paper's), got "
+                        f"{type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 1:
+        raise ValueError(f"{name} must be a finite number >= 1 (a model that shrinks as phi grows is not compound "
+                         f"scaling), got {value!r}")
+    return v
+
+
+def coefficients(alpha=None, beta=None, gamma=None, base_resolution=BASE_RESOLUTION):
+    """The checked :class:`Coefficients`, or None when α, β and γ are all unset (the official table)."""
+    base_resolution = _check_int(base_resolution, "base_resolution", 8)
+    if alpha is None and beta is None and gamma is None:
+        if base_resolution != BASE_RESOLUTION:
+            raise ValueError(f"base_resolution must stay {BASE_RESOLUTION} with the official table (its resolutions "
+                             f"are fixed), got {base_resolution!r}: give alpha, beta or gamma too (alpha={ALPHA} is "
+                             f"the paper's) for the pure-power family at that size, or pass resolution= to "
+                             f"model_cost and feed the model that size")
+        return None
+    return Coefficients(
+        ALPHA if alpha is None else _check_coefficient(alpha, "alpha"),
+        BETA if beta is None else _check_coefficient(beta, "beta"),
+        GAMMA if gamma is None else _check_coefficient(gamma, "gamma"),
+        int(base_resolution))
+
+
+def _table(phi: float) -> Scaling:
     last = len(_TABLE) - 1
     if phi >= last:
         w, d, r, p = _TABLE[last]
@@ -98,6 +138,28 @@ def compound(phi) -> Scaling:
     lo, hi = _TABLE[i], _TABLE[i + 1]
     geo = [a * (b / a) ** t for a, b in zip(lo, hi)]  # = a^(1-t)·b^t, exactly a when a == b
     return Scaling(geo[0], geo[1], int(round(geo[2])), geo[3])
+
+
+def _powers(phi: float, co: Coefficients) -> Scaling:
+    return Scaling(co.beta ** phi, co.alpha ** phi, int(round(co.base_resolution * co.gamma ** phi)),
+                   _table(phi).dropout)
+
+
+def compound(phi, alpha=None, beta=None, gamma=None, base_resolution: int = BASE_RESOLUTION) -> Scaling:
+    """Width, depth, resolution and dropout for compound coefficient ``phi`` (any real φ ≥ 0).
+
+    With ``alpha``, ``beta`` and ``gamma`` unset: integer φ = 0…7 give the official EfficientNet-B0…B7 table
+    exactly; between entries each quantity is interpolated geometrically (continuous, monotone); past 7, each
+    unit of φ multiplies depth by α = 1.2, width by β = 1.1 and resolution by γ = 1.15, and dropout stays 0.5.
+
+    With any of them given (each a finite number ≥ 1; the others default to the paper's 1.2, 1.1, 1.15): pure
+    powers — depth α^φ, width β^φ, resolution round(base_resolution·γ^φ) — and the table rule's dropout. This is
+    not the table even with the paper's values: ``compound(3, alpha=1.2, beta=1.1, gamma=1.15).depth`` is
+    1.728, the table's B3 1.4. See the module docstring for the full rule.
+    """
+    phi = _check_phi(phi)
+    co = coefficients(alpha, beta, gamma, base_resolution)
+    return _table(phi) if co is None else _powers(phi, co)
 
 
 def _check_positive(value, name: str) -> float:
@@ -158,12 +220,19 @@ class BlockSpec:
 class ArchSpec:
     """A whole EfficientNet as data: the scaling, stem/head widths and every block per stage."""
 
-    name: str              # "b0"…"b7", or "phi=<φ>" for other coefficients
+    name: str              # "b0"…"b7", "phi=<φ>" for other coefficients, "phi=<φ>,alpha=…" for custom ones
     phi: float
     scaling: Scaling
     stem_channels: int
     head_channels: int
     stages: Tuple[Tuple[BlockSpec, ...], ...]
+    coefficients: Optional[Coefficients] = None  # custom α, β, γ; None: the official table's rule
+
+    @property
+    def layout(self) -> tuple:
+        """What the built network is — stem, head, every block, resolution — without its name, φ or dropout:
+        two specs with equal layouts build the same inference network (grid_search caches by it)."""
+        return (self.stem_channels, self.head_channels, self.stages, self.resolution)
 
     @property
     def blocks(self) -> Tuple[BlockSpec, ...]:
@@ -179,9 +248,15 @@ class ArchSpec:
         return 1e-3 if self.phi >= 5 else 1e-5
 
 
-def arch_spec(arch: Union[str, float, int, ArchSpec]) -> ArchSpec:
-    """Resolve ``arch`` — ``"b0"``…``"b7"`` or a real φ ≥ 0 — into an :class:`ArchSpec`."""
+def arch_spec(arch: Union[str, float, int, ArchSpec], alpha=None, beta=None, gamma=None,
+              base_resolution: int = BASE_RESOLUTION) -> ArchSpec:
+    """Resolve ``arch`` — ``"b0"``…``"b7"`` or a real φ ≥ 0 — into an :class:`ArchSpec`; with ``alpha``,
+    ``beta`` or ``gamma`` (see :func:`compound`) the φ of that custom family."""
+    co = coefficients(alpha, beta, gamma, base_resolution)
     if isinstance(arch, ArchSpec):
+        if co is not None:
+            raise ValueError(f"arch must be a name or a phi when alpha, beta, gamma or base_resolution is given, "
+                             f"got the ArchSpec {arch.name} (already scaled)")
         return arch
     if isinstance(arch, str):
         key = arch.strip().lower()
@@ -192,8 +267,41 @@ def arch_spec(arch: Union[str, float, int, ArchSpec]) -> ArchSpec:
     else:
         phi = _check_phi(arch, "arch")
         name = f"b{int(phi)}" if phi.is_integer() and phi < len(_TABLE) else f"phi={phi:g}"
-    sc = compound(phi)
-    total = sum(round_repeats(s[5], sc.depth) for s in B0_STAGES)
+    if co is not None:
+        name = f"phi={phi:g},alpha={co.alpha:g},beta={co.beta:g},gamma={co.gamma:g}" + (
+            f",base_resolution={co.base_resolution}" if co.base_resolution != BASE_RESOLUTION else "")
+        return _build(name, phi, _powers(phi, co), co)
+    return _build(name, phi, _table(phi), None)
+
+
+def scaled_arch(width: float = 1.0, depth: float = 1.0, resolution: int = BASE_RESOLUTION, dropout: float = 0.2,
+                phi: float = 0.0, name: Optional[str] = None) -> ArchSpec:
+    """The B0 layout scaled by any ``width`` and ``depth`` multipliers at input size ``resolution`` (one
+    dimension at a time, as :func:`effnet_kernels.scaling_profile` walks them), with the same rounding as
+    :func:`arch_spec`. ``phi`` only chooses the default BatchNorm epsilon (as for the presets)."""
+    sc = Scaling(_check_positive(width, "width"), _check_positive(depth, "depth"),
+                 _check_int(resolution, "resolution", 8), _check_dropout(dropout))
+    phi = _check_phi(phi)
+    if name is None:
+        name = f"width={sc.width:.4g},depth={sc.depth:.4g},resolution={sc.resolution}"
+    elif not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
+    return _build(name, phi, sc, None)
+
+
+def _check_dropout(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= float(p) < 1:
+        raise ValueError(f"dropout must be a number in [0, 1), got {p!r}")
+    return float(p)
+
+
+def _build(name: str, phi: float, sc: Scaling, co: Optional[Coefficients]) -> ArchSpec:
+    total = sum(math.ceil(s[5] * sc.depth) for s in B0_STAGES)  # what round_repeats gives, before any list
+    widest = max(B0_HEAD, max(s[4] for s in B0_STAGES) * 6) * sc.width
+    if total > MAX_BLOCKS or widest > MAX_CHANNELS:
+        raise ValueError(f"{name}: the depth and width multipliers must give at most {MAX_BLOCKS} blocks and "
+                         f"{MAX_CHANNELS} channels (what can be built), got depth x{sc.depth:.4g} and width "
+                         f"x{sc.width:.4g}: {total} blocks, up to {widest:.0f} channels; lower phi or the coefficients")
     stages, index = [], 0
     for expand, kernel, stride, cin, cout, repeats in B0_STAGES:
         in_ch, out_ch = round_filters(cin, sc.width), round_filters(cout, sc.width)
@@ -219,7 +327,29 @@ def arch_spec(arch: Union[str, float, int, ArchSpec]) -> ArchSpec:
         # torchvision: 4 x the last stage's width; timm: round_filters(1280). Equal at every preset.
         head_channels=4 * last,
         stages=tuple(stages),
+        coefficients=co,
     )
+
+
+class Multipliers(NamedTuple):
+    """How much larger an architecture is than another after rounding: blocks, channels, input size."""
+    depth: float       # block count ratio (after ceil rounding per stage)
+    width: float       # geometric mean of the channel ratios of the stem, every stage's output and the head
+    resolution: float  # input size ratio
+
+
+def _widths(spec: ArchSpec) -> List[int]:
+    return [spec.stem_channels] + [stage[-1].out_channels for stage in spec.stages] + [spec.head_channels]
+
+
+def realised_multipliers(arch, base="b0") -> Multipliers:
+    """The multipliers ``arch`` realises over ``base`` once the widths are rounded to multiples of 8 and the
+    repeats up: what a fit of latency against depth, width and resolution must use (the nominal multipliers
+    are not what runs)."""
+    a, b = arch_spec(arch), arch_spec(base)
+    ratios = [x / y for x, y in zip(_widths(a), _widths(b))]
+    width = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    return Multipliers(len(a.blocks) / len(b.blocks), width, a.resolution / b.resolution)
 
 
 class ModelCost(NamedTuple):
@@ -274,6 +404,31 @@ def model_cost(arch, resolution=None, num_classes: int = 1000) -> ModelCost:
     params += spec.head_channels * num_classes + num_classes
     macs += spec.head_channels * num_classes
     return ModelCost(params=params, macs=macs)
+
+
+class FlopsGrowth(NamedTuple):
+    """How fast multiply-adds grow per unit of φ for coefficients α, β, γ."""
+    ideal: float      # α·β²·γ²: the growth if every layer scaled with depth, width² and resolution²
+    measured: float   # model_cost's MACs at φ = 1 over φ = 0 (stem and head do not grow with depth; rounding)
+    per_phi: Tuple[Tuple[float, float], ...]  # (φ, (MACs(φ) / MACs(0)) ** (1 / φ)): the per-unit growth over φ
+
+
+def flops_growth(alpha=None, beta=None, gamma=None, base_resolution: int = BASE_RESOLUTION,
+                 phis=(1, 2, 3, 4)) -> FlopsGrowth:
+    """α·β²·γ² (the paper's FLOPs growth per unit of φ, ≈ 2 for its 1.2, 1.1, 1.15) against the growth
+    :func:`model_cost` measures on the pure-power family of those coefficients (unset ones: the paper's)."""
+    co = coefficients(ALPHA if alpha is None else alpha, beta, gamma, base_resolution)
+    if not isinstance(phis, (tuple, list)) or not phis:
+        raise TypeError(f"phis must be a non-empty tuple or list of phi > 0, got {phis!r}")
+    base = model_cost(arch_spec(0, *co)).macs
+    per_phi = []
+    for phi in phis:
+        phi = _check_phi(phi, "phis[]")
+        if phi == 0:
+            raise ValueError(f"phis must be > 0 (the growth per unit of phi is measured against phi = 0), got {phi!r}")
+        per_phi.append((phi, (model_cost(arch_spec(phi, *co)).macs / base) ** (1 / phi)))
+    return FlopsGrowth(ideal=co.alpha * co.beta ** 2 * co.gamma ** 2,
+                       measured=model_cost(arch_spec(1, *co)).macs / base, per_phi=tuple(per_phi))
 
 
 class DepthwiseShape(NamedTuple):

@@ -347,6 +347,78 @@ def _model_rows():
             ("phi_max=-1", dict(macs=1e9, phi_max=-1), ValueError, "phi_max"),
             ("phi_max=nan", dict(macs=1e9, phi_max=nan), ValueError, "phi_max")):
         rows.append((f"fit_phi {label}", ek.fit_phi, kw, exc, arg))
+    rows += _coefficient_rows()
+    return rows
+
+
+def _coefficient_rows():
+    """Custom compound-scaling coefficients, the scaling profile and the grid search."""
+    from effnet_kernels import balance
+    nan, inf = float("nan"), float("inf")
+    rows = []
+    for name in ("alpha", "beta", "gamma"):
+        for bad, exc in ((0.9, ValueError), (0.0, ValueError), (-1.2, ValueError), (nan, ValueError),
+                         (inf, ValueError), ("1.2", TypeError), (True, TypeError), ([1.2], TypeError)):
+            rows.append((f"compound {name}={bad!r}", scaling.compound, {"phi": 1, name: bad}, exc, name))
+        rows.append((f"arch_spec {name}=0.5", scaling.arch_spec, {"arch": 1, name: 0.5}, ValueError, name))
+        rows.append((f"efficientnet {name}=nan", ek.efficientnet, {"arch": 1, name: nan}, ValueError, name))
+        rows.append((f"flops_growth {name}=0.99", scaling.flops_growth, {name: 0.99}, ValueError, name))
+        rows.append((f"fit_phi {name}=0.5", ek.fit_phi, {"macs": 1e9, name: 0.5}, ValueError, name))
+        rows.append((f"scaling_points {name}=inf", balance.scaling_points, {name: inf}, ValueError, name))
+    rows += [
+        ("compound base_resolution=4", scaling.compound, dict(phi=1, alpha=1.2, base_resolution=4), ValueError,
+         "base_resolution"),
+        ("compound base_resolution=2.5", scaling.compound, dict(phi=1, alpha=1.2, base_resolution=2.5), TypeError,
+         "base_resolution"),
+        ("compound base_resolution=256 with the table", scaling.compound, dict(phi=1, base_resolution=256), ValueError,
+         "base_resolution"),
+        ("arch_spec ArchSpec with alpha", scaling.arch_spec, dict(arch=scaling.arch_spec(1), alpha=1.3), ValueError,
+         "arch"),
+        ("arch_spec too large", scaling.arch_spec, dict(arch=40, alpha=2.0), ValueError, "phi"),
+        ("flops_growth phis=(0,)", scaling.flops_growth, dict(phis=(0,)), ValueError, "phis"),
+        ("flops_growth phis=2", scaling.flops_growth, dict(phis=2), TypeError, "phis"),
+        ("scaled_arch width=0", scaling.scaled_arch, dict(width=0.0), ValueError, "width"),
+        ("scaled_arch resolution=4", scaling.scaled_arch, dict(resolution=4), ValueError, "resolution"),
+        ("scaled_arch dropout=1", scaling.scaled_arch, dict(dropout=1.0), ValueError, "dropout"),
+        ("scaling_points points=2", balance.scaling_points, dict(points=2), ValueError, "points"),
+        ("scaling_points points=5.5", balance.scaling_points, dict(points=5.5), TypeError, "points"),
+        ("scaling_points flops_max=1", balance.scaling_points, dict(flops_max=1.0), ValueError, "flops_max"),
+        ("scaling_points flops_max=nan", balance.scaling_points, dict(flops_max=nan), ValueError, "flops_max"),
+        ("scaling_points base_phi=-1", balance.scaling_points, dict(base_phi=-1), ValueError, "base_phi"),
+        ("scaling_points resolution=8", balance.scaling_points, dict(resolution=8), ValueError, "resolution"),
+        ("scaling_profile device='tpu'", ek.scaling_profile, dict(device="tpu"), ValueError, "device"),
+        ("scaling_profile dtype=float16 on cpu", ek.scaling_profile, dict(device="cpu", dtype=torch.float16),
+         ValueError, "dtype"),
+        ("scaling_profile batch=0", ek.scaling_profile, dict(device="cpu", batch=0), ValueError, "batch"),
+        ("scaling_profile providers=('ort',)", ek.scaling_profile, dict(device="cpu", providers=("ort",),
+                                                                       resolution=32, points=3), ValueError,
+         "providers"),
+        ("fit_exponents unequal lengths", balance.fit_exponents, dict(multipliers=[(1, 1, 1)], values=[]), ValueError,
+         "values"),
+        ("fit_exponents value=0", balance.fit_exponents, dict(multipliers=[(1, 1, 1)], values=[0.0]), ValueError,
+         "values"),
+        ("fit_exponents multiplier=-1", balance.fit_exponents, dict(multipliers=[(1, -1, 1)], values=[1.0]),
+         ValueError, "multipliers"),
+    ]
+    ev = lambda m: 1.0  # noqa: E731
+    for label, kw, exc, arg in (
+            ("evaluate=None", dict(evaluate=None), TypeError, "evaluate"),
+            ("cost='speed'", dict(cost="speed"), ValueError, "cost"),
+            ("target=1", dict(target=1.0), ValueError, "target"),
+            ("target=nan", dict(target=nan), ValueError, "target"),
+            ("target='2'", dict(target="2"), TypeError, "target"),
+            ("step=0", dict(step=0.0), ValueError, "step"),
+            ("step=0.07", dict(step=0.07), ValueError, "step"),
+            ("tolerance=0", dict(tolerance=0.0), ValueError, "tolerance"),
+            ("lo=0.5", dict(lo=0.5), ValueError, "lo"),
+            ("hi<lo", dict(lo=1.5, hi=1.2, step=0.1), ValueError, "hi"),
+            ("reward=(0, -0.07)", dict(reward=(0.0, -0.07)), ValueError, "T"),
+            ("reward=0.07", dict(reward=0.07), TypeError, "reward"),
+            ("flops_window=(3, 1)", dict(cost="latency", flops_window=(3.0, 1.0)), ValueError, "flops_window"),
+            ("max_measured=0", dict(cost="latency", max_measured=0), ValueError, "max_measured"),
+            ("build=3", dict(build=3), TypeError, "build"),
+            ("cache=[]", dict(cache=[]), TypeError, "cache")):
+        rows.append((f"grid_search {label}", ek.grid_search, {"evaluate": ev, **kw}, exc, arg))
     return rows
 
 
@@ -420,6 +492,8 @@ CLI_FIT = [
     (["--macs", "1e9", "--device", "gpu"], (f"{DEVICE}'gpu'",)),
     (["--macs", "1e9", "--phi-max", "-1"], (f"argument --phi-max: {PHI}'-1'",)),
     (["--latency-ms", "5", "--batch", "0"], (f"argument --batch: {POSITIVE_INT}'0'",)),
+    (["--macs", "1e9", "--alpha", "0.5"], ("argument --alpha: must be a finite number >= 1, got '0.5'",)),
+    (["--macs", "1e9", "--gamma", "nan"], ("argument --gamma: must be a finite number >= 1, got 'nan'",)),
 ]
 CLI_OTHER = [
     (["profile", "--phis", "-1"], (f"argument --phis: {PHI}'-1'",)),
@@ -431,13 +505,23 @@ CLI_OTHER = [
     (["denormal", "--rounds", "0"], (f"argument --rounds: {POSITIVE_INT}'0'",)),
     (["denormal", "--device", "tpu"], (f"{DEVICE}'tpu'",)),
     (["denormal", "--format", "nhwc"], ("argument --format: invalid choice", "nhwc")),
+    (["scaling", "--points", "0"], (f"argument --points: {POSITIVE_INT}'0'",)),
+    (["scaling", "--points", "2"], ("points must be an int in [3, 24], got 2",)),
+    (["scaling", "--flops-max", "0.5"], ("flops_max must be a number in [1.1, 16], got 0.5",)),
+    (["scaling", "--base-phi", "-1"], (f"argument --base-phi: {PHI}'-1'",)),
+    (["scaling", "--beta", "0.9"], ("argument --beta: must be a finite number >= 1, got '0.9'",)),
+    (["scaling", "--device", "tpu"], (f"{DEVICE}'tpu'",)),
+    (["scaling", "--resolution", "0"], (f"argument --resolution: {POSITIVE_INT}'0'",)),
+    (["scaling", "--resolution", "8"], ("resolution must be >= 16, got 8",)),
+    (["scaling", "--providers", "ort"], ("argument --providers: invalid choice", "ort")),
 ]
 if not CUDA:
     CLI_RUN.append((["--device", "cuda"], ("--device cuda: no CUDA device on this machine",)))
     CLI_RUN.append((["--dtype", "fp16"], ("--dtype fp16: the fused CPU model runs in fp32 only",)))
+    CLI_OTHER.append((["scaling", "--dtype", "fp16"], ("--dtype fp16: the fused CPU model runs in fp32 only",)))
 CLI = CLI_RUN + [(["fit", *a], n) for a, n in CLI_FIT] + CLI_OTHER
 PROG = {"fit": "effnet-bench fit", "profile": "effnet-bench profile", "render": "effnet-bench render",
-        "denormal": "effnet-bench denormal"}
+        "denormal": "effnet-bench denormal", "scaling": "effnet-bench scaling"}
 
 
 @pytest.mark.parametrize("args,needles", CLI, ids=[" ".join(a) or "fit (no budget)" for a, _ in CLI])

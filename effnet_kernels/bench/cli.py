@@ -6,6 +6,8 @@ channels_last), torch.compile and, on the CPU, ONNX Runtime — and which φ fit
     effnet-bench --model timm:efficientnet_b0:features lukemelas:efficientnet-b2  # models people use
     effnet-bench fit --latency-ms 20          # the largest φ whose fused model runs in 20 ms here
     effnet-bench fit --macs 1e9 --params 10e6 # by cost alone (no measuring)
+    effnet-bench fit --latency-ms 20 --alpha 1.4 --beta 1.05   # ... in your own compound-scaling family
+    effnet-bench scaling --quick              # what depth, width and resolution each cost here (fused, eager)
     effnet-bench profile --phis 0 4           # where the fused CPU model's time goes
     effnet-bench render DIR/results.json      # the tables and plots again from a results file
     effnet-bench denormal --out DIR           # what subnormal inputs cost the fused ops and eager here
@@ -154,6 +156,8 @@ def fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--phi-max", type=_phi, default=12.0, help="largest φ considered (default 12)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON after the phi= line")
     p.add_argument("--no-progress", action="store_true")
+    from .scaling import add_coefficients
+    add_coefficients(p, "search the family of these compound-scaling coefficients instead of the official table")
     return p
 
 
@@ -564,7 +568,8 @@ def fit_main(argv: List[str]) -> int:
     show = None if args.no_progress else (lambda s: print("  " + s, file=sys.stderr, flush=True))
     try:
         res = fit_phi(latency_ms=args.latency_ms, macs=args.macs, params=args.params, device=device,
-                      batch=args.batch, dtype=dtype, phi_max=args.phi_max, progress=show)
+                      batch=args.batch, dtype=dtype, phi_max=args.phi_max, progress=show, alpha=args.alpha,
+                      beta=args.beta, gamma=args.gamma)
     except ValueError as exc:  # no φ fits
         print(f"effnet-bench fit: {exc}", file=sys.stderr)
         return 1
@@ -626,6 +631,11 @@ def render_main(argv: List[str]) -> int:
         result = json.loads(args.results.read_text())
     except (OSError, ValueError) as exc:
         p.error(f"results: cannot read {args.results} as JSON ({exc})")
+    from ..balance import SCHEMA_ID as SCALING_SCHEMA
+    if result.get("schema") == SCALING_SCHEMA:  # an effnet-bench scaling result
+        from .scaling import write as write_scaling
+        write_scaling(result, args.out or args.results.parent)
+        return 0
     if result.get("schema") != SCHEMA_ID:
         p.error(f"results: {args.results} is not an effnet-bench result (schema {result.get('schema')!r}, "
                 f"expected {SCHEMA_ID!r})")
@@ -646,6 +656,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return profile_main(argv[1:])
     if argv and argv[0] == "denormal":
         return denormal_main(argv[1:])
+    if argv and argv[0] == "scaling":
+        from .scaling import main as scaling_main
+        return scaling_main(argv[1:])
     if argv and argv[0] == "run":
         argv = argv[1:]
     return run(argv)

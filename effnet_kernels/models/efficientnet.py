@@ -151,15 +151,20 @@ def _check_bn_eps(bn_eps) -> float:
 
 
 def efficientnet(arch="b0", num_classes: int = 1000, padding: str = "symmetric",
-                 bn_eps: Optional[float] = None) -> EfficientNet:
+                 bn_eps: Optional[float] = None, *, alpha=None, beta=None, gamma=None,
+                 base_resolution: int = 224) -> EfficientNet:
     """Build an eager EfficientNet.
 
-    arch: ``"b0"``…``"b7"`` or a real compound coefficient φ ≥ 0 (see :mod:`effnet_kernels.scaling`).
+    arch: ``"b0"``…``"b7"``, a real compound coefficient φ ≥ 0 (see :mod:`effnet_kernels.scaling`) or an
+        :class:`~effnet_kernels.scaling.ArchSpec`.
+    alpha, beta, gamma, base_resolution: custom compound-scaling coefficients (see
+        :func:`~effnet_kernels.scaling.compound`): the φ of the pure-power family depth α^φ, width β^φ,
+        resolution round(base_resolution·γ^φ) instead of the official table.
     padding: ``"symmetric"`` (torchvision, timm ``efficientnet_*``) or ``"same"`` (TensorFlow SAME, for
         timm's ``tf_efficientnet_*`` weights).
     bn_eps: BatchNorm epsilon; ``None`` follows torchvision's presets (1e-5 for φ < 5, else 1e-3).
     """
-    spec = arch_spec(arch)
+    spec = arch_spec(arch, alpha=alpha, beta=beta, gamma=gamma, base_resolution=base_resolution)
     num_classes = _check_num_classes(num_classes)
     padding = check_padding(padding)
     eps = spec.default_bn_eps if bn_eps is None else _check_bn_eps(bn_eps)
