@@ -327,39 +327,64 @@ def _median(v: Sequence[float]) -> float:
     return statistics.median(v)
 
 
-def _provider_fit(points: List[ScalePoint], meas: List[dict], prov: str) -> Optional[dict]:
-    """The fit of one provider's latencies: exponents over all points, per-round fits for the spread, and
-    the per-path FLOPs slopes."""
+BOOTSTRAP = 200  # resamples of the rounds behind each spread
+
+
+def _provider_fit(points: List[ScalePoint], meas: List[dict], prov: str, seed: int = 0) -> Optional[dict]:
+    """The fit of one provider's latencies: exponents over all points (each point's median over all its
+    samples), per-round fits, the per-path FLOPs slopes, and their spreads.
+
+    A spread is the larger of the least-squares standard error and the standard deviation of the estimate
+    over :data:`BOOTSTRAP` resamples of the rounds (drawn with replacement; a round is the unit of drift on a
+    shared machine, so the resampling keeps each round's samples together)."""
     idx = [i for i, m in enumerate(meas) if m.get(prov, {}).get("rounds")]
     if len(idx) < 4:
         return None
-    mults = [tuple(points[i].realised) for i in idx]
-    med = [_median([v for rd in meas[i][prov]["rounds"] for v in rd]) for i in idx]
-    try:
-        fit = fit_exponents(mults, med)
-    except ValueError:
-        return None
     n_rounds = min(len(meas[i][prov]["rounds"]) for i in idx)
-    per_round = []
-    for r in range(n_rounds):
-        per_round.append(fit_exponents(mults, [_median(meas[i][prov]["rounds"][r]) for i in idx]).exponents())
-    spread = {}
-    for d in DIMS:
-        vals = [f[d] for f in per_round]
-        half = (max(vals) - min(vals)) / 2 if len(vals) > 1 else float("nan")
-        spread[d] = max(fit.se[d], half) if math.isfinite(half) else fit.se[d]
-    paths = {}
+    rounds = [meas[i][prov]["rounds"][:n_rounds] for i in idx]
+    mults = [tuple(points[i].realised) for i in idx]
+
+    def medians(chosen: Sequence[int]) -> List[float]:
+        return [_median([v for r in chosen for v in rd[r]]) for rd in rounds]
+
+    on_path = {}
     for path in PATHS:
         on = [j for j, i in enumerate(idx) if points[i].path in ("base", path)]
-        if len(on) < 2 or not any(points[idx[j]].path == path for j in on):
-            continue
-        flops = [points[idx[j]].flops_ratio for j in on]
-        s = fit_slope(flops, [med[j] for j in on])
-        rs = [fit_slope(flops, [_median(meas[idx[j]][prov]["rounds"][r]) for j in on]) for r in range(n_rounds)]
-        half = (max(rs) - min(rs)) / 2 if len(rs) > 1 else 0.0
-        paths[path] = {"flops_slope": s, "flops_slope_spread": half, "per_2x_flops": 2 ** s,
-                       "per_2x_flops_range": [2 ** min(rs), 2 ** max(rs)]}
-    return {**fit.as_dict(), "spread": spread, "per_round": per_round, "paths": paths,
+        if len(on) >= 2 and any(points[idx[j]].path == path for j in on):
+            on_path[path] = on
+
+    def estimate(med: List[float]) -> Tuple[ExponentFit, Dict[str, float]]:
+        slopes = {path: fit_slope([points[idx[j]].flops_ratio for j in on], [med[j] for j in on])
+                  for path, on in on_path.items()}
+        return fit_exponents(mults, med), slopes
+
+    try:
+        fit, slopes = estimate(medians(range(n_rounds)))
+    except ValueError:
+        return None
+    per_round = [fit_exponents(mults, medians([r])).exponents() for r in range(n_rounds)]
+    rng = random.Random(seed)
+    boot_exp = {d: [] for d in DIMS}
+    boot_slope = {path: [] for path in on_path}
+    if n_rounds > 1:
+        for _ in range(BOOTSTRAP):
+            f, sl = estimate(medians([rng.randrange(n_rounds) for _ in range(n_rounds)]))
+            for d in DIMS:
+                boot_exp[d].append(getattr(f, d))
+            for path, v in sl.items():
+                boot_slope[path].append(v)
+
+    def sd(v: List[float]) -> float:
+        return statistics.pstdev(v) if len(v) > 1 else 0.0
+
+    spread = {d: max(fit.se[d], sd(boot_exp[d])) if math.isfinite(fit.se[d]) else sd(boot_exp[d]) for d in DIMS}
+    paths = {}
+    for path, s in slopes.items():
+        e = sd(boot_slope[path])
+        paths[path] = {"flops_slope": s, "flops_slope_spread": e, "per_2x_flops": 2 ** s,
+                       "per_2x_flops_range": [2 ** (s - e), 2 ** (s + e)]}
+    return {**fit.as_dict(), "spread": spread, "spread_method": f"max(least-squares se, sd over {BOOTSTRAP} "
+            f"bootstrap resamples of the {n_rounds} rounds)", "per_round": per_round, "paths": paths,
             "vs_flops": None}
 
 
@@ -445,7 +470,7 @@ def describe(fits: Dict[str, Optional[dict]], flops_fit: dict) -> List[str]:
 
 
 def scaling_profile(base_phi=0, *, device=None, dtype: Optional[torch.dtype] = None, batch: int = 1,
-                    points: int = 6, flops_max: float = 2.0, rounds: int = 5, per_round: int = 3,
+                    points: int = 6, flops_max: float = 2.0, rounds: int = 11, per_round: int = 5,
                     providers=("fused", "eager"), resolution: Optional[int] = None, alpha=None, beta=None,
                     gamma=None, progress: Optional[Callable[[str], None]] = None) -> ScalingProfile:
     """Measure what depth, width and resolution cost on ``device`` around ``base_phi`` (see the module

@@ -118,6 +118,40 @@ def test_fit_recovers_known_exponents_within_tolerance_with_noise():
     assert abs(fit.depth - (TRUE["depth"] + 0.1)) > 2 * fit.se["depth"]
 
 
+def _rounds(points, drift, noise, seed=0, per_round=3):
+    """Synthetic timed rounds: round r scales every point by drift[r] (the machine slowing down for a
+    minute), each sample carries its own log-normal noise."""
+    rng = random.Random(seed)
+    base = _synthetic(points)
+    return [{"fused": {"rounds": [[v * k * math.exp(rng.gauss(0, noise)) for _ in range(per_round)]
+                                  for k in drift]}} for v in base]
+
+
+def test_provider_fit_ignores_drift_shared_by_a_round():
+    pts = balance.scaling_points()
+    fit = balance._provider_fit(pts, _rounds(pts, drift=[1.0, 1.7, 0.8, 1.3], noise=0.0), "fused")
+    for d, v in TRUE.items():  # each round's drift hits every point alike: the exponents are exact
+        assert fit[d] == pytest.approx(v, abs=1e-9) and fit["spread"][d] < 1e-6
+        assert all(f[d] == pytest.approx(v, abs=1e-9) for f in fit["per_round"])
+    true_depth_slope = TRUE["depth"] / balance.fit_exponents(
+        [tuple(p.realised) for p in pts], [p.macs for p in pts]).depth
+    assert fit["paths"]["depth"]["per_2x_flops"] == pytest.approx(2 ** true_depth_slope, rel=0.05)
+
+
+def test_provider_fit_spread_covers_the_truth_under_noise():
+    pts = balance.scaling_points()
+    misses = 0
+    for seed in range(6):
+        fit = balance._provider_fit(pts, _rounds(pts, drift=[1.0, 1.4, 0.9, 1.2, 1.1], noise=0.08, seed=seed),
+                                    "fused")
+        for d, v in TRUE.items():
+            assert 0 < fit["spread"][d] < 0.5
+            misses += abs(fit[d] - v) > 3 * fit["spread"][d]
+        lo, hi = fit["paths"]["width"]["per_2x_flops_range"]
+        assert lo < fit["paths"]["width"]["per_2x_flops"] < hi
+    assert misses <= 1  # 18 estimates, each within 3 spreads of the truth but for at most one
+
+
 def test_fit_needs_every_dimension():
     pts = [p for p in balance.scaling_points() if p.path in ("base", "depth")]
     with pytest.raises(ValueError, match="do not vary every dimension"):

@@ -20,8 +20,8 @@ from typing import List, Optional
 
 from ._util import CliError, OneLineParser, Progress, machine_info, parse_device, record_isa, DTYPES
 
-QUICK = {"points": 5, "rounds": 3, "per_round": 2}
-FULL = {"points": 6, "rounds": 5, "per_round": 3}
+QUICK = {"points": 5, "rounds": 3, "per_round": 3}
+FULL = {"points": 6, "rounds": 11, "per_round": 5}
 PATH_STYLE = {"depth": ("#1f77b4", "o"), "width": ("#2ca02c", "s"), "resolution": ("#d62728", "^"),
               "compound": ("#9467bd", "D")}
 
@@ -87,7 +87,8 @@ def markdown(result: dict) -> str:
     out += ["## In words", ""] + [f"- {w}" for w in result["words"]] + [""]
     fits = result["fits"]
     out += ["## Fitted exponents: latency ∝ d^a · w^b · r^c (realised multipliers, log-space least squares)", "",
-            "spread: the larger of the standard error and half the range of the per-round fits", "",
+            "± the larger of the least-squares standard error and the standard deviation over bootstrap resamples "
+            "of the rounds", "",
             "| | depth a | width b | resolution c | rms log residual |", "|---|---|---|---|---|",
             f"| FLOPs (model_cost) | {fits['flops']['depth']:.2f} | {fits['flops']['width']:.2f} | "
             f"{fits['flops']['resolution']:.2f} | {fits['flops']['rms_log_residual']:.3f} |"]
@@ -103,7 +104,7 @@ def markdown(result: dict) -> str:
             out.append(f"| {prov} / FLOPs | " + " | ".join(f"{f['vs_flops'][d]:.2f}" for d in ("depth", "width",
                                                                                                   "resolution")) + " | |")
     out += ["", "## Latency per doubling of FLOPs along each path (latency ∝ FLOPs^s; 2.00× is FLOPs-proportional)",
-            "", "| path | " + " | ".join(f"{p} s | {p} ×latency per 2× FLOPs (round range)" for p in provs) + " |",
+            "", "| path | " + " | ".join(f"{p} s | {p} ×latency per 2× FLOPs (± 1 sd)" for p in provs) + " |",
             "|---|" + "---|---|" * len(provs)]
     for path in ("depth", "width", "resolution", "compound"):
         cells = []
