@@ -464,8 +464,15 @@ def describe(fits: Dict[str, Optional[dict]], flops_fit: dict) -> List[str]:
         one_d = {p: paths[p]["per_2x_flops"] for p in DIMS if p in paths}
         if len(one_d) == 3:
             cheap, dear = min(one_d, key=one_d.get), max(one_d, key=one_d.get)
-            lines.append(f"{prov}: per FLOP, {cheap} is the cheapest dimension to grow here and {dear} the dearest "
-                         f"(×{one_d[cheap]:.2f} against ×{one_d[dear]:.2f} per doubling).")
+            ranges = {p: paths[p]["per_2x_flops_range"] for p in DIMS}
+            if ranges[cheap][1] < ranges[dear][0]:
+                lines.append(f"{prov}: per FLOP, {cheap} is the cheapest dimension to grow here and {dear} the "
+                             f"dearest (×{one_d[cheap]:.2f} against ×{one_d[dear]:.2f} per doubling; their ±1 sd "
+                             f"ranges within this run do not overlap).")
+            else:
+                lines.append(f"{prov}: per FLOP, this run does not tell depth, width and resolution apart "
+                             f"(×{one_d[cheap]:.2f} through {cheap} to ×{one_d[dear]:.2f} through {dear}, "
+                             f"their ±1 sd ranges overlapping).")
     return lines
 
 

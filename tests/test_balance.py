@@ -11,7 +11,7 @@ import effnet_kernels as ek
 from effnet_kernels import balance, scaling
 from effnet_kernels.bench import cli as bench
 from effnet_kernels.bench.e2e import count_macs
-from effnet_kernels.scaling import ALPHA, BETA, GAMMA, arch_spec, compound, model_cost, round_filters
+from effnet_kernels.scaling import ALPHA, BETA, arch_spec, compound, model_cost, round_filters
 
 
 # ---- custom coefficients ----------------------------------------------------------------------------------
@@ -152,6 +152,21 @@ def test_provider_fit_spread_covers_the_truth_under_noise():
     assert misses <= 1  # 18 estimates, each within 3 spreads of the truth but for at most one
 
 
+def test_words_name_a_cheapest_dimension_only_when_the_ranges_part():
+    flops = {"depth": 1.0, "width": 1.7, "resolution": 2.0}
+
+    def fit(ranges):
+        paths = {p: {"per_2x_flops": sum(r) / 2, "per_2x_flops_range": list(r)} for p, r in ranges.items()}
+        return {"paths": paths, "spread": dict.fromkeys(flops, 0.1), **flops}
+    apart = balance.describe({"fused": fit({"depth": (1.9, 2.0), "width": (1.6, 1.7), "resolution": (1.8, 1.9)})},
+                             flops)
+    assert any("width is the cheapest" in w and "depth the dearest" in w for w in apart), apart
+    close = balance.describe({"fused": fit({"depth": (1.8, 2.0), "width": (1.7, 1.9), "resolution": (1.75, 1.95)})},
+                             flops)
+    assert any("does not tell depth, width and resolution apart" in w for w in close), close
+    assert not any("cheapest" in w for w in close)
+
+
 def test_fit_needs_every_dimension():
     pts = [p for p in balance.scaling_points() if p.path in ("base", "depth")]
     with pytest.raises(ValueError, match="do not vary every dimension"):
@@ -176,6 +191,24 @@ def test_scaling_points_walk_one_dimension_at_a_time():
                 assert others == (1.0, 1.0), (path, p.realised)
     comp = [p for p in pts if p.path == "compound"][-1].realised
     assert comp.depth > 1 and comp.width > 1 and comp.resolution > 1
+
+
+# ---- the random models the profile times ---------------------------------------------------------------------
+
+def test_deep_random_models_are_well_conditioned():
+    # Twice and three times B0's blocks: the output moves about as much as the input (a chaotic random model
+    # would hide a kernel's error behind fp32 eager's own), and the logits stay of order 1.
+    from effnet_kernels.testing import build_model, rel_error
+    for depth in (2.0, 3.0):
+        spec = scaling.scaled_arch(depth=depth, resolution=64)
+        m64 = build_model(spec, dtype=torch.float64)
+        x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        d = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        with torch.inference_mode():
+            y = m64(x)
+            gain = rel_error(m64(x + d * (1e-7 * x.norm() / d.norm())), y) / 1e-7
+            err32 = rel_error(build_model(spec)(x.float()).double(), y)
+        assert gain < 20 and 0.05 < y.std().item() < 20 and err32 < 1e-5, (len(spec.blocks), gain, y.std(), err32)
 
 
 # ---- a real run -----------------------------------------------------------------------------------------------

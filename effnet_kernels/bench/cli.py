@@ -633,7 +633,10 @@ def render_main(argv: List[str]) -> int:
         p.error(f"results: cannot read {args.results} as JSON ({exc})")
     from ..balance import SCHEMA_ID as SCALING_SCHEMA
     if result.get("schema") == SCALING_SCHEMA:  # an effnet-bench scaling result
+        from ..balance import describe
         from .scaling import write as write_scaling
+        fits = result.get("fits", {})
+        result["words"] = describe({k: v for k, v in fits.items() if k != "flops"}, fits["flops"])  # today's words
         write_scaling(result, args.out or args.results.parent)
         return 0
     if result.get("schema") != SCHEMA_ID:
