@@ -484,21 +484,10 @@ def scaling_profile(base_phi=0, *, device=None, dtype: Optional[torch.dtype] = N
     docstring): the points of :func:`scaling_points` timed with :func:`time_specs` (``providers``: "fused",
     "eager" — eager PyTorch NCHW), the fits per provider and of the multiply-adds, and the words.
     ``device`` defaults to CUDA when present, else the CPU; ``dtype`` to fp16 on a GPU, fp32 on the CPU."""
-    from .timing import default_device
+    from .timing import resolve_device_dtype
 
     t0 = time.perf_counter()
-    try:
-        dev = default_device() if device is None else torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type not in ("cpu", "cuda") or (dev.type == "cuda" and not torch.cuda.is_available()):
-        raise ValueError(f"device must be 'cpu' or an available 'cuda' device, got {device!r}")
-    if dtype is None:
-        dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
-    if dev.type == "cpu" and dtype != torch.float32:
-        raise ValueError(f"dtype must be torch.float32 on the CPU (the fused CPU model runs in float32 only), got {dtype}")
+    dev, dtype = resolve_device_dtype(device, dtype)
     batch = _check_count(batch, "batch", 1, 4096)
     rounds = _check_count(rounds, "rounds", 1, 1000)
     per_round = _check_count(per_round, "per_round", 1, 1000)

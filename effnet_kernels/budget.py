@@ -130,25 +130,10 @@ def fit_phi(latency_ms=None, macs=None, params=None, *, device=None, batch: int 
         raise ValueError(f"phi_max must be a number in [0, 40], got {phi_max!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
-    from .timing import default_device
+    from .timing import resolve_device_dtype
 
-    try:
-        dev = default_device() if device is None else torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if dtype is None:
-        dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
-    if dev.type == "cpu" and dtype != torch.float32:
-        raise ValueError(f"dtype must be torch.float32 on the CPU (the fused CPU model runs in float32 only), got "
-                         f"{dtype}")
+    dev, dtype = resolve_device_dtype(device, dtype)
     if measure is None and "latency_ms" in budgets:
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: no CUDA device on this machine")
-
         def measure(phi):
             return measure_fused_latency(phi if co is None else spec(phi), dev, batch, dtype)
 

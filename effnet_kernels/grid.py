@@ -158,6 +158,13 @@ def grid_search(evaluate: Callable[[torch.nn.Module], float], cost: str = "flops
             raise ValueError(f"flops_window must be (low, high) with low <= high, got {flops_window!r}")
         if isinstance(max_measured, bool) or not isinstance(max_measured, int) or max_measured < 1:
             raise ValueError(f"max_measured must be an int >= 1, got {max_measured!r}")
+        if measure is None:  # refused now, not after the filtering
+            from .balance import _check_count
+            from .timing import resolve_device_dtype
+            timing_device = resolve_device_dtype(device, dtype)
+            batch = _check_count(batch, "batch", 1, 4096)
+            rounds = _check_count(rounds, "rounds", 1, 1000)
+            per_round = _check_count(per_round, "per_round", 1, 1000)
     if build is not None and not callable(build):
         raise TypeError(f"build must be a callable build(spec) -> model or None, got {type(build).__name__}")
     if cache is not None and not isinstance(cache, dict):
@@ -205,9 +212,7 @@ def grid_search(evaluate: Callable[[torch.nn.Module], float], cost: str = "flops
                              f"long: use a coarser step, a narrower flops_window or raise max_measured")
         specs = [base] + list(distinct.values())
         if measure is None:
-            from .timing import default_device
-            dev = default_device() if device is None else torch.device(device)
-            dt = dtype if dtype is not None else (torch.float16 if dev.type == "cuda" else torch.float32)
+            dev, dt = timing_device
             lat = _measure_fused(specs, dev, dt, batch, rounds, per_round, progress)
             notes.append(f"latency: the fused model on {dev}, {str(dt).replace('torch.', '')}, batch {batch}, median of "
                          f"{rounds} interleaved rounds of {per_round} runs")

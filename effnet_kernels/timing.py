@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -20,6 +20,26 @@ def _is_cuda(device) -> bool:
 
 def default_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_device_dtype(device, dtype) -> Tuple[torch.device, torch.dtype]:
+    """The (device, dtype) a fused model is timed in: ``device`` None is CUDA when present, else the CPU;
+    ``dtype`` None is fp16 on a GPU, fp32 on the CPU (the only dtype of the fused CPU model). Anything else is
+    a ValueError / TypeError naming the argument."""
+    try:
+        dev = default_device() if device is None else torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cuda" and not torch.cuda.is_available()):
+        raise ValueError(f"device must be 'cpu' or an available 'cuda' device, got {device!r}")
+    if dtype is None:
+        dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
+    if dev.type == "cpu" and dtype != torch.float32:
+        raise ValueError(f"dtype must be torch.float32 on the CPU (the fused CPU model runs in float32 only), got "
+                         f"{dtype}")
+    return dev, dtype
 
 
 def time_fn(fn: Callable[[], object], warmup: int, repeats: int, min_seconds: float = 0.0,

@@ -417,7 +417,12 @@ def _coefficient_rows():
             ("flops_window=(3, 1)", dict(cost="latency", flops_window=(3.0, 1.0)), ValueError, "flops_window"),
             ("max_measured=0", dict(cost="latency", max_measured=0), ValueError, "max_measured"),
             ("build=3", dict(build=3), TypeError, "build"),
-            ("cache=[]", dict(cache=[]), TypeError, "cache")):
+            ("cache=[]", dict(cache=[]), TypeError, "cache"),
+            ("device='tpu'", dict(cost="latency", device="tpu"), ValueError, "device"),
+            ("dtype=float64", dict(cost="latency", dtype=torch.float64), TypeError, "dtype"),
+            ("dtype=fp16 on the CPU", dict(cost="latency", device="cpu", dtype=torch.float16), ValueError, "dtype"),
+            ("rounds=0", dict(cost="latency", rounds=0), ValueError, "rounds"),
+            ("batch=1.5", dict(cost="latency", batch=1.5), TypeError, "batch")):
         rows.append((f"grid_search {label}", ek.grid_search, {"evaluate": ev, **kw}, exc, arg))
     return rows
 

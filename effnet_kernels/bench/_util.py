@@ -69,6 +69,15 @@ def check_batches(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--min-seconds must be a finite number >= 0, got {args.min_seconds}")
 
 
+def check_writable(p: argparse.ArgumentParser, out: Path, name: str) -> None:
+    """Find out before minutes of measuring that ``out/name`` cannot be written: a one-line ``--out`` error."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / name).touch()
+    except OSError as exc:
+        p.error(f"--out {out}: cannot write results there ({exc.strerror or exc})")
+
+
 def progress_line(line: str) -> None:
     print("  " + line, file=sys.stderr, flush=True)
 

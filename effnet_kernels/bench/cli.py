@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import List, Optional
 
 
-from ._util import (DTYPES, FORMATS, CliError, OneLineParser, Progress, machine_info, mm_rate, parse_device,
-                    progress_line, record_isa, write_op_results)
+from ._util import (DTYPES, FORMATS, CliError, OneLineParser, Progress, check_writable, machine_info, mm_rate,
+                    parse_device, progress_line, record_isa, write_op_results)
 from ..timing import default_device, summarize
 from .e2e import LABELS, PROVIDERS
 from ..budget import check_budget
@@ -421,11 +421,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     op_batches = args.op_batches or (QUICK["op_batches"] if args.quick else plan["batches"])
     op_phis = sorted(set(args.op_phis))
     do_ops = not args.no_ops
-    try:  # find out now, not after minutes of measuring, that the results cannot be written
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").touch()
-    except OSError as exc:
-        p.error(f"--out {args.out}: cannot write results there ({exc.strerror or exc})")
+    check_writable(p, args.out, "results.json")
     meta = machine_info(device)
     record_isa({"machine": meta})
     if jobs:  # the GEMM rate of this device, the floor the fused model's multiply-adds are held against

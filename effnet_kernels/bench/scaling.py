@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ._util import CliError, OneLineParser, Progress, machine_info, parse_device, record_isa, DTYPES
+from ._util import CliError, OneLineParser, Progress, check_writable, machine_info, parse_device, record_isa, DTYPES
 
 QUICK = {"points": 5, "rounds": 3, "per_round": 3}
 FULL = {"points": 6, "rounds": 11, "per_round": 5}
@@ -226,11 +226,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                       args.gamma))
     except (ValueError, TypeError) as exc:
         p.error(str(exc))
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "scaling.json").touch()
-    except OSError as exc:
-        p.error(f"--out {args.out}: cannot write results there ({exc.strerror or exc})")
+    check_writable(p, args.out, "scaling.json")
     meta = machine_info(device)
     record_isa({"machine": meta})
     progress = Progress(n_points * (1 + rounds * len(args.providers)), enabled=not args.no_progress)
