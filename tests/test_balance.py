@@ -215,7 +215,7 @@ def test_deep_random_models_are_well_conditioned():
 
 def test_scaling_quick_real_cpu_run_at_tiny_sizes(tmp_path, capsys):
     out = tmp_path / "sc"
-    rc = bench.main(["scaling", "--quick", "--resolution", "128", "--rounds", "2", "--per-round", "1",
+    rc = bench.main(["scaling", "--quick", "--resolution", "100", "--rounds", "2", "--per-round", "1",
                      "--no-progress", "--out", str(out), "--device", "cpu"])
     assert rc == 0
     res = json.loads((out / "scaling.json").read_text())

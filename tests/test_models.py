@@ -158,7 +158,7 @@ def test_from_torchvision(name):
     ours = ek.from_torchvision(src)
     assert ours.spec.name == name[-2:] and ours.num_classes == 11
     assert ours.bn_eps == (1e-3 if name.endswith("b5") else 1e-5)
-    sizes = ((1, 224, 224), (3, 227, 233)) if name.endswith("b0") else ((1, 227, 233),)
+    sizes = ((1, 224, 224), (3, 227, 233)) if name.endswith("b0") else ((1, 131, 137),)
     _compare(src, ours, sizes)
     # A state dict works too, and arch may be given explicitly; bn_eps follows the preset.
     again = ek.from_torchvision(src.state_dict(), arch=name[-2:])
@@ -175,7 +175,7 @@ def test_from_timm(name, padding, eps):
     src = randomize_bn_(timm.create_model(name, pretrained=False, num_classes=13)).eval()
     ours = ek.from_timm(src)
     assert (ours.padding, ours.bn_eps, ours.spec.name) == (padding, eps, name[-2:])
-    sizes = ((1, 224, 224), (3, 227, 233)) if name.endswith("b0") else ((1, 227, 233),)
+    sizes = ((1, 224, 224), (3, 227, 233)) if name.endswith("b0") else ((1, 131, 137),)
     _compare(src, ours, sizes)
     again = ek.from_timm(src.state_dict(), padding=padding, bn_eps=eps)
     _compare(src, again, ((1, 64, 80),))
