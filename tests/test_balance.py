@@ -215,12 +215,12 @@ def test_deep_random_models_are_well_conditioned():
 
 def test_scaling_quick_real_cpu_run_at_tiny_sizes(tmp_path, capsys):
     out = tmp_path / "sc"
-    rc = bench.main(["scaling", "--quick", "--resolution", "100", "--rounds", "2", "--per-round", "1",
-                     "--no-progress", "--out", str(out), "--device", "cpu"])
+    rc = bench.main(["scaling", "--quick", "--resolution", "100", "--points", "4", "--rounds", "2", "--per-round",
+                     "1", "--no-progress", "--out", str(out), "--device", "cpu"])
     assert rc == 0
     res = json.loads((out / "scaling.json").read_text())
     assert res["schema"] == "effnet-bench-scaling/1" and res["complete"]
-    assert all(sum(p["path"] == path for p in res["points"]) == 4 for path in balance.PATHS)
+    assert all(sum(p["path"] == path for p in res["points"]) == 3 for path in balance.PATHS)
     for prov in ("fused", "eager"):
         fit = res["fits"][prov]
         for d in ("depth", "width", "resolution"):
