@@ -23,6 +23,7 @@ autograd and ``torch.jit.trace``.
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -47,45 +48,80 @@ def _engine_pad(pad: Pad) -> List[int]:
 
 # ---- engine bookkeeping ---------------------------------------------------------------------------------
 
+# EFFNET_CHECK_WEIGHTS=1: every call also compares the weights' bytes with the engine's copy (writes no version
+# counter sees: ``.data`` in place, through ``.numpy()``); costs one read of the weights per call.
+_CHECK_BYTES = os.environ.get("EFFNET_CHECK_WEIGHTS", "0") not in ("", "0")
+
+
 class _Engine:
     """A C++ Net built from some units' buffers, and what it was built from (to tell when it is stale)."""
-    __slots__ = ("net", "watch", "generations", "units")
+    __slots__ = ("net", "watch", "generations", "units", "configs", "copies")
 
     def __init__(self):
         self.net = None
         self.watch = None
         self.generations = None
         self.units = ()
+        self.configs = ()
+        self.copies = None
 
     def current(self, units) -> bool:
         # the same modules (a child replaced by another fused one of the same generation is not), each the
-        # generation it was, each buffer the tensor it was, unchanged
-        return (self.net is not None and len(units) == len(self.units)
+        # generation it was with the same attributes (stride, padding, skip, activations), each buffer the
+        # tensor it was, unchanged
+        if not (self.net is not None and len(units) == len(self.units)
                 and all(_unwrap(a) is _unwrap(b) for a, b in zip(units, self.units))
-                and self.generations == tuple(u._generation for u in units) and all(
-                    bufs.get(name) is t and (v is None or t._version == v) for bufs, name, t, v in self.watch))
+                and self.generations == tuple(u._generation for u in units)
+                and self.configs == tuple(u._config() for u in units) and all(
+                    bufs.get(name) is t and (v is None or t._version == v) for bufs, name, t, v in self.watch)):
+            return False
+        return not _CHECK_BYTES or all(torch.equal(t, c) for (_, _, t, _), c in zip(self.watch, self.copies))
 
     def get(self, units: Sequence["FusedUnit"]):
         """The Net for ``units`` (rebuilt when their weights changed); None when a buffer is not fp32 on the
-        CPU."""
+        CPU. The versions are read before the weights are packed: a write during the packing leaves the new
+        Net stale, rebuilt at the next call. A concurrent caller keeps the Net it took (swapped in whole)."""
         if self.current(units):
             return self.net
-        self.net = None
         bufs = [b for u in units for b in u.buffers()]
         if any(b.dtype != torch.float32 or b.device.type != "cpu" for b in bufs):
+            self.net = None
             return None
+        watch = [(u._buffers, name, t, None if t.is_inference() else t._version)
+                 for u in units for name, t in u._buffers.items() if t is not None]
+        generations = tuple(u._generation for u in units)
+        configs = tuple(u._config() for u in units)
+        copies = [t.detach().clone() for (_, _, t, _) in watch] if _CHECK_BYTES else None
         from ._ext import _C
         from .cpu import _isa
         net = _C.Net(False, _isa.forced or "")
         keep: List[torch.Tensor] = []
         for i, u in enumerate(units):
             u._add_to(net, pointer_to(keep), f"layers.{i}" if len(units) > 1 else "layer")
-        self.watch = [(u._buffers, name, t, None if t.is_inference() else t._version)
-                      for u in units for name, t in u._buffers.items() if t is not None]
-        self.generations = tuple(u._generation for u in units)
+        self.net = None  # (a reader between these assignments sees no Net and rebuilds, never a mix)
+        self.watch, self.generations, self.configs, self.copies = watch, generations, configs, copies
         self.units = tuple(units)
         self.net = net
         return net
+
+
+def live_nets(model: nn.Module) -> list:
+    """The C++ Nets the model's fused modules built so far (the profile and band settings of each)."""
+    return [e.net for e in _live_engines(model)]
+
+
+def refresh(model: nn.Module) -> None:
+    """Drop every engine of a fused model: the next call packs the weights again. For writes no version
+    counter sees (``p.data`` changed in place, ``.numpy()`` views); in-place ops, ``copy_``,
+    ``load_state_dict``, replaced buffers and children are seen without it."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    for m in model.modules():
+        if isinstance(m, FusedUnit):
+            m._drop_engine()
+        elif isinstance(m, FusedSequential):
+            m._chains = {}
+        m.__dict__.pop("_effnet_chain", None)
 
 
 def _live_engines(model: nn.Module) -> List[_Engine]:
@@ -244,6 +280,9 @@ def run_chain_outputs(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Te
 
 # ---- the swapped modules --------------------------------------------------------------------------------
 
+_CONFIG_ATTRS = ("kernel", "stride", "pad", "act", "skip", "se_inner", "se_gate", "has_se", "has_expand")
+
+
 class FusedUnit(nn.Module):
     """Base of the swapped modules: folded weights as buffers, inference only, an engine of its own."""
 
@@ -290,9 +329,14 @@ class FusedUnit(nn.Module):
     def _buf(self, name: str, t: torch.Tensor) -> None:
         self.register_buffer(name, t.float().contiguous())
 
-    def forward(self, x: torch.Tensor, *, drop_connect_rate=None) -> torch.Tensor:
-        # drop_connect_rate: efficientnet_pytorch's block keyword (stochastic depth: identity at inference)
+    def forward(self, x: torch.Tensor, drop_connect_rate=None) -> torch.Tensor:
+        # drop_connect_rate (keyword or positional): efficientnet_pytorch's block argument (stochastic depth,
+        # the identity at inference)
         return run_chain(self._engine, [self], x)
+
+    def _config(self) -> tuple:
+        """What the engine reads besides the buffers (an attribute changed after fuse rebuilds it)."""
+        return tuple(getattr(self, a, None) for a in _CONFIG_ATTRS)
 
     def extra_repr(self) -> str:
         return f"{self.describe()}, in place of {self.source}"
@@ -536,7 +580,7 @@ def features_plan(module: nn.Module):
             return None
         units += sub
         ends.append(len(units) - 1)
-    layers = [ends[i] for i in sorted(module._stage_out_idx)]
+    layers = [ends[i] for i in sorted(module._stage_out_idx) if i < len(ends)]  # (stages cut off: not returned)
     return units, layers
 
 
@@ -746,6 +790,85 @@ def fused_lukemelas_class(base: type) -> type:
     return cls
 
 
+# ---- this package's EfficientNet as one chain -------------------------------------------------------------------
+
+def ours_plan(module: nn.Module):
+    """The chain units of this package's EfficientNet whose stem, stages and head are all fused, else None."""
+    if module._forward_hooks or module._forward_pre_hooks:
+        return None
+    units: List[FusedUnit] = []
+    for name in ("stem", "blocks", "head"):
+        sub = _chain_units(getattr(module, name))
+        if not sub:
+            return None
+        units += sub
+    return units
+
+
+def _ours_forward_features(self, x):
+    units = None if torch.compiler.is_compiling() else ours_plan(self)
+    if units is None:
+        return self._effnet_base.forward_features(self, x)
+    engine = self.__dict__.get("_effnet_chain")
+    if engine is None:
+        engine = self.__dict__["_effnet_chain"] = _Engine()
+    return run_chain(engine, units, x)
+
+
+def fused_ours_class(base: type) -> type:
+    cls = _FEATURE_CLASSES.get(base)
+    if cls is None:
+        cls = type("FusedOursEfficientNet", (base,), {
+            "forward_features": _ours_forward_features, "__getstate__": _features_getstate, "_effnet_base": base,
+            "__module__": __name__, "__qualname__": "FusedOursEfficientNet",
+            "__doc__": "this package's EfficientNet with forward_features (stem, stages, head) run as one fused "
+                       "chain."})
+        _FEATURE_CLASSES[base] = cls
+    return cls
+
+
+def adapt(m: nn.Module) -> Optional[str]:
+    """Give ``m`` the adapter subclass that runs its fused children as one chain, when it is a container whose
+    forward this package knows and they are all fused: a description of the chain, else None. The only place
+    that names a library's classes."""
+    from .models import EfficientNet as Ours
+    base = type(m)
+    if base is Ours:
+        units = ours_plan(m)
+        if units is not None:
+            m.__class__ = fused_ours_class(base)
+            return f"one chain: the stem, {len(units) - 2} blocks and the head (forward_features)"
+        return None
+    try:
+        from efficientnet_pytorch.model import EfficientNet as LukemelasEfficientNet
+    except ImportError:
+        LukemelasEfficientNet = None
+    if LukemelasEfficientNet is not None and base is LukemelasEfficientNet:
+        units = lukemelas_plan(m)
+        if units is not None:
+            m.__class__ = fused_lukemelas_class(base)
+            return f"one chain: the stem, {len(units) - 2} blocks and the head (extract_features, extract_endpoints)"
+        return None
+    try:
+        from timm.models.efficientnet import EfficientNet as TimmEfficientNet, EfficientNetFeatures
+        from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
+    except ImportError:
+        return None
+    if base in (EfficientNetFeatures, MobileNetV3Features):
+        plan = features_plan(m)
+        if plan is not None:
+            m.__class__ = fused_features_class(base)
+            units, layers = plan
+            return f"one chain: the stem and {len(units) - 1} blocks, feature maps after layers {layers}"
+    elif base in (TimmEfficientNet, MobileNetV3):
+        units = timm_classifier_plan(m)
+        if units is not None:
+            m.__class__ = fused_classifier_class(base)
+            head = " and the head" if hasattr(m, "bn2") else ""
+            return f"one chain: the stem, {len(units) - 1 - bool(head)} blocks{head} (forward_features)"
+    return None
+
+
 def __getattr__(name: str):
     # pickle finds the subclasses by name: build one (importing its library) when a fresh process asks for it
     if name == "FusedEfficientNetFeatures":
@@ -760,6 +883,9 @@ def __getattr__(name: str):
     if name == "FusedMobileNetV3Chain":
         from timm.models.mobilenetv3 import MobileNetV3
         return fused_classifier_class(MobileNetV3)
+    if name == "FusedOursEfficientNet":
+        from .models import EfficientNet as Ours
+        return fused_ours_class(Ours)
     if name == "FusedLukemelasEfficientNet":
         from efficientnet_pytorch.model import EfficientNet as LukemelasEfficientNet
         return fused_lukemelas_class(LukemelasEfficientNet)

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..timing import cuda_graphed, exact_fp32, interleaved, summarize, time_fn
+from .. import swapped
 from ..fuse import fuse
 from ..scaling import compound, model_cost
 from ..testing import build_model, rel_error
@@ -292,7 +293,7 @@ def profile_fused(phi, batch: int = 1, runs: int = 10) -> dict:
     x = torch.randn(batch, 3, res, res)
     with torch.inference_mode():
         fused(x)
-        net = fused._engine()
+        (net,) = swapped.live_nets(fused)  # the stem, blocks and head: one chain
         net.set_profiling(True)
         steps: Dict[str, List[float]] = {}
         try:

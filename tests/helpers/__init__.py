@@ -1,8 +1,12 @@
 """What the test modules share (imported as ``helpers``: tests/ is on sys.path under pytest's default
 import mode). Test modules import this and the package, never each other."""
-import torch
+import copy
 
-from effnet_kernels import ops, reference
+import torch
+import torch.nn as nn
+
+import effnet_kernels as ek
+from effnet_kernels import ops, reference, swapped
 from effnet_kernels.testing import max_abs_error, rel_error
 
 
@@ -337,3 +341,98 @@ def memo_last(key, compute):
         _LAST.clear()
         _LAST.update(key=key, value=compute())
     return _LAST["value"]
+
+
+# ---- a fused model's points against its source's (tests/test_fuse_any.py, tests/test_fuse.py) ----
+
+def flat_outputs(out):
+    """A model's output as {name: tensor}: a tensor, a list / tuple of feature maps, a dict of endpoints."""
+    if isinstance(out, torch.Tensor):
+        return {"out": out}
+    if isinstance(out, dict):
+        return {f"out.{k}": v for k, v in out.items()}
+    return {f"out.{i}": v for i, v in enumerate(out)}
+
+
+def swap_points(model, fused):
+    """(source path -> name, {fused unit: (name, dw name or None)}): the source modules whose outputs the
+    fused modules' equal, from the fuse report."""
+    report = ek.fuse_report(fused)
+    by_path = dict(fused.named_modules())
+    src_modules = dict(model.named_modules())
+    source, units = {}, {}
+    for e in report.swapped:
+        unit = by_path[e.path] if e.path else fused
+        if not isinstance(unit, swapped.FusedUnit):  # a container whose forward became one chain
+            continue
+        source[e.output_of] = e.path
+        dw = None
+        src = src_modules[e.path] if e.path else model
+        if isinstance(unit, swapped.FusedMBConv) and not type(src).__module__.startswith("efficientnet_pytorch") \
+                and not isinstance(src, nn.Conv2d):
+            # (efficientnet_pytorch applies its depthwise activation through a module it shares with the
+            # expand conv and the SE: no single module outputs the depthwise result there; a block read from a
+            # flat run of a Sequential (MNASNet.layers) is compared at its output only)
+            dw = e.path + ".dw"
+            source[_path_of(model, _depthwise_of(src))] = dw
+        units[unit] = (e.path, dw)
+    return source, units
+
+
+def _path_of(model, module):
+    return next(p for p, m in model.named_modules() if m is module)
+
+
+def _record(model, x, source_paths):
+    mods = dict(model.named_modules())
+    got = {}
+    hooks = [mods[p].register_forward_hook(lambda m, a, o, k=k: got.__setitem__(k, o.detach().clone()))
+             for p, k in source_paths.items()]
+    try:
+        with torch.inference_mode():
+            got.update(flat_outputs(model(x)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return got
+
+
+def source_outputs_at(model, fused, x):
+    """The source model's outputs at every point fused replaces: ([fp32 on x, fp32 on x in the other memory
+    format], float64)."""
+    source_paths, _ = swap_points(model, fused)
+    other = x.contiguous() if not x.is_contiguous() else x.contiguous(memory_format=torch.channels_last)
+    m64 = copy.deepcopy(model).double()
+    return [_record(model, x, source_paths), _record(model, other, source_paths)], \
+        _record(m64, x.double(), source_paths)
+
+
+def fused_points(fused, model, x):
+    """The fused model's outputs on x and every swapped module's (and block's depthwise) output inside
+    the engines."""
+    _, units = swap_points(model, fused)
+    with torch.inference_mode():
+        out, taps = swapped.engine_taps(fused, lambda: fused(x))
+    got = flat_outputs(out)
+    for unit, (name, dw) in units.items():
+        if "out" in taps.get(unit, {}):
+            got[name] = taps[unit]["out"]
+            if dw is not None:
+                got[dw] = taps[unit]["dw"]
+    # every swapped module is compared, but a stem / head conv whose chain folds the container's SiLU in
+    # (efficientnet_pytorch run as one chain) has no tap of its own output: its SiLU'd output feeds the
+    # next block's, which is compared
+    folded = sum(1 for u in units if "out" not in taps.get(u, {}) and "out_silu" in taps.get(u, {}))
+    return got, len(units) - folded
+
+
+def worst(ratios):
+    name, (r2, rm) = max(ratios.items(), key=lambda kv: max(kv[1]))
+    return max(r2, rm), name
+
+
+def ordered(src64, got):
+    # compare_points' floor counts positions in forward order: the source's hooks fire in that order
+    return {k: v for k, v in src64.items() if k in got}
+
+
