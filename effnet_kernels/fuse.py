@@ -448,6 +448,8 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False, example_
         if isinstance(m, swapped.FusedUnit):
             m.to(device=device, dtype=dtype)
     _chain_containers(out, swapper)
+    swapped.lock_loads(out)
+    swapped.refresh(out)  # the engines the proofs built (one per module) go: the model's chains are built at first call
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     swapper.entries.sort(key=lambda e: order.get(e.path, len(order)))
     out._effnet_fuse_report = FuseReport(swapper.entries, "swapped modules")

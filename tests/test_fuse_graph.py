@@ -317,3 +317,44 @@ def test_load_state_dict_between_calls():
     fused.load_state_dict(other.state_dict())
     with torch.inference_mode():
         assert torch.equal(fused(x), want)
+
+
+def test_a_call_overlapping_load_state_dict_sees_old_or_new_weights():
+    """An injected call from another thread in the middle of the fused model's load_state_dict (after half its
+    blocks are loaded) gets the old or the new weights' output, never a mix, and nothing hangs."""
+    import threading
+
+    x = _x((1, 3, 64, 64), 1)
+    fused = ek.fuse(_ours_b0(), example_inputs=x)
+    other = ek.fuse(_calibrated(ek.efficientnet("b0")), example_inputs=x)
+    with torch.inference_mode():
+        old, new = fused(x), other(x)
+    units = [m for m in fused.modules() if isinstance(m, swapped.FusedMBConv)]
+    target = units[len(units) // 2]
+    got, started = {}, threading.Event()
+
+    def call():
+        started.set()
+        with torch.inference_mode():
+            got["out"] = fused(x)
+
+    real = type(target)._load_from_state_dict
+    worker = threading.Thread(target=call)
+
+    def injected(self, *a, **k):
+        if self is target and not worker.is_alive() and "out" not in got:
+            worker.start()
+            started.wait(5)
+            worker.join(0.5)  # it waits for the load (or, had it run, packed a mix)
+        return real(self, *a, **k)
+
+    type(target)._load_from_state_dict = injected
+    try:
+        fused.load_state_dict(other.state_dict())
+    finally:
+        type(target)._load_from_state_dict = real
+    worker.join(30)
+    assert not worker.is_alive()
+    assert torch.equal(got["out"], new) or torch.equal(got["out"], old)
+    with torch.inference_mode():
+        assert torch.equal(fused(x), new)

@@ -132,12 +132,23 @@ def test_fused_model(b0, fmt):
     x[3, :, 20:40, 20:40] = 1e30
     x = x.contiguous(memory_format=fmt)
     with torch.inference_mode():
-        ref, out, out_ops = model(x), fused(x), fused._forward_ops(x)
+        ref, out = model(x), fused(x)
+        units = [m for m in fused.modules() if isinstance(m, ek.swapped.FusedUnit)]
+        for u in units:
+            u.ops_backend = "cpp"  # the registered-op path
+        try:
+            out_ops = fused(x)
+        finally:
+            for u in units:
+                u.ops_backend = None
         clean = fused(x[4:].clone())
     bound = ref.abs().nan_to_num(0, 0, 0).amax(1, keepdim=True).expand_as(ref)
     assert_like_eager(out, ref, bound, rtol=1e-3, what="fused B0 (C++ engine)")
     assert_like_eager(out_ops, ref, bound, rtol=1e-3, what="fused B0 (registered ops)")
-    assert torch.equal(out[4:], clean), "a special value in one sample changed another sample's logits"
+    # (close, not equal: the classifier after the engine chain is the source's eager Linear, whose GEMM sums in
+    # another order at batch 5 than at batch 1; a NaN or inf leaking across samples fails this)
+    assert torch.allclose(out[4:], clean, rtol=1e-5, atol=1e-5 * clean.abs().max().item()), \
+        "a special value in one sample changed another sample's logits"
     assert denormals_survive()
 
 

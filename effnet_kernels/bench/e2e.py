@@ -287,7 +287,8 @@ def _measure(model, x, row, providers, rounds, per_round, device, graphs, progre
 def profile_fused(phi, batch: int = 1, runs: int = 10) -> dict:
     """Where the fused model's time goes: the C++ engine's per-step wall times (median over ``runs``
     forward passes), summed per kind of step (stem, expand_dw: the banded expand + depthwise of large
-    layers, expand, dw, se_gate, project, head, classifier)."""
+    layers, expand, dw, se_gate, project, head, output: the NHWC -> NCHW transpose of the chain's output; the
+    pooling and classifier after it are the source model's eager modules, outside the engine)."""
     res = compound(phi).resolution
     fused = fuse(build_model(phi))
     x = torch.randn(batch, 3, res, res)
@@ -303,7 +304,9 @@ def profile_fused(phi, batch: int = 1, runs: int = 10) -> dict:
                     steps.setdefault(name, []).append(sec * 1e3)
         finally:
             net.set_profiling(False)
-    med = {k: statistics.median(v) for k, v in steps.items()}
+    last = f"layers.{net.layers - 1}"  # the chain's first layer is the stem conv, its last the head conv
+    med = {k.replace("layers.0.", "stem.").replace(last + ".", "head."): statistics.median(v)
+           for k, v in steps.items()}
     kinds: Dict[str, float] = {}
     for k, v in med.items():
         kinds[k.split(".")[0]] = kinds.get(k.split(".")[0], 0.0) + v
