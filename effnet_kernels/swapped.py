@@ -165,6 +165,7 @@ def refresh(model: nn.Module) -> None:
         elif isinstance(m, FusedSequential):
             m._chains = {}
         m.__dict__.pop("_effnet_chain", None)
+        m.__dict__.pop("_effnet_head_chain", None)
 
 
 def _live_engines(model: nn.Module) -> List[_Engine]:
@@ -174,8 +175,9 @@ def _live_engines(model: nn.Module) -> List[_Engine]:
             found.append(m._engine)
         elif isinstance(m, FusedSequential):
             found += list(m._chains.values())
-        if isinstance(m.__dict__.get("_effnet_chain"), _Engine):  # a features backbone run as one chain
-            found.append(m.__dict__["_effnet_chain"])
+        for key in ("_effnet_chain", "_effnet_head_chain"):  # an adapted container's chains
+            if isinstance(m.__dict__.get(key), _Engine):
+                found.append(m.__dict__[key])
     return [e for e in found if e.net is not None]
 
 
@@ -268,6 +270,10 @@ def run_chain(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Tensor) ->
     if net is not None:
         n, _, h, w = x.shape
         c, oh, ow = net.out_shape(h, w)
+        if type(units[-1]) is FusedHead:  # global mean + the classifier: (n, classes)
+            out = torch.empty((n, c), dtype=torch.float32)
+            net.run(x.data_ptr(), n, h, w, list(x.stride()), out.data_ptr(), torch.get_num_threads())
+            return out
         if output_memory_format(x) == torch.channels_last:
             out = torch.empty((n, c, oh, ow), dtype=torch.float32, memory_format=torch.channels_last)
             net.run(x.data_ptr(), n, h, w, list(x.stride()), out.data_ptr(), torch.get_num_threads())
@@ -282,7 +288,7 @@ def run_chain(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Tensor) ->
         y = x
         for u in units:
             y = u._forward_ops(y)
-    return y.contiguous(memory_format=fmt)
+    return y if y.dim() != 4 else y.contiguous(memory_format=fmt)
 
 
 def run_chain_outputs(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Tensor,
@@ -511,6 +517,34 @@ class FusedMBConv(FusedUnit):
                               inner_act=self.se_inner, gate=self.se_gate)
 
 
+class FusedHead(FusedUnit):
+    """A classifier's linear layer whose chain ends the engine's run: after the last layer, the global mean
+    over H x W and this GEMM (``Net.set_classifier``). Called alone it is the linear layer it replaced (its
+    weight and bias the same tensors' values). It takes the place of a whole classifier's nn.Linear only where
+    an adapter knows the pooling before it is a global mean (swapped.adapt)."""
+
+    def __init__(self, linear: nn.Linear, source: str):
+        super().__init__(source)
+        self.out_channels, self.in_channels = linear.weight.shape
+        self._buf("weight", linear.weight.detach())
+        self._buf("bias", linear.bias.detach() if linear.bias is not None else torch.zeros(self.out_channels))
+        self.has_bias = linear.bias is not None
+
+    def describe(self) -> str:
+        return f"classifier {self.in_channels}->{self.out_channels} (global mean + linear, in the chain)"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # alone: the nn.Linear it replaced
+        t = x.dtype
+        return F.linear(x, self.weight.to(t), self.bias.to(t) if self.has_bias else None)
+
+    def _add_to(self, net, ptr, name: str) -> None:
+        co, ci = self.out_channels, self.in_channels
+        net.set_classifier(ci, co, ptr(self.weight, co, ci), ptr(self.bias, co))
+
+    def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x.mean((2, 3)))
+
+
 def _drop_engine_hook(module, _incompatible_keys) -> None:
     module._drop_engine()  # a module-level function, so a fused module pickles
 
@@ -643,7 +677,8 @@ def _features_forward(self, x):
 
 def _features_getstate(self):
     state = self.__dict__.copy()
-    state.pop("_effnet_chain", None)  # the engine is rebuilt from the fused modules' buffers
+    state.pop("_effnet_chain", None)  # the engines are rebuilt from the fused modules' buffers
+    state.pop("_effnet_head_chain", None)
     return state
 
 
@@ -669,9 +704,10 @@ def fused_features_class(base: type) -> type:
 # after the other. Swapped module by module that is three chains, each handing the next an NCHW tensor;
 # with this subclass forward_features runs them as one (the pooling and classifier after it stay timm's).
 
-def timm_classifier_plan(module: nn.Module):
+def timm_classifier_plan(module: nn.Module, with_head: bool = False):
     """The chain units of a timm EfficientNet / MobileNetV3 whose stem, stages (and EfficientNet's head) are
-    all fused, else None."""
+    all fused, else None; ``with_head``: an EfficientNet's with its classifier (a FusedHead after a global average
+    pool: forward), else None."""
     if getattr(module, "grad_checkpointing", False) or module._forward_hooks or module._forward_pre_hooks:
         return None
     stem = module.conv_stem
@@ -694,7 +730,21 @@ def timm_classifier_plan(module: nn.Module):
         if not isinstance(head, FusedUnit) or _chain_units(head) is None or _chain_units(module.bn2) != []:
             return None
         units.append(head)
+    if with_head:
+        if not hasattr(module, "bn2"):
+            return None
+        cls = _head_after(module.classifier, module.global_pool, [])
+        if cls is None or getattr(module, "drop_rate", 0.0) and module.training:
+            return None
+        units.append(cls)
     return units
+
+
+def _classifier_forward(self, x):
+    units = None if torch.compiler.is_compiling() else timm_classifier_plan(self, with_head=True)
+    if units is None:
+        return self._effnet_base.forward(self, x)
+    return run_chain(_adapted_chain(self, "_effnet_head_chain"), units, x)
 
 
 def _classifier_forward_features(self, x):
@@ -714,7 +764,8 @@ def fused_classifier_class(base: type) -> type:
     if cls is None:
         name = f"Fused{base.__name__}Chain"
         cls = type(name, (base,), {
-            "forward_features": _classifier_forward_features, "__getstate__": _features_getstate,
+            "forward_features": _classifier_forward_features, "forward": _classifier_forward,
+            "__getstate__": _features_getstate,
             "_effnet_base": base, "__module__": __name__, "__qualname__": name,
             "__doc__": f"timm's {base.__name__} with forward_features run as one fused chain (see "
                        f"effnet_kernels.swapped)."})
@@ -838,8 +889,9 @@ def fused_lukemelas_class(base: type) -> type:
 
 # ---- this package's EfficientNet as one chain -------------------------------------------------------------------
 
-def ours_plan(module: nn.Module):
-    """The chain units of this package's EfficientNet whose stem, stages and head are all fused, else None."""
+def ours_plan(module: nn.Module, head: bool = False):
+    """The chain units of this package's EfficientNet whose stem, stages and head are all fused, else None;
+    ``head``: with its classifier (a FusedHead after a global average pool and an eval dropout), else None."""
     if module._forward_hooks or module._forward_pre_hooks:
         return None
     units: List[FusedUnit] = []
@@ -848,26 +900,118 @@ def ours_plan(module: nn.Module):
         if not sub:
             return None
         units += sub
+    if head:
+        cls = _head_after(module.classifier, module.pool, [module.dropout])
+        if cls is None:
+            return None
+        units.append(cls)
     return units
+
+
+def _hookless(m: nn.Module) -> bool:
+    return not (m._forward_hooks or m._forward_pre_hooks)
+
+
+def _global_mean(pool: nn.Module) -> bool:
+    """pool averages each map to 1 x 1 (nn.AdaptiveAvgPool2d(1), timm's SelectAdaptivePool2d('avg', flatten))."""
+    if not _hookless(pool):
+        return False
+    if type(pool) is nn.AdaptiveAvgPool2d:
+        return pool.output_size in (1, (1, 1))
+    inner = getattr(pool, "pool", None)
+    return (type(pool).__name__ == "SelectAdaptivePool2d" and getattr(pool, "pool_type", None) == "avg"
+            and type(inner) is nn.AdaptiveAvgPool2d and inner.output_size in (1, (1, 1)) and _hookless(inner)
+            and getattr(pool, "flatten", None) is not None and _hookless(pool.flatten))
+
+
+def _head_after(classifier: nn.Module, pool: nn.Module, identities) -> Optional["FusedHead"]:
+    """classifier when it is a hook-free FusedHead after a global mean and modules that are identities now."""
+    if type(classifier) is not FusedHead or not _hookless(classifier) or not _global_mean(pool):
+        return None
+    for m in identities:
+        if not _hookless(m) or not (type(m) is nn.Identity or (type(m) is nn.Dropout and not m.training)):
+            return None
+    return classifier
+
+
+def _adapted_chain(self, key: str = "_effnet_chain") -> "_Engine":
+    """The adapter's engine (``key``: one for each chain it runs: with and without the classifier)."""
+    engine = self.__dict__.get(key)
+    if engine is None:
+        engine = self.__dict__[key] = _Engine()
+    return engine
 
 
 def _ours_forward_features(self, x):
     units = None if torch.compiler.is_compiling() else ours_plan(self)
     if units is None:
         return self._effnet_base.forward_features(self, x)
-    engine = self.__dict__.get("_effnet_chain")
-    if engine is None:
-        engine = self.__dict__["_effnet_chain"] = _Engine()
-    return run_chain(engine, units, x)
+    return run_chain(_adapted_chain(self), units, x)
+
+
+def _ours_forward(self, x):
+    units = None if torch.compiler.is_compiling() else ours_plan(self, head=True)
+    if units is None:
+        return self._effnet_base.forward(self, x)
+    return run_chain(_adapted_chain(self, "_effnet_head_chain"), units, x)
+
+
+def _with_head(container: nn.Module, attr: str, plan) -> bool:
+    """Swap container.<attr> (a hook-free nn.Linear: a whole classifier's) for a FusedHead when ``plan()``
+    then runs it in the chain; else leave it. Whether it did."""
+    parent, _, name = attr.rpartition(".")
+    owner = container.get_submodule(parent) if parent else container
+    linear = getattr(owner, name, None)
+    if type(linear) is not nn.Linear or not _hookless(linear):
+        return False
+    head = FusedHead(linear, "Linear").to(device=linear.weight.device)
+    setattr(owner, name, head)
+    if plan() is None:
+        setattr(owner, name, linear)
+        return False
+    return True
 
 
 def fused_ours_class(base: type) -> type:
     cls = _FEATURE_CLASSES.get(base)
     if cls is None:
         cls = type("FusedOursEfficientNet", (base,), {
-            "forward_features": _ours_forward_features, "__getstate__": _features_getstate, "_effnet_base": base,
+            "forward_features": _ours_forward_features, "forward": _ours_forward, "__getstate__": _features_getstate,
+            "_effnet_base": base,
             "__module__": __name__, "__qualname__": "FusedOursEfficientNet",
             "__doc__": "this package's EfficientNet with forward_features (stem, stages, head) run as one fused "
+                       "chain."})
+        _FEATURE_CLASSES[base] = cls
+    return cls
+
+
+def tv_plan(module: nn.Module):
+    """torchvision EfficientNet: its features' chain units, then its classifier (Sequential(Dropout, FusedHead))
+    after the global average pool; else None."""
+    if not _hookless(module):
+        return None
+    units = _chain_units(module.features)
+    seq = module.classifier
+    if not units or type(seq) is not nn.Sequential or len(seq) != 2 or not _hookless(seq):
+        return None
+    head = _head_after(seq[1], module.avgpool, [seq[0]])
+    return None if head is None else units + [head]
+
+
+def _tv_forward(self, x):
+    units = None if torch.compiler.is_compiling() else tv_plan(self)
+    if units is None:
+        return self._effnet_base.forward(self, x)
+    return run_chain(_adapted_chain(self, "_effnet_head_chain"), units, x)
+
+
+def fused_tv_class(base: type) -> type:
+    cls = _FEATURE_CLASSES.get(base)
+    if cls is None:
+        cls = type("FusedTvEfficientNet", (base,), {
+            "forward": _tv_forward, "__getstate__": _features_getstate, "_effnet_base": base,
+            "__module__": __name__, "__qualname__": "FusedTvEfficientNet",
+            "__doc__": "torchvision's EfficientNet with its features, global mean and classifier run as one fused "
                        "chain."})
         _FEATURE_CLASSES[base] = cls
     return cls
@@ -882,8 +1026,20 @@ def adapt(m: nn.Module) -> Optional[str]:
     if base is Ours:
         units = ours_plan(m)
         if units is not None:
+            head = _with_head(m, "classifier", lambda: ours_plan(m, head=True))
             m.__class__ = fused_ours_class(base)
-            return f"one chain: the stem, {len(units) - 2} blocks and the head (forward_features)"
+            return (f"one chain: the stem, {len(units) - 2} blocks and the head (forward_features)"
+                    + (", the global mean and the classifier (forward)" if head else ""))
+        return None
+    try:
+        from torchvision.models.efficientnet import EfficientNet as TvEfficientNet
+    except ImportError:
+        TvEfficientNet = None
+    if TvEfficientNet is not None and base is TvEfficientNet:
+        units = _chain_units(m.features) if _hookless(m) else None
+        if units and _with_head(m, "classifier.1", lambda: tv_plan(m)):
+            m.__class__ = fused_tv_class(base)
+            return f"one chain: features ({len(units)} layers), the global mean and the classifier (forward)"
         return None
     try:
         from efficientnet_pytorch.model import EfficientNet as LukemelasEfficientNet
@@ -909,9 +1065,11 @@ def adapt(m: nn.Module) -> Optional[str]:
     elif base in (TimmEfficientNet, MobileNetV3):
         units = timm_classifier_plan(m)
         if units is not None:
+            cls = base is TimmEfficientNet and _with_head(m, "classifier", lambda: timm_classifier_plan(m, True))
             m.__class__ = fused_classifier_class(base)
             head = " and the head" if hasattr(m, "bn2") else ""
-            return f"one chain: the stem, {len(units) - 1 - bool(head)} blocks{head} (forward_features)"
+            return (f"one chain: the stem, {len(units) - 1 - bool(head)} blocks{head} (forward_features)"
+                    + (", the global mean and the classifier (forward)" if cls else ""))
     return None
 
 
@@ -929,6 +1087,9 @@ def __getattr__(name: str):
     if name == "FusedMobileNetV3Chain":
         from timm.models.mobilenetv3 import MobileNetV3
         return fused_classifier_class(MobileNetV3)
+    if name == "FusedTvEfficientNet":
+        from torchvision.models.efficientnet import EfficientNet as TvEfficientNet
+        return fused_tv_class(TvEfficientNet)
     if name == "FusedOursEfficientNet":
         from .models import EfficientNet as Ours
         return fused_ours_class(Ours)

@@ -392,7 +392,7 @@ def test_engine_profile_covers_every_step():
     blocks = len(ek.efficientnet(0.0).spec.blocks)
     assert sum(k.startswith(("dw.", "expand_dw.")) for k in p["steps_ms"]) == blocks
     assert sum(k.startswith("project.") for k in p["steps_ms"]) == blocks
-    assert set(p["kinds_ms"]) == {"stem", "expand", "expand_dw", "dw", "se_gate", "project", "head", "output"}
+    assert set(p["kinds_ms"]) == {"stem", "expand", "expand_dw", "dw", "se_gate", "project", "head", "classifier"}
     assert all(v >= 0 for v in p["steps_ms"].values())
     assert "| 0 | 1 |" in bench_e2e.profile_table([p])
 

@@ -287,14 +287,13 @@ def _measure(model, x, row, providers, rounds, per_round, device, graphs, progre
 def profile_fused(phi, batch: int = 1, runs: int = 10) -> dict:
     """Where the fused model's time goes: the C++ engine's per-step wall times (median over ``runs``
     forward passes), summed per kind of step (stem, expand_dw: the banded expand + depthwise of large
-    layers, expand, dw, se_gate, project, head, output: the NHWC -> NCHW transpose of the chain's output; the
-    pooling and classifier after it are the source model's eager modules, outside the engine)."""
+    layers, expand, dw, se_gate, project, head, classifier: the global mean and the linear layer)."""
     res = compound(phi).resolution
     fused = fuse(build_model(phi))
     x = torch.randn(batch, 3, res, res)
     with torch.inference_mode():
         fused(x)
-        (net,) = swapped.live_nets(fused)  # the stem, blocks and head: one chain
+        (net,) = swapped.live_nets(fused)  # the stem, blocks, head and classifier: one chain
         net.set_profiling(True)
         steps: Dict[str, List[float]] = {}
         try:
