@@ -224,26 +224,21 @@ effnet::Pad as_pad(const std::vector<int64_t>& pad, const std::string& name) {
   return effnet::Pad{false, pad[0], pad[1], pad[2], pad[3]};
 }
 
+// effnet::BlockSpec from Python: the pad as a list ([] for TensorFlow SAME), activations by name, weights as
+// addresses (0: null).
+struct PyBlockSpec {
+  std::vector<int64_t> pad;
+  int64_t cin = 0, cexp = 0, cout = 0, k = 3, stride = 1, squeeze = 0;
+  bool skip = false;
+  std::string act = "silu", se_inner = "silu", se_gate = "sigmoid";
+  std::uintptr_t expand_weight = 0, expand_bias = 0, dw_weight = 0, dw_bias = 0, se_reduce_weight = 0,
+                 se_reduce_bias = 0, se_expand_weight = 0, se_expand_bias = 0, proj_weight = 0, proj_bias = 0;
+};
+
 // effnet::Net with pointer arguments (weights are copied and packed in the calls that take them).
 class PyNet {
  public:
-  PyNet(bool same_padding, const std::string& isa) : net_(same_padding, resolve_isa(isa)) {}
-  void set_stem(int64_t cin, int64_t cout, int64_t k, int64_t stride, std::uintptr_t w, std::uintptr_t b) {
-    net_.set_stem(cin, cout, k, stride, as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"));
-  }
-  void add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip,
-                 std::uintptr_t ew, std::uintptr_t eb, std::uintptr_t dw, std::uintptr_t db, std::uintptr_t w1,
-                 std::uintptr_t b1, std::uintptr_t w2, std::uintptr_t b2, std::uintptr_t pw, std::uintptr_t pb) {
-    net_.add_block(cin, cexp, cout, k, stride, squeeze, skip, as_ptr<const float>(ew, "expand_weight", true),
-                   as_ptr<const float>(eb, "expand_bias", ew == 0), as_ptr<const float>(dw, "dw_weight"),
-                   as_ptr<const float>(db, "dw_bias"), as_ptr<const float>(w1, "se_reduce_weight"),
-                   as_ptr<const float>(b1, "se_reduce_bias"), as_ptr<const float>(w2, "se_expand_weight"),
-                   as_ptr<const float>(b2, "se_expand_bias"), as_ptr<const float>(pw, "proj_weight"),
-                   as_ptr<const float>(pb, "proj_bias"));
-  }
-  void set_head(int64_t cin, int64_t cout, std::uintptr_t w, std::uintptr_t b) {
-    net_.set_head(cin, cout, as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"));
-  }
+  explicit PyNet(const std::string& isa) : net_(resolve_isa(isa)) {}
   void set_classifier(int64_t features, int64_t classes, std::uintptr_t w, std::uintptr_t b) {
     net_.set_classifier(features, classes, as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"));
   }
@@ -253,22 +248,26 @@ class PyNet {
                   as_ptr<const float>(w, "weight"),
                   as_ptr<const float>(b, "bias"));
   }
-  void add_named_block(const std::string& name, const std::vector<int64_t>& pad, int64_t cin, int64_t cexp,
-                       int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip, std::uintptr_t ew,
-                       std::uintptr_t eb, std::uintptr_t dw, std::uintptr_t db, std::uintptr_t w1, std::uintptr_t b1,
-                       std::uintptr_t w2, std::uintptr_t b2, std::uintptr_t pw, std::uintptr_t pb,
-                       const std::string& act, const std::string& se_inner, const std::string& se_gate) {
-    effnet::BlockActs acts;
-    acts.act = effnet::parse_act(act, "act");
-    acts.se_inner = effnet::parse_act(se_inner, "se_inner");
-    acts.se_gate = effnet::parse_act(se_gate, "se_gate", true);
-    const bool no_se = squeeze == 0;  // then the four SE pointers must be 0
-    net_.add_block(name, as_pad(pad, name), cin, cexp, cout, k, stride, squeeze, skip,
-                   as_ptr<const float>(ew, "expand_weight", true), as_ptr<const float>(eb, "expand_bias", ew == 0),
-                   as_ptr<const float>(dw, "dw_weight"), as_ptr<const float>(db, "dw_bias"),
-                   as_ptr<const float>(w1, "se_reduce_weight", no_se), as_ptr<const float>(b1, "se_reduce_bias", no_se),
-                   as_ptr<const float>(w2, "se_expand_weight", no_se), as_ptr<const float>(b2, "se_expand_bias", no_se),
-                   as_ptr<const float>(pw, "proj_weight"), as_ptr<const float>(pb, "proj_bias"), acts);
+  void add_block(const std::string& name, const PyBlockSpec& s) {
+    effnet::BlockSpec b;
+    b.pad = as_pad(s.pad, name);
+    b.cin = s.cin; b.cexp = s.cexp; b.cout = s.cout; b.k = s.k; b.stride = s.stride; b.squeeze = s.squeeze;
+    b.skip = s.skip;
+    b.acts.act = effnet::parse_act(s.act, "act");
+    b.acts.se_inner = effnet::parse_act(s.se_inner, "se_inner");
+    b.acts.se_gate = effnet::parse_act(s.se_gate, "se_gate", true);
+    const bool no_se = s.squeeze == 0;  // then the four SE pointers must be 0
+    b.expand_weight = as_ptr<const float>(s.expand_weight, "expand_weight", true);
+    b.expand_bias = as_ptr<const float>(s.expand_bias, "expand_bias", s.expand_weight == 0);
+    b.dw_weight = as_ptr<const float>(s.dw_weight, "dw_weight");
+    b.dw_bias = as_ptr<const float>(s.dw_bias, "dw_bias");
+    b.se_reduce_weight = as_ptr<const float>(s.se_reduce_weight, "se_reduce_weight", no_se);
+    b.se_reduce_bias = as_ptr<const float>(s.se_reduce_bias, "se_reduce_bias", no_se);
+    b.se_expand_weight = as_ptr<const float>(s.se_expand_weight, "se_expand_weight", no_se);
+    b.se_expand_bias = as_ptr<const float>(s.se_expand_bias, "se_expand_bias", no_se);
+    b.proj_weight = as_ptr<const float>(s.proj_weight, "proj_weight");
+    b.proj_bias = as_ptr<const float>(s.proj_bias, "proj_bias");
+    net_.add_block(name, b);
   }
   std::vector<int64_t> out_shape(int64_t h, int64_t w) const { return net_.out_shape(h, w); }
   std::vector<int64_t> layer_shape(int64_t layer, int64_t h, int64_t w) const { return net_.layer_shape(layer, h, w); }
@@ -411,23 +410,38 @@ PYBIND11_MODULE(_C, m) {
     return effnet::gemm_packed_size(n, k, resolve_isa(isa)); }, py::arg("n"), py::arg("k"), py::arg("isa") = "");
   m.def("gemm_pack", &gemm_pack, py::arg("n"), py::arg("k"), py::arg("w"), py::arg("stride_n"), py::arg("stride_k"),
         py::arg("packed"), py::arg("isa") = "");
-  py::class_<PyNet>(m, "Net", "A fused chain of layers, optionally a whole EfficientNet (see csrc/include/effnet/net.h).")
-      .def(py::init<bool, const std::string&>(), py::arg("same_padding"), py::arg("isa") = "")
-      .def("set_stem", &PyNet::set_stem)
-      .def("add_block", &PyNet::add_block)
-      .def("set_head", &PyNet::set_head)
+  py::class_<PyBlockSpec>(m, "BlockSpec", "One MBConv block for Net.add_block: geometry, activations, weight "
+                                         "addresses (see csrc/include/effnet/net.h)")
+      .def(py::init<>())
+      .def_readwrite("pad", &PyBlockSpec::pad)
+      .def_readwrite("cin", &PyBlockSpec::cin)
+      .def_readwrite("cexp", &PyBlockSpec::cexp)
+      .def_readwrite("cout", &PyBlockSpec::cout)
+      .def_readwrite("k", &PyBlockSpec::k)
+      .def_readwrite("stride", &PyBlockSpec::stride)
+      .def_readwrite("squeeze", &PyBlockSpec::squeeze)
+      .def_readwrite("skip", &PyBlockSpec::skip)
+      .def_readwrite("act", &PyBlockSpec::act)
+      .def_readwrite("se_inner", &PyBlockSpec::se_inner)
+      .def_readwrite("se_gate", &PyBlockSpec::se_gate)
+      .def_readwrite("expand_weight", &PyBlockSpec::expand_weight)
+      .def_readwrite("expand_bias", &PyBlockSpec::expand_bias)
+      .def_readwrite("dw_weight", &PyBlockSpec::dw_weight)
+      .def_readwrite("dw_bias", &PyBlockSpec::dw_bias)
+      .def_readwrite("se_reduce_weight", &PyBlockSpec::se_reduce_weight)
+      .def_readwrite("se_reduce_bias", &PyBlockSpec::se_reduce_bias)
+      .def_readwrite("se_expand_weight", &PyBlockSpec::se_expand_weight)
+      .def_readwrite("se_expand_bias", &PyBlockSpec::se_expand_bias)
+      .def_readwrite("proj_weight", &PyBlockSpec::proj_weight)
+      .def_readwrite("proj_bias", &PyBlockSpec::proj_bias);
+  py::class_<PyNet>(m, "Net", "A fused chain of layers, optionally ending in a classifier (see csrc/include/effnet/net.h).")
+      .def(py::init<const std::string&>(), py::arg("isa") = "")
       .def("set_classifier", &PyNet::set_classifier)
       .def("add_conv", &PyNet::add_conv, py::arg("name"), py::arg("cin"), py::arg("cout"), py::arg("k"),
            py::arg("stride"), py::arg("pad"), py::arg("act"), py::arg("weight"), py::arg("bias"),
            "a dense conv layer; pad [] for TensorFlow SAME or [top, bottom, left, right]")
-      .def("add_named_block", &PyNet::add_named_block, py::arg("name"), py::arg("pad"), py::arg("cin"), py::arg("cexp"),
-           py::arg("cout"), py::arg("k"), py::arg("stride"), py::arg("squeeze"), py::arg("skip"),
-           py::arg("expand_weight"), py::arg("expand_bias"), py::arg("dw_weight"), py::arg("dw_bias"),
-           py::arg("se_reduce_weight"), py::arg("se_reduce_bias"), py::arg("se_expand_weight"),
-           py::arg("se_expand_bias"), py::arg("proj_weight"), py::arg("proj_bias"), py::arg("act") = "silu",
-           py::arg("se_inner") = "silu", py::arg("se_gate") = "sigmoid",
-           "add_block with a name, the depthwise conv's pad and the block's activations; squeeze 0 (SE "
-           "pointers 0): no squeeze-excitation")
+      .def("add_block", &PyNet::add_block, py::arg("name"), py::arg("spec"),
+           "an MBConv block described by a BlockSpec (see csrc/include/effnet/net.h)")
       .def("out_shape", &PyNet::out_shape, py::arg("h"), py::arg("w"),
            "[c, out_h, out_w] run writes for an (h, w) input ([classes, 1, 1] with a classifier)")
       .def("layer_shape", &PyNet::layer_shape, py::arg("layer"), py::arg("h"), py::arg("w"),

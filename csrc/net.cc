@@ -182,7 +182,7 @@ GemmArgs gemm_args(int64_t m, int64_t n, int64_t k, const float* a, const Aligne
 
 }  // namespace
 
-Net::Net(bool same_padding, Isa isa) : same_(same_padding), isa_(isa), arena_(shared_arena()) {
+Net::Net(Isa isa) : isa_(isa), arena_(shared_arena()) {
   require(isa_supported(isa), std::string("isa ") + isa_name(isa) + " is not supported here");
 }
 
@@ -221,31 +221,17 @@ void Net::add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k
   add_layer(std::move(l));
 }
 
-void Net::set_stem(int64_t cin, int64_t cout, int64_t k, int64_t stride, const float* weight, const float* bias) {
-  require(k % 2 == 1, "stem needs an odd k");
-  add_conv("stem", cin, cout, k, stride, same_ ? Pad::tf_same() : Pad::symmetric(k), Act::kSilu, weight, bias);
-}
-
-void Net::set_head(int64_t cin, int64_t cout, const float* weight, const float* bias) {
-  add_conv("head", cin, cout, 1, 1, Pad{}, Act::kSilu, weight, bias);
-}
-
-void Net::add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip,
-                    const float* expand_weight, const float* expand_bias, const float* dw_weight,
-                    const float* dw_bias, const float* se_reduce_weight, const float* se_reduce_bias,
-                    const float* se_expand_weight, const float* se_expand_bias, const float* proj_weight,
-                    const float* proj_bias) {
-  add_block("blocks." + std::to_string(blocks_added_), same_ ? Pad::tf_same() : Pad::symmetric(k), cin, cexp, cout,
-            k, stride, squeeze, skip, expand_weight, expand_bias, dw_weight, dw_bias, se_reduce_weight,
-            se_reduce_bias, se_expand_weight, se_expand_bias, proj_weight, proj_bias);
-}
-
-void Net::add_block(const std::string& name, const Pad& pad, int64_t cin, int64_t cexp, int64_t cout, int64_t k,
-                    int64_t stride, int64_t squeeze, bool skip, const float* expand_weight,
-                    const float* expand_bias, const float* dw_weight, const float* dw_bias,
-                    const float* se_reduce_weight, const float* se_reduce_bias, const float* se_expand_weight,
-                    const float* se_expand_bias, const float* proj_weight, const float* proj_bias,
-                    const BlockActs& acts) {
+void Net::add_block(const std::string& name, const BlockSpec& spec) {
+  const Pad& pad = spec.pad;
+  const int64_t cin = spec.cin, cexp = spec.cexp, cout = spec.cout, k = spec.k, stride = spec.stride;
+  const int64_t squeeze = spec.squeeze;
+  const bool skip = spec.skip;
+  const BlockActs& acts = spec.acts;
+  const float *expand_weight = spec.expand_weight, *expand_bias = spec.expand_bias;
+  const float *dw_weight = spec.dw_weight, *dw_bias = spec.dw_bias;
+  const float *se_reduce_weight = spec.se_reduce_weight, *se_reduce_bias = spec.se_reduce_bias;
+  const float *se_expand_weight = spec.se_expand_weight, *se_expand_bias = spec.se_expand_bias;
+  const float *proj_weight = spec.proj_weight, *proj_bias = spec.proj_bias;
   require(cin >= 1 && cexp >= 1 && cout >= 1 && squeeze >= 0, name + ": block channel counts must be >= 1 (squeeze >= 0)");
   require(is_layer_act(acts.act) && is_layer_act(acts.se_inner),
           name + ": act and se_inner must be layer activations, got " + act_name(acts.act) + ", " +

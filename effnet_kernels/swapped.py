@@ -105,7 +105,7 @@ class _Engine:
             copies = [t.detach().clone() for t in bufs] if _CHECK_BYTES else None
             from ._ext import _C
             from .cpu import _isa
-            net = _C.Net(False, _isa.forced or "")
+            net = _C.Net(_isa.forced or "")
             keep: List[torch.Tensor] = []
             for i, u in enumerate(units):
                 u._add_to(net, pointer_to(keep), f"layers.{i}" if len(units) > 1 else "layer")
@@ -468,18 +468,21 @@ class FusedMBConv(FusedUnit):
                 + act_label(self.act) + (se if self.has_se else " no SE") + (" +skip" if self.skip else ""))
 
     def _add_to(self, net, ptr, name: str) -> None:
+        from ._ext import _C
+        b = _C.BlockSpec()
         cexp, s = self.expanded, self.se_reduce_weight.shape[0] if self.has_se else 0
         cin, co, k = self.in_channels, self.out_channels, self.kernel
-        e, se = self.has_expand, self.has_se
-        net.add_named_block(name, _engine_pad(self.pad), cin, cexp, co, k, self.stride, s, self.skip,
-                            ptr(self.expand_weight, cexp, cin) if e else 0, ptr(self.expand_bias, cexp) if e else 0,
-                            ptr(self.dw_weight, cexp, 1, k, k), ptr(self.dw_bias, cexp),
-                            ptr(self.se_reduce_weight, s, cexp) if se else 0,
-                            ptr(self.se_reduce_bias, s) if se else 0,
-                            ptr(self.se_expand_weight, cexp, s) if se else 0,
-                            ptr(self.se_expand_bias, cexp) if se else 0,
-                            ptr(self.proj_weight, co, cexp), ptr(self.proj_bias, co), self.act, self.se_inner,
-                            self.se_gate)
+        b.pad, b.cin, b.cexp, b.cout, b.k, b.stride, b.squeeze, b.skip = (
+            _engine_pad(self.pad), cin, cexp, co, k, self.stride, s, self.skip)
+        b.act, b.se_inner, b.se_gate = self.act, self.se_inner, self.se_gate
+        if self.has_expand:
+            b.expand_weight, b.expand_bias = ptr(self.expand_weight, cexp, cin), ptr(self.expand_bias, cexp)
+        b.dw_weight, b.dw_bias = ptr(self.dw_weight, cexp, 1, k, k), ptr(self.dw_bias, cexp)
+        if self.has_se:
+            b.se_reduce_weight, b.se_reduce_bias = ptr(self.se_reduce_weight, s, cexp), ptr(self.se_reduce_bias, s)
+            b.se_expand_weight, b.se_expand_bias = ptr(self.se_expand_weight, cexp, s), ptr(self.se_expand_bias, cexp)
+        b.proj_weight, b.proj_bias = ptr(self.proj_weight, co, cexp), ptr(self.proj_bias, co)
+        net.add_block(name, b)
 
     def _dw_padding(self, h: int, w: int) -> Optional[str]:
         """The ops' padding name for this input, or None when the block's fixed padding is neither."""

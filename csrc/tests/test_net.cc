@@ -33,7 +33,6 @@ struct Model {
   std::vector<BlockW> blocks;
   int64_t head_c = 24, classes = 10;
   Vec hw, hb, cw, cb;
-  bool custom = false;  // built layer by layer with these activations (else the whole-classifier shorthands)
   effnet::Act stem_act = effnet::Act::kSilu, head_act = effnet::Act::kSilu;
 };
 
@@ -49,7 +48,6 @@ Model make_model(std::mt19937& g, bool acts = false) {
   Model m;
   using effnet::Act;
   if (acts) {
-    m.custom = true;
     m.stem_act = Act::kHardswish;
     m.head_act = Act::kRelu6;
   }
@@ -178,27 +176,31 @@ DVec reference(const Model& m, const DVec& x, int64_t h, int64_t w, bool same) {
 
 const float* data_or_null(const Vec& v) { return v.empty() ? nullptr : v.data(); }
 
+// The BlockSpec of test block b with padding pad.
+effnet::BlockSpec spec_of(const BlockW& b, const effnet::Pad& pad) {
+  effnet::BlockSpec s;
+  s.pad = pad;
+  s.cin = b.cin; s.cexp = b.cexp; s.cout = b.cout; s.k = b.k; s.stride = b.stride; s.squeeze = b.squeeze;
+  s.skip = b.skip;
+  s.acts = b.acts;
+  s.expand_weight = data_or_null(b.ew); s.expand_bias = data_or_null(b.eb);
+  s.dw_weight = b.dw.data(); s.dw_bias = b.db.data();
+  s.se_reduce_weight = data_or_null(b.w1); s.se_reduce_bias = data_or_null(b.b1);
+  s.se_expand_weight = data_or_null(b.w2); s.se_expand_bias = data_or_null(b.b2);
+  s.proj_weight = b.pw.data(); s.proj_bias = b.pb.data();
+  return s;
+}
+
+// The whole model as one Net: stem (3x3/2 conv), blocks, head (1x1 conv), classifier; every layer padded by the
+// one rule `same` (TensorFlow SAME, else k // 2).
 void build(effnet::Net& net, const Model& m, bool same) {
-  if (m.custom) {  // layer by layer, each with its activations and the constructor's padding rule
-    net.add_conv("stem", 3, m.stem_c, 3, 2, same ? effnet::Pad::tf_same() : effnet::Pad::symmetric(3), m.stem_act,
-                 m.sw.data(), m.sb.data());
-    for (size_t i = 0; i < m.blocks.size(); ++i) {
-      const BlockW& b = m.blocks[i];
-      net.add_block("blocks." + std::to_string(i), same ? effnet::Pad::tf_same() : effnet::Pad::symmetric(b.k), b.cin,
-                    b.cexp, b.cout, b.k, b.stride, b.squeeze, b.skip, data_or_null(b.ew), data_or_null(b.eb),
-                    b.dw.data(), b.db.data(), data_or_null(b.w1), data_or_null(b.b1), data_or_null(b.w2),
-                    data_or_null(b.b2), b.pw.data(), b.pb.data(), b.acts);
-    }
-    net.add_conv("head", 20, m.head_c, 1, 1, effnet::Pad{}, m.head_act, m.hw.data(), m.hb.data());
-    net.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
-    return;
-  }
-  net.set_stem(3, m.stem_c, 3, 2, m.sw.data(), m.sb.data());
-  for (const BlockW& b : m.blocks)
-    net.add_block(b.cin, b.cexp, b.cout, b.k, b.stride, b.squeeze, b.skip, b.ew.empty() ? nullptr : b.ew.data(),
-                  b.eb.empty() ? nullptr : b.eb.data(), b.dw.data(), b.db.data(), b.w1.data(), b.b1.data(),
-                  b.w2.data(), b.b2.data(), b.pw.data(), b.pb.data());
-  net.set_head(20, m.head_c, m.hw.data(), m.hb.data());
+  auto pad = [&](int64_t k) { return same ? effnet::Pad::tf_same() : effnet::Pad::symmetric(k); };
+  net.add_conv("stem", 3, m.stem_c, 3, 2, pad(3), m.stem_act, m.sw.data(),
+               m.sb.data());
+  for (size_t i = 0; i < m.blocks.size(); ++i)
+    net.add_block("blocks." + std::to_string(i), spec_of(m.blocks[i], pad(m.blocks[i].k)));
+  net.add_conv("head", 20, m.head_c, 1, 1, effnet::Pad{}, m.head_act, m.hw.data(),
+               m.hb.data());
   net.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
 }
 
@@ -210,7 +212,7 @@ void test_forward(bool acts) {
   for (auto isa : effnet::kAllIsas) {
     if (!effnet::isa_supported(isa)) continue;
     for (bool same : {false, true}) {
-      effnet::Net net(same, isa);
+      effnet::Net net(isa);
       build(net, m, same);
       for (int64_t n : {1, 3})
         for (auto hw : {std::pair<int64_t, int64_t>{33, 29}, {16, 16}, {1, 2}})
@@ -270,53 +272,33 @@ void test_bad_configs() {
     }
     return false;
   };
-  effnet::Net net(false, effnet::Isa::kScalar);
+  effnet::Net net(effnet::Isa::kScalar);
   float logits[10];
   const int64_t st[4] = {3 * 8 * 8, 64, 8, 1};
   Vec x(3 * 64, 1.0f);
   EXPECT(throws([&] { net.run(x.data(), 1, 8, 8, st, logits, 1); }), "an empty net ran");
-  net.set_stem(3, m.stem_c, 3, 2, m.sw.data(), m.sb.data());
+  net.add_conv("stem", 3, m.stem_c, 3, 2, effnet::Pad::symmetric(3), effnet::Act::kSilu, m.sw.data(), m.sb.data());
   const BlockW& b = m.blocks[1];
-  EXPECT(throws([&] {
-           net.add_block(9, b.cexp, b.cout, b.k, b.stride, b.squeeze, false, b.ew.data(), b.eb.data(), b.dw.data(),
-                         b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(), b.pw.data(), b.pb.data());
-         }),
+  // block 1 of the test model with one field changed (input channels 8: it follows the stem)
+  auto changed = [&](auto&& edit) {
+    effnet::BlockSpec s = spec_of(b, effnet::Pad::symmetric(b.k));
+    s.cin = 8; s.stride = 2; s.skip = false;
+    edit(s);
+    return [&net, s] { net.add_block("b", s); };
+  };
+  EXPECT(throws(changed([](effnet::BlockSpec& s) { s.cin = 9; })),
          "a block whose input channels do not follow the stem was accepted");
-  EXPECT(throws([&] {
-           net.add_block(8, b.cexp, b.cout, b.k, 2, b.squeeze, true, b.ew.data(), b.eb.data(), b.dw.data(),
-                         b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(), b.pw.data(), b.pb.data());
-         }),
-         "a residual on a stride-2 block was accepted");
-  EXPECT(throws([&] {
-           net.add_block(8, b.cexp, b.cout, 9, 1, b.squeeze, false, b.ew.data(), b.eb.data(), b.dw.data(),
-                         b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(), b.pw.data(), b.pb.data());
-         }),
-         "k = 9 accepted");
-  EXPECT(throws([&] {
-           effnet::BlockActs gate_as_act;
-           gate_as_act.act = effnet::Act::kSigmoid;  // a gate is not a layer activation
-           net.add_block("b", effnet::Pad::symmetric(b.k), 8, b.cexp, b.cout, b.k, 2, b.squeeze, false, b.ew.data(),
-                         b.eb.data(), b.dw.data(), b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(),
-                         b.pw.data(), b.pb.data(), gate_as_act);
-         }),
+  EXPECT(throws(changed([](effnet::BlockSpec& s) { s.skip = true; })), "a residual on a stride-2 block was accepted");
+  EXPECT(throws(changed([](effnet::BlockSpec& s) { s.k = 9; s.stride = 1; })), "k = 9 accepted");
+  EXPECT(throws(changed([](effnet::BlockSpec& s) { s.acts.act = effnet::Act::kSigmoid; })),
          "a block with a gate as its activation was accepted");
-  EXPECT(throws([&] {
-           effnet::BlockActs relu_gate;
-           relu_gate.se_gate = effnet::Act::kRelu;
-           net.add_block("b", effnet::Pad::symmetric(b.k), 8, b.cexp, b.cout, b.k, 2, b.squeeze, false, b.ew.data(),
-                         b.eb.data(), b.dw.data(), b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(),
-                         b.pw.data(), b.pb.data(), relu_gate);
-         }),
+  EXPECT(throws(changed([](effnet::BlockSpec& s) { s.acts.se_gate = effnet::Act::kRelu; })),
          "a block with ReLU as its SE gate was accepted");
-  EXPECT(throws([&] {
-           net.add_block("b", effnet::Pad::symmetric(b.k), 8, b.cexp, b.cout, b.k, 2, 0, false, b.ew.data(),
-                         b.eb.data(), b.dw.data(), b.db.data(), b.w1.data(), b.b1.data(), b.w2.data(), b.b2.data(),
-                         b.pw.data(), b.pb.data());
-         }),
+  EXPECT(throws(changed([](effnet::BlockSpec& s) { s.squeeze = 0; })),
          "a block with squeeze 0 and SE weights was accepted");
   EXPECT(throws([] { effnet::parse_act("gelu", "act"); }), "parse_act accepted gelu");
   EXPECT(throws([] { effnet::parse_act("relu", "gate", true); }), "parse_act accepted relu as a gate");
-  net.set_head(8, m.head_c, m.hw.data(), m.hb.data());
+  net.add_conv("head", 8, m.head_c, 1, 1, effnet::Pad{}, effnet::Act::kSilu, m.hw.data(), m.hb.data());
   EXPECT(throws([&] { net.set_classifier(m.head_c + 1, m.classes, m.cw.data(), m.cb.data()); }),
          "a classifier that does not take the head's features was accepted");
   net.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
@@ -338,11 +320,12 @@ void test_chain_split() {
   for (auto isa : effnet::kAllIsas) {
     if (!effnet::isa_supported(isa)) continue;
     for (bool same : {false, true}) {
-      effnet::Net whole(same, isa);
+      effnet::Net whole(isa);
       build(whole, m, same);
       for (size_t split = 0; split <= m.blocks.size(); ++split) {
-        effnet::Net a(same, isa), b(same, isa);
-        a.set_stem(3, m.stem_c, 3, 2, m.sw.data(), m.sb.data());
+        effnet::Net a(isa), b(isa);
+        a.add_conv("stem", 3, m.stem_c, 3, 2, same ? effnet::Pad::tf_same() : effnet::Pad::symmetric(3),
+                   effnet::Act::kSilu, m.sw.data(), m.sb.data());
         for (size_t i = 0; i < m.blocks.size(); ++i) {
           const BlockW& bw = m.blocks[i];
           // explicit amounts everywhere: symmetric, or (for same) SAME's at an even size: k - 2 in all at
@@ -351,10 +334,7 @@ void test_chain_split() {
           const effnet::Pad pad = same && bw.stride == 2 ? effnet::Pad{false, lo, hi, lo, hi}
                                                          : effnet::Pad::symmetric(bw.k);
           effnet::Net& net = i < split ? a : b;
-          net.add_block("b" + std::to_string(i), pad, bw.cin, bw.cexp, bw.cout, bw.k, bw.stride, bw.squeeze, bw.skip,
-                        bw.ew.empty() ? nullptr : bw.ew.data(), bw.eb.empty() ? nullptr : bw.eb.data(), bw.dw.data(),
-                        bw.db.data(), bw.w1.data(), bw.b1.data(), bw.w2.data(), bw.b2.data(), bw.pw.data(),
-                        bw.pb.data());
+          net.add_block("b" + std::to_string(i), spec_of(bw, pad));
         }
         b.add_conv("head", 20, m.head_c, 1, 1, effnet::Pad{}, effnet::Act::kSilu, m.hw.data(), m.hb.data());
         b.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());

@@ -77,11 +77,29 @@ struct BlockActs {
   Act se_gate = Act::kSigmoid;
 };
 
+// One MBConv block as Net::add_block takes it: its geometry, activations and folded weights (each contiguous,
+// of the shape beside it). expand_weight null when cexp == cin (expand ratio 1); squeeze 0: no
+// squeeze-excitation (its four pointers null): the projection reads the depthwise output as it is.
+struct BlockSpec {
+  Pad pad;  // the depthwise conv's
+  int64_t cin = 0, cexp = 0, cout = 0, k = 3, stride = 1, squeeze = 0;
+  bool skip = false;  // the block adds its input
+  BlockActs acts;
+  const float* expand_weight = nullptr;     // (cexp, cin)
+  const float* expand_bias = nullptr;       // (cexp,)
+  const float* dw_weight = nullptr;         // (cexp, k, k)
+  const float* dw_bias = nullptr;           // (cexp,)
+  const float* se_reduce_weight = nullptr;  // (squeeze, cexp)
+  const float* se_reduce_bias = nullptr;    // (squeeze,)
+  const float* se_expand_weight = nullptr;  // (cexp, squeeze)
+  const float* se_expand_bias = nullptr;    // (cexp,)
+  const float* proj_weight = nullptr;       // (cout, cexp)
+  const float* proj_bias = nullptr;         // (cout,)
+};
+
 class Net {
  public:
-  // same_padding: the padding of the layers added without one (set_stem, the short add_block): TensorFlow
-  // SAME (timm tf_*) instead of k // 2 on every side.
-  Net(bool same_padding, Isa isa);
+  explicit Net(Isa isa);
   ~Net();
 
   // Layers run in the order they are added; each takes the channels the one before gives. `name` names
@@ -89,23 +107,8 @@ class Net {
   // A dense conv: weight (cout, cin, k, k) contiguous; bias (cout,); `act` after the bias (kIdentity: none).
   void add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride, const Pad& pad,
                 Act act, const float* weight, const float* bias);
-  // An MBConv block: expand_weight (cexp, cin) or null when cexp == cin (expand ratio 1); dw_weight
-  // (cexp, k, k); se_reduce (squeeze, cexp), se_expand (cexp, squeeze); proj_weight (cout, cexp); all
-  // contiguous. `pad` is the depthwise conv's. squeeze 0: no squeeze-excitation (its four pointers null):
-  // the projection reads the depthwise output as it is.
-  void add_block(const std::string& name, const Pad& pad, int64_t cin, int64_t cexp, int64_t cout, int64_t k,
-                 int64_t stride, int64_t squeeze, bool skip, const float* expand_weight, const float* expand_bias,
-                 const float* dw_weight, const float* dw_bias, const float* se_reduce_weight,
-                 const float* se_reduce_bias, const float* se_expand_weight, const float* se_expand_bias,
-                 const float* proj_weight, const float* proj_bias, const BlockActs& acts = BlockActs{});
-  // The whole-classifier shorthands: "stem" (conv + Swish), "blocks.<i>", "head" (1x1 conv + Swish), all
-  // with the constructor's padding.
-  void set_stem(int64_t cin, int64_t cout, int64_t k, int64_t stride, const float* weight, const float* bias);
-  void add_block(int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t stride, int64_t squeeze, bool skip,
-                 const float* expand_weight, const float* expand_bias, const float* dw_weight, const float* dw_bias,
-                 const float* se_reduce_weight, const float* se_reduce_bias, const float* se_expand_weight,
-                 const float* se_expand_bias, const float* proj_weight, const float* proj_bias);
-  void set_head(int64_t cin, int64_t cout, const float* weight, const float* bias);
+  // An MBConv block (see BlockSpec).
+  void add_block(const std::string& name, const BlockSpec& b);
   // Global mean of the last layer's output, then the linear layer: weight (classes, features). Last.
   void set_classifier(int64_t features, int64_t classes, const float* weight, const float* bias);
 
@@ -183,7 +186,6 @@ class Net {
   void check_follows(const std::string& name, int64_t cin) const;
   void add_layer(Layer&& layer);
 
-  bool same_;
   Isa isa_;
   std::vector<Layer> layers_;
   int64_t blocks_added_ = 0;
