@@ -259,6 +259,7 @@ class _Swapper:
             if parts is not None and hooked is not None:
                 parts, reason = None, (f"a hook is registered on its submodule {hooked} (a fused module has no "
                                        f"submodules to call it)")
+            unproven = False
             if parts is not None:
                 unit = _units_for(parts, child)
                 args, kwargs = self.records[src]
@@ -267,13 +268,14 @@ class _Swapper:
                     _replace(module, name, unit, child)
                     self.note(path, child, unit)
                     continue
-                reason = why
+                reason, unproven = why, True
             before = len(self.entries)
             report = reason is not None and not quiet and _conv_count(child) >= 2
             self.visit(child, path + ".", quiet or report)
             if type(child) is nn.Sequential and name in recognize.FLAT_SEQUENTIALS.get(type(module), ()):
                 self.flat(child, path + ".")
-            if report and not any(e.swapped for e in self.entries[before:]):
+            # (a module read whole whose proof failed is reported even when parts of it were swapped)
+            if report and (unproven or not any(e.swapped for e in self.entries[before:])):
                 self.note(path, child, None, reason)
             if type(child) is nn.Sequential and any(isinstance(c, (swapped.FusedUnit, swapped.FusedSequential))
                                                     for c in child):

@@ -72,6 +72,7 @@ def _case(spec, hw, batch, channels_last, seed):
 
 def _check(spec, hw, batch, channels_last, seed=0):
     model, fused, x = _case(spec, hw, batch, channels_last, seed)
+    assert not ek.fuse_report(fused).left, ek.fuse_report(fused)  # (every block proven and swapped whole)
     src32s, src64 = _source_outputs(model, fused, x)
     got, n_units = _fused_points(fused, model, x)
     want = torch.channels_last if channels_last else torch.contiguous_format

@@ -36,8 +36,10 @@ def test_fused_model_on_the_triton_path(model, dtype):
         ref = copy.deepcopy(model).double()(x.double())
         src = copy.deepcopy(model).to(DEVICE, dtype)
         eager_err = rel_error(src(x.to(DEVICE, dtype)).float().cpu(), ref)
-        fused = ek.fuse(src)
-        fused.ops_backend = "triton"
+        fused = ek.fuse(src, example_inputs=x.to(DEVICE, dtype))
+        for m in fused.modules():
+            if isinstance(m, swapped.FusedUnit):
+                m.ops_backend = "triton"
         out = fused(x.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last))
     assert out.device.type == DEVICE and out.dtype == dtype and out.shape == (2, 1000)
     err = rel_error(out.float().cpu(), ref)
