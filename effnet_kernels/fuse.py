@@ -26,7 +26,6 @@ import torch
 import torch.nn as nn
 
 from . import graph, recognize, swapped
-from .models import EfficientNet
 from .proof import prove
 
 __all__ = ["fuse", "fuse_report", "refresh", "FuseReport"]
@@ -82,9 +81,6 @@ def fuse_report(fused: nn.Module) -> FuseReport:
 def _cls(m) -> str:
     return f"{type(m).__module__}.{type(m).__qualname__}"
 
-
-def _supported() -> str:
-    return ", ".join(recognize.registered())
 
 
 def _units_for(parts, source: nn.Module) -> nn.Module:

@@ -24,7 +24,7 @@ fixed pads, TensorFlow SAME at both is ``"same"``, anything else is refused.
 from __future__ import annotations
 
 import operator
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn

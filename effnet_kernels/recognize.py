@@ -1,9 +1,11 @@
-"""Which modules of a model ``fuse()`` can swap, read into folded weights.
+"""The parts ``fuse()`` swaps in, and the class-based reading it falls back on.
 
-Recognition is by **exact class** (``type(m) is C``, never ``isinstance``: timm's ``CondConvResidual``
-subclasses ``InvertedResidual`` and computes something else), then by the submodules' types, shapes and
-flags; never by a model's name. A recognised module becomes a *part*, its BatchNorms folded into the
-convolutions in float64:
+``fuse()`` reads a module by what it computes (:mod:`effnet_kernels.graph`, its ``torch.export`` graph). This
+module holds the parts that reading produces and two things the graph does not give: the extractors by
+**exact class** (``type(m) is C``) used for a module ``torch.export`` cannot trace, and the conv + BN siblings
+of known containers (:data:`PAIR_CONTAINERS`) and flat runs (:data:`FLAT_SEQUENTIALS`), which live in their
+parent's forward. Whatever reads a module, the swap is proven against it (:mod:`effnet_kernels.proof`). A part,
+its BatchNorms folded into the convolutions in float64:
 
 * :class:`ConvPart` — a dense k×k conv + BatchNorm (+ an activation): a stem, a head;
 * :class:`BlockPart` — an MBConv block and its cousins: [expand 1×1 + BN + act] → depthwise k×k + BN + act →
@@ -156,19 +158,6 @@ def recognize(module: nn.Module) -> Union[Part, str, None]:
         return str(e)
     except (AttributeError, TypeError, ValueError, IndexError) as e:  # a version of the library laid out otherwise
         return f"could not read it as {type(module).__name__} ({type(e).__name__}: {e})"
-
-
-def subclass_of_registered(module: nn.Module) -> Optional[str]:
-    """The registered class ``module`` subclasses without being it (left: a subclass may compute something
-    else, as timm's CondConvResidual), or None."""
-    _load_library_extractors()
-    t = type(module)
-    if t in REGISTRY:
-        return None
-    for c in REGISTRY:
-        if isinstance(module, c) and c not in (nn.Sequential,):
-            return _qualname(c)
-    return None
 
 
 # ---- checks shared by the extractors ----------------------------------------------------------------------

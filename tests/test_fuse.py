@@ -4,7 +4,6 @@ batch 1 and 3, odd resolutions, both memory formats in; the C++ engine and the r
 state_dict round trip, torch.compile(fullgraph=True), torch.export with a dynamic batch, refusals, bad
 input, concurrent callers, no global setting changed."""
 import copy
-import importlib
 import threading
 
 import pytest

@@ -17,9 +17,9 @@ import torch.nn as nn
 import effnet_kernels as ek
 from effnet_kernels import swapped
 from effnet_kernels.testing import model_from_spec
-from helpers import _depthwise_of, compare_points, memo_last
-from helpers import flat_outputs as _flat, fused_points as _fused_points, ordered as _ordered, \
-    swap_points as _points, source_outputs_at as _source_outputs, worst as _worst
+from helpers import compare_points, memo_last
+from helpers import fused_points as _fused_points, ordered as _ordered, source_outputs_at as _source_outputs, \
+    worst as _worst
 
 ODD = (131, 137)  # odd, not square, and off the 32-multiple grid (feature maps 66x69 ... 5x5)
 
