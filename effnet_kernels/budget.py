@@ -91,8 +91,8 @@ def measure_fused_latency(phi, device="cpu", batch: int = 1, dtype: torch.dtype 
 
     device = torch.device(device)
     res = arch_spec(phi).resolution
-    model = fuse(build_model(phi, device, dtype))
     x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    model = fuse(build_model(phi, device, dtype), example_inputs=x[:1])
     with torch.inference_mode(), exact_fp32(device):
         fn = cuda_graphed(model, x) if device.type == "cuda" and batch == 1 else (lambda: model(x))
         samples, medians = [], []

@@ -217,7 +217,7 @@ class _Swapper:
     def source(self, path: str) -> nn.Module:
         return self.probe.get_submodule(path) if path else self.probe
 
-    def read(self, src: nn.Module):
+    def read(self, src: nn.Module, fresh: bool = False):
         """(parts, None) when src is recorded and reads as a chain of parts (its graph, else its class), else
         (None, reason or None). A plain nn.Sequential is not read whole (its children are, so its indices
         stay)."""
@@ -230,13 +230,30 @@ class _Swapper:
         if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() != 4 or any(
                 isinstance(v, torch.Tensor) for v in list(args[1:]) + list(kwargs.values())):
             return None, "its input is not one (N, C, H, W) tensor"
-        parts = graph.read(src, args, kwargs, probe=((graph.probe_input(args[0]),) + tuple(args[1:]), kwargs))
+        parts = graph.read(src, args, kwargs, probe=((graph.probe_input(args[0]),) + tuple(args[1:]), kwargs),
+                           fresh=fresh)
         if not isinstance(parts, str):
             return parts, None
         by_class = recognize.recognize(src)
         if isinstance(by_class, (recognize.ConvPart, recognize.BlockPart)):
             return [by_class], None
         return None, parts if by_class is None else f"{parts}; by its class: {by_class}"
+
+    def unit_for(self, src: nn.Module, child: nn.Module, parts):
+        """(the fused module for ``parts``, None) when it is proven against src, else (None, the reason). A reading
+        from a graph of the same structure (graph's cache) that fails its proof is read again from a fresh
+        export."""
+        args, kwargs = self.records[src]
+        for attempt in range(2):
+            unit = _units_for(parts, child)
+            why = self.proven(unit, src, args, kwargs, sum(2 if p.kind == "block" else 1 for p in parts))
+            if why is None or attempt:
+                return (unit, None) if why is None else (None, why)
+            fresh, _ = self.read(src, fresh=True)
+            if fresh is None:
+                return None, why
+            parts = fresh
+        return None, why
 
     def proven(self, unit: nn.Module, source: nn.Module, args, kwargs, layers: int) -> Optional[str]:
         unit.to(device=args[0].device)
@@ -257,9 +274,7 @@ class _Swapper:
                                        f"submodules to call it)")
             unproven = False
             if parts is not None:
-                unit = _units_for(parts, child)
-                args, kwargs = self.records[src]
-                why = self.proven(unit, src, args, kwargs, sum(2 if p.kind == "block" else 1 for p in parts))
+                unit, why = self.unit_for(src, child, parts)
                 if why is None:
                     _replace(module, name, unit, child)
                     self.note(path, child, unit)
@@ -416,9 +431,7 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False, example_
         swapper = _Swapper(strict, probe, records)
         parts, reason = swapper.read(probe)
         if parts is not None and not _hooked_inside(out):  # the model is one block / conv / chain of them
-            unit = _units_for(parts, out)
-            a, k = records[probe]
-            why = swapper.proven(unit, probe, a, k, sum(2 if p.kind == "block" else 1 for p in parts))
+            unit, why = swapper.unit_for(probe, out, parts)
             if why is None:
                 for d in _HOOK_DICTS:
                     if getattr(out, d, None):

@@ -18,8 +18,9 @@ weight standardisation), a BatchNorm in training mode, or any op outside the pat
 is then a reason naming the first op that differs.
 
 Pads in the graph are constants of the shape it was exported at. :func:`read` is given a second input (another
-parity and batch, :func:`probe_input`) where the first graph pads explicitly: the same pads at both shapes are
-fixed pads, TensorFlow SAME at both is ``"same"``, anything else is refused.
+parity and batch, :func:`probe_input`), exported where the first graph pads asymmetrically or has a strided
+layer: the same pads at both shapes are fixed pads, TensorFlow SAME at both is ``"same"``, anything else is
+refused.
 """
 from __future__ import annotations
 
@@ -418,11 +419,66 @@ def _export(module: nn.Module, args: tuple, kwargs: dict):
         return torch.export.export(module, tuple(args), dict(kwargs or {}), strict=False)
 
 
-def _walk(module: nn.Module, args: tuple, kwargs: dict) -> Parts:
+# Export results by structure: a module of the same class, submodules (types, extra_repr, plain attributes),
+# tensor names and shapes, called on inputs of the same shapes, is read from the graph exported for the first
+# one, with its own tensors (the walker resolves them by name). A hint only: fuse() proves every swap, and reads
+# a module whose cached reading fails its proof again from a fresh export (read(..., fresh=True)).
+_CACHE: Dict[tuple, object] = {}
+_CACHE_SIZE = 256
+
+
+class _Graph:
+    __slots__ = ("graph_module", "graph_signature", "constants")
+
+    def __init__(self, graph_module, graph_signature, constants):
+        self.graph_module, self.graph_signature, self.constants = graph_module, graph_signature, constants
+
+
+def _plain(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str)) or (
+        isinstance(v, tuple) and all(isinstance(x, (bool, int, float, str)) for x in v))
+
+
+def _structure(module: nn.Module, args: tuple, kwargs: dict) -> Optional[tuple]:
+    def value(a):
+        if isinstance(a, torch.Tensor):
+            return ("T", tuple(a.shape), a.dtype, a.device.type)
+        return a if _plain(a) else None
+
+    sig = [type(module), tuple(value(a) for a in args), tuple(sorted((k, value(v)) for k, v in kwargs.items()))]
+    for name, m in module.named_modules():
+        attrs = tuple(sorted((k, v) for k, v in vars(m).items() if not k.startswith("_") and _plain(v)))
+        sig.append((name, type(m), m.extra_repr(), attrs,
+                    tuple((n, tuple(t.shape), t.dtype) for n, t in list(m._parameters.items())
+                          + list(m._buffers.items()) if t is not None)))
     try:
-        ep = _export(module, args, kwargs)
+        hash(tuple(sig))
+    except TypeError:
+        return None
+    return tuple(sig)
+
+
+def _cached_export(module: nn.Module, args: tuple, kwargs: dict, fresh: bool):
+    key = None if fresh else _structure(module, args, kwargs)
+    if key is not None and key in _CACHE:
+        return _CACHE[key]
+    try:
+        full = _export(module, args, kwargs)
+        # what the walker reads, without the exported program's references to this module's weights
+        ep = _Graph(full.graph_module, full.graph_signature, dict(getattr(full, "constants", {}) or {}))
     except Exception as e:  # anything export cannot trace is left, with its reason
-        raise _Mismatch(f"torch.export failed ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
+        ep = _Mismatch(f"torch.export failed ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
+    if key is not None:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = ep
+    return ep
+
+
+def _walk(module: nn.Module, args: tuple, kwargs: dict, fresh: bool = False) -> Parts:
+    ep = _cached_export(module, args, kwargs, fresh)
+    if isinstance(ep, _Mismatch):
+        raise ep
     w = _Walker(ep, module)
     tensor_inputs = [n for n in w.inputs if isinstance(n.meta.get("val"), torch.Tensor)]
     if len(tensor_inputs) != 1:
@@ -484,25 +540,28 @@ def _same_pads(k: int, stride: int, h: int, w: int):
 
 
 def read(module: nn.Module, args: tuple, kwargs: Optional[dict] = None,
-         probe: Optional[Tuple[tuple, dict]] = None) -> Union[Parts, str]:
+         probe: Optional[Tuple[tuple, dict]] = None, fresh: bool = False) -> Union[Parts, str]:
     """The chain of parts ``module`` computes on ``args`` / ``kwargs`` (its real input), or the reason it is not
-    one. ``probe``: the same call at another shape (:func:`probe_input`), exported when the first graph pads
-    explicitly, to tell fixed pads from TensorFlow SAME."""
+    one. ``probe``: the same call at another shape (:func:`probe_input`), exported when the first graph's pads
+    may depend on the input's size, to tell fixed pads from TensorFlow SAME. ``fresh``: export again rather than
+    use the graph of a module of the same structure."""
     kwargs = kwargs or {}
     try:  # (exported as it is: a submodule left in training mode shows as one, and is refused)
-        parts = _walk(module, args, kwargs)
+        parts = _walk(module, args, kwargs, fresh)
         x = next(a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor))
-        asym = [p.pad for p in parts if p.pad[0] != p.pad[1] or p.pad[2] != p.pad[3]]
-        if asym:
+        # pads that may depend on the input's size: asymmetric ones, and any of a strided layer (TF SAME pads a
+        # stride-2 layer symmetrically at an odd size, asymmetrically at an even one)
+        ambiguous = [p for p in parts if p.pad[0] != p.pad[1] or p.pad[2] != p.pad[3] or p.stride > 1]
+        if ambiguous:
             if probe is None:
-                raise _Mismatch("its padding is asymmetric and no second input shape was given to tell fixed "
-                                "pads from TensorFlow SAME")
+                raise _Mismatch("its padding may depend on the input's size and no second input shape was given "
+                                "to tell fixed pads from TensorFlow SAME")
             try:
-                parts2 = _walk(module, *probe)
+                parts2 = _walk(module, *probe, fresh=fresh)
             except _Mismatch as e:
                 raise _Mismatch(f"at a second input shape: {e}") from None
             x2 = next(a for a in list(probe[0]) + list(probe[1].values()) if isinstance(a, torch.Tensor))
-            if len(parts2) != len(parts) or any(type(a) is not type(b) for a, b in zip(parts, parts2)):
+            if len(parts2) != len(parts) or any(a.describe() != b.describe() for a, b in zip(parts, parts2)):
                 raise _Mismatch("its graph at a second input shape is another chain")
             s1 = _in_sizes(parts, x.shape[-2], x.shape[-1])
             s2 = _in_sizes(parts2, x2.shape[-2], x2.shape[-1])

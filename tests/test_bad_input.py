@@ -227,7 +227,7 @@ class _NotEfficientNet(nn.Module):
 
 def _fused_b0():
     if not hasattr(_fused_b0, "model"):
-        _fused_b0.model = ek.fuse(ek.efficientnet("b0").eval())
+        _fused_b0.model = ek.fuse(ek.efficientnet("b0").eval(), example_inputs=torch.randn(1, 3, 64, 64))
     return _fused_b0.model
 
 

@@ -19,6 +19,10 @@ from helpers import ARCH_ISAS, FUSED_VS_SOURCE, classifier_ratio, compare_points
     require_isa, source_classifier, source_points
 
 
+# fuse()'s sample forward pass at the tests' scale (its default is one 224 x 224 image)
+SAMPLE = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(123))
+
+
 def _x(size, channels_last=False, seed=1):
     x = torch.randn(*size, generator=torch.Generator().manual_seed(seed))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -111,7 +115,7 @@ def check(model, size=(2, 3, 97, 113), channels_last=False):
     output, the stem's and head's (engine) and the logits, each within FUSED_VS_SOURCE x the source model's
     own fp32 error at that point (random, calibrated BN statistics)."""
     randomize_bn_(model.eval(), calibration_size=(4, 3) + size[2:])
-    fused = fuse(model)
+    fused = fuse(model, example_inputs=_x((1, 3) + tuple(size[2:]), seed=9))
     report = fuse_report(fused)
     assert not report.left, report
     x = _x(size, channels_last)
@@ -160,12 +164,13 @@ def test_timm(name, batch, channels_last):
 @pytest.fixture(scope="module")
 def b0_pair():
     model = randomize_bn_(ek.efficientnet("b0").eval(), calibration_size=(4, 3, 64, 64))
-    return model, fuse(model)
+    return model, fuse(model, example_inputs=SAMPLE)
 
 
 def test_state_dict_round_trip(b0_pair):
     model, fused = b0_pair
-    other = fuse(randomize_bn_(ek.efficientnet("b0").eval(), seed=5, calibration_size=(4, 3, 64, 64)))
+    other = fuse(randomize_bn_(ek.efficientnet("b0").eval(), seed=5, calibration_size=(4, 3, 64, 64)),
+                 example_inputs=SAMPLE)
     x = _x((1, 3, 64, 64))
     with torch.inference_mode():
         before = other(x)  # builds its C++ engine from its own weights
@@ -174,7 +179,7 @@ def test_state_dict_round_trip(b0_pair):
         assert torch.equal(other(x), fused(x))
     assert set(fused.state_dict()) == set(other.state_dict())
     with pytest.raises(RuntimeError):
-        fuse(ek.efficientnet("b1").eval()).load_state_dict(fused.state_dict())
+        fuse(ek.efficientnet("b1").eval(), example_inputs=SAMPLE).load_state_dict(fused.state_dict())
 
 
 def test_deepcopy_pickle_and_cpu_autocast(b0_pair):
@@ -199,7 +204,7 @@ def test_deepcopy_pickle_and_cpu_autocast(b0_pair):
 
 def test_engine_follows_weight_changes(b0_pair):
     model, _ = b0_pair
-    fused = fuse(model)
+    fused = fuse(model, example_inputs=SAMPLE)
     x = _x((1, 3, 64, 64))
     block = fused.blocks[3][0]
     with torch.inference_mode():
@@ -315,7 +320,7 @@ def test_fuse_changes_no_global_setting():
     state = lambda: (torch.get_num_threads(), torch.get_num_interop_threads(), torch.backends.mkldnn.enabled,  # noqa: E731
                      torch.get_float32_matmul_precision(), torch.is_grad_enabled(), torch.get_default_dtype())
     before = state()
-    fused = fuse(ek.efficientnet("b0").eval())
+    fused = fuse(ek.efficientnet("b0").eval(), example_inputs=SAMPLE)
     with torch.inference_mode():
         fused(torch.randn(1, 3, 32, 32))
     assert state() == before
@@ -347,7 +352,7 @@ def test_banded_expand_depthwise_matches_whole_tensor_path(size, padding):
     # these sizes: the banded path (default) and the whole-tensor path give the same logits (only the SE
     # pool's summation order differs).
     model = randomize_bn_(ek.efficientnet("b0", padding=padding).eval(), calibration_size=(4, 3) + size[2:])
-    fused = fuse(model)
+    fused = fuse(model, example_inputs=_x((1,) + tuple(size[1:])))
     x = _x(size)
     with torch.inference_mode():
         fused(x)
@@ -389,7 +394,7 @@ def test_small_bugs_exceed_the_bounds_five_times(isa, threads):
     try:
         with use_isa(isa):
             for name, mutate in {"none": None, **_MUTATIONS}.items():
-                fused = fuse(model)
+                fused = fuse(model, example_inputs=x[:1])
                 if mutate is not None:
                     with torch.no_grad():
                         mutate(fused)

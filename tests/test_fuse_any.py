@@ -22,6 +22,8 @@ from helpers import fused_points as _fused_points, ordered as _ordered, source_o
     worst as _worst
 
 ODD = (131, 137)  # odd, not square, and off the 32-multiple grid (feature maps 66x69 ... 5x5)
+# fuse()'s sample forward pass at the tests' scale (its default is one 224 x 224 image)
+SAMPLE = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(123))
 
 
 def _x(shape, seed=0):
@@ -67,7 +69,7 @@ def _case(spec, hw, batch, channels_last, seed):
     """(source model, its fuse(), x) for one case."""
     model = _built(spec, seed)
     x = _x((batch, 3, *hw), seed)
-    return model, ek.fuse(model), x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return model, ek.fuse(model, example_inputs=x[:1]), x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def _check(spec, hw, batch, channels_last, seed=0):
@@ -115,15 +117,15 @@ def test_cousins_swap_everything_and_chain():
                     "timm:mobilenetv3_large_100:features": "FusedMobileNetV3Features"}
     for spec, cls in expect_chain.items():
         model = _built(spec, 0)
-        fused = ek.fuse(model)
+        fused = ek.fuse(model, example_inputs=SAMPLE)
         assert type(fused).__name__ == cls and not ek.fuse_report(fused).left, spec
     tv = _built("tv:mnasnet1_0", 0)
-    fused = ek.fuse(tv)
+    fused = ek.fuse(tv, example_inputs=SAMPLE)
     assert isinstance(fused.layers, swapped.FusedSequential) and not ek.fuse_report(fused).left
     assert isinstance(fused.layers[0], swapped.FusedConv) and fused.layers[0].act == "relu"
     assert isinstance(fused.layers[3], swapped.FusedMBConv) and not fused.layers[3].has_se
     assert all(type(fused.layers[i]) is nn.Identity for i in (1, 2, 4, 5, 6, 7))
-    v3 = ek.fuse(_built("tv:mobilenet_v3_large", 0))
+    v3 = ek.fuse(_built("tv:mobilenet_v3_large", 0), example_inputs=SAMPLE)
     blocks = [m for m in v3.modules() if isinstance(m, swapped.FusedMBConv)]
     assert {(b.act, b.has_se, b.se_inner, b.se_gate) for b in blocks} >= {
         ("relu", False, "silu", "sigmoid"), ("relu", True, "relu", "hardsigmoid"),
@@ -148,7 +150,7 @@ def test_whole_torchvision_b4_matches_the_source_model():
 def test_a_small_bug_in_one_block_exceeds_the_bounds():
     """The bounds can fail: a depthwise bias +0.01 in one channel of one swapped block of a backbone."""
     model = _built("timm:efficientnet_b0:features", 1)
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     x = _x((3, 3, 64, 64), 1)
     src32s, src64 = _source_outputs(model, fused, x)
     got, _ = _fused_points(fused, model, x)
@@ -165,7 +167,7 @@ def test_whole_classifiers_run_as_one_chain():
     import timm
     x = _x((1, 3, 64, 64))
     for m in (timm.create_model("efficientnet_b0"), ek.efficientnet("b0")):
-        fused = ek.fuse(m.eval())
+        fused = ek.fuse(m.eval(), example_inputs=SAMPLE)
         report = ek.fuse_report(fused)
         assert not report.left and any(e.what.startswith("one chain: the stem, 16 blocks and the head")
                                        for e in report.swapped), report
@@ -184,7 +186,7 @@ def test_report_strict_and_mixed_model():
     model.blocks[5][0].bn1.act = nn.ReLU()  # the expand's activation differs from the depthwise conv's
     model.blocks[5][1].se = nn.Identity()  # no SE: swapped (a block without squeeze-excitation)
     model.blocks[2][0].bn1.train()  # a BatchNorm in training mode
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     report = ek.fuse_report(fused)
     left = {e.path: e.what for e in report.left}
     assert set(left) == {"blocks.2.0", "blocks.3.1", "blocks.5.0"}, left
@@ -203,9 +205,9 @@ def test_report_strict_and_mixed_model():
             assert (a - b).abs().max() <= 1e-4 * a.abs().max()
     with pytest.raises(ValueError, match=r"strict=True\): blocks\.3\.1 .*gelu"):
         model.blocks[2][0].bn1.eval()
-        ek.fuse(model, strict=True)
+        ek.fuse(model, strict=True, example_inputs=SAMPLE)
     cc = timm.create_model("tf_efficientnet_cc_b0_4e").eval()
-    r = ek.fuse_report(ek.fuse(cc))
+    r = ek.fuse_report(ek.fuse(cc, example_inputs=SAMPLE))
     cond = [e for e in r.left if "CondConvResidual" in e.cls]
     # (CondConv computes its weights from the input: its graph is no conv / MBConv chain)
     assert cond and all("one layer" in e.what for e in cond) and len(r.swapped) == 10, r
@@ -230,7 +232,7 @@ def test_source_untouched_and_rest_of_the_model_kept():
     model, _ = model_from_spec("unet:timm:efficientnet_b0")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     kinds = [type(m) for m in model.modules()]
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     assert [type(m) for m in model.modules()] == kinds
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     src_ptrs = {t.data_ptr() for t in model.state_dict().values()}
@@ -249,7 +251,7 @@ def test_source_untouched_and_rest_of_the_model_kept():
 
 def test_efficientnet_pytorch_keeps_its_signatures():
     model, _ = model_from_spec("lukemelas:efficientnet-b0")
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     x = _x((1, 3, 96, 96))
     with torch.inference_mode():
         a = model._blocks[3](model._blocks[2](model._blocks[1](model._blocks[0](
@@ -266,7 +268,7 @@ def test_static_same_padding_is_the_source_models():
     (0, 1) and gives 113 rows, where TF SAME would pad (1, 1) and give 114. The fused stem pads as the
     source does."""
     model, _ = model_from_spec("lukemelas:efficientnet-b0")
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     assert fused._conv_stem.pad == (0, 1, 0, 1)
     x = _x((1, 3, 227, 227))
     with torch.inference_mode():
@@ -277,7 +279,7 @@ def test_static_same_padding_is_the_source_models():
 
 def test_state_dict_pickle_deepcopy_and_weight_changes():
     model, _ = model_from_spec("tv:efficientnet_b0:features")
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     x = _x((1, 3, 64, 64))
     with torch.inference_mode():
         ref = fused(x)
@@ -285,7 +287,7 @@ def test_state_dict_pickle_deepcopy_and_weight_changes():
         with torch.inference_mode():
             assert torch.equal(other(x), ref)
     model2, _ = model_from_spec("tv:efficientnet_b0:features", seed=5)
-    fused2 = ek.fuse(model2)
+    fused2 = ek.fuse(model2, example_inputs=SAMPLE)
     with torch.inference_mode():
         assert not torch.equal(fused2(x), ref)
     fused2.load_state_dict(fused.state_dict())
@@ -297,7 +299,7 @@ def test_state_dict_pickle_deepcopy_and_weight_changes():
 
 def test_inference_only():
     model, _ = model_from_spec("timm:efficientnet_b0:features")
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     with pytest.raises(RuntimeError, match="inference-only"):
         fused.train()
     x = _x((1, 3, 32, 32)).requires_grad_()
@@ -311,7 +313,7 @@ def test_inference_only():
 
 def test_threads_share_a_fused_backbone():
     model, _ = model_from_spec("timm:efficientnet_b0:features")
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     xs = [_x((1, 3, 64 + 8 * i, 64), seed=i) for i in range(4)]
     with torch.inference_mode():
         want = [fused(x) for x in xs]
@@ -338,7 +340,7 @@ def test_op_path_and_export():
     """The registered-op path (GPU, compile, export) per swapped module: same outputs as the engine, and
     torch.export records it."""
     model, _ = model_from_spec("lukemelas:efficientnet-b0")
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     x = _x((1, 3, 71, 66))
     with torch.inference_mode():
         ref = fused(x)
@@ -351,7 +353,7 @@ def test_op_path_and_export():
         if isinstance(m, swapped.FusedUnit):
             m.ops_backend = None
     tv, _ = model_from_spec("tv:efficientnet_b0:features")
-    ftv = ek.fuse(tv)
+    ftv = ek.fuse(tv, example_inputs=SAMPLE)
     x = _x((1, 3, 64, 64))
     with torch.inference_mode():
         want = ftv(x)
@@ -371,7 +373,7 @@ def test_a_vendored_copy_is_read_by_what_it_computes():
     VendoredInvertedResidual.__module__ = "some_segmentation_library.encoders._copied"
     model, _ = model_from_spec("timm:efficientnet_b0:features")
     model.blocks[2][1].__class__ = VendoredInvertedResidual
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     r = ek.fuse_report(fused)
     assert not r.left and any(e.path == "blocks.2.1" and e.swapped for e in r.entries)
     assert isinstance(fused.blocks[2][1], swapped.FusedMBConv)
@@ -385,7 +387,7 @@ def test_edits_between_chains_are_seen():
     """A chain's NCHW output is an ordinary tensor the next chain reads as it is: edits in place, through
     .data or through numpy (none of which a version counter would all see) reach the next chain."""
     model, _ = model_from_spec("timm:efficientnet_b0:features")
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     x = _x((1, 3, 64, 64))
     with torch.inference_mode():
         stem = fused.bn1(fused.conv_stem(x))
@@ -402,7 +404,7 @@ def test_a_replaced_child_is_noticed():
     new block's weights."""
     a_model, _ = model_from_spec("lukemelas:efficientnet-b0", seed=0)
     b_model, _ = model_from_spec("lukemelas:efficientnet-b0", seed=1)
-    fa, fb = ek.fuse(a_model), ek.fuse(b_model)
+    fa, fb = ek.fuse(a_model, example_inputs=SAMPLE), ek.fuse(b_model, example_inputs=SAMPLE)
     x = _x((1, 3, 64, 64))
     with torch.inference_mode():
         before = fa.extract_features(x)
@@ -419,7 +421,7 @@ def test_hooks_inside_a_block_leave_it():
     import timm
 
     model = timm.create_model("efficientnet_b0", features_only=True, feature_location="expansion").eval()
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     left = [e for e in ek.fuse_report(fused).left if "hook" in e.what]
     assert len(left) == 5
     x = _x((1, 3, 64, 64))
@@ -434,7 +436,7 @@ def test_a_changed_stride_is_read_from_the_graph():
     """A classifier whose stride (not a shape) differs from its preset: read from what it computes."""
     model, _ = model_from_spec("tv:efficientnet_b0")
     model.features[6][0].block[1][0].stride = (1, 1)
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     x = _x((1, 3, 64, 64))
     with torch.inference_mode():
         a, b = model(x), fused(x)
@@ -458,7 +460,7 @@ def test_features_backbone_runs_as_one_chain_and_falls_back():
     on a stage (or any change that breaks the plan) falls back to timm's own forward over the swapped
     modules, with the same feature maps; pickling keeps the subclass."""
     model, _ = model_from_spec("timm:efficientnet_b0:features:1,3,4")
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     x = _x((2, 3, 67, 70))
     with torch.inference_mode():
         chained = fused(x)
@@ -482,7 +484,7 @@ def test_efficientnet_pytorch_runs_as_one_chain_and_falls_back():
     falls back to the library's loop over the swapped modules, with the same outputs; set_swish still works
     and the subclass pickles."""
     model, _ = model_from_spec("lukemelas:efficientnet-b0")
-    fused = ek.fuse(model)
+    fused = ek.fuse(model, example_inputs=SAMPLE)
     assert type(fused).__name__ == "FusedLukemelasEfficientNet"
     x = _x((2, 3, 99, 101))
     with torch.inference_mode():

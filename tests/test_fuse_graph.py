@@ -358,3 +358,20 @@ def test_a_call_overlapping_load_state_dict_sees_old_or_new_weights():
     assert torch.equal(got["out"], new) or torch.equal(got["out"], old)
     with torch.inference_mode():
         assert torch.equal(fused(x), new)
+
+
+def test_efficientnet_v2():
+    """torchvision's EfficientNetV2-S swaps whole (its fused-MBConv stages without a residual read as two convs);
+    timm's efficientnetv2_rw_t leaves its fused-MBConv blocks with a residual, saying why, and swaps the rest."""
+    tv = import_or_skip("torchvision")
+    timm = import_or_skip("timm")
+    x = _x((1, 3, 64, 64))
+    model = _calibrated(tv.models.efficientnet_v2_s())
+    fused = ek.fuse(model, example_inputs=x)
+    assert not ek.fuse_report(fused).left, ek.fuse_report(fused)
+    assert_like_source(model, fused, _x((1, 3, 67, 61), 1), "torchvision efficientnet_v2_s", k=10)
+    model = _calibrated(timm.create_model("efficientnetv2_rw_t"))
+    fused = ek.fuse(model, example_inputs=x)
+    left = ek.fuse_report(fused).left
+    assert left and all("fused-MBConv" in e.what for e in left), left
+    assert_like_source(model, fused, _x((1, 3, 67, 61), 1), "timm efficientnetv2_rw_t", k=10)

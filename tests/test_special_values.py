@@ -117,7 +117,7 @@ def test_se_project(path, fmt, where):
 def b0():
     model = ek.efficientnet("b0").eval()
     randomize_bn_(model, calibration_size=(2, 3, 64, 64))
-    return model, ek.fuse(model)
+    return model, ek.fuse(model, example_inputs=torch.randn(1, 3, 64, 64))
 
 
 @pytest.mark.parametrize("fmt", LAYOUTS, ids=["nchw", "nhwc"])

@@ -137,7 +137,7 @@ def make_providers(model: torch.nn.Module, x: torch.Tensor, names=PROVIDERS, gra
         elif name == "eager_cl":
             add(name, make_cl)
         elif name == "fused":
-            add(name, lambda: fuse(model))
+            add(name, lambda: fuse(model, example_inputs=x[:1]))
             if name in fns:
                 from ..fuse import fuse_report
                 report = fuse_report(fns[name])
@@ -289,8 +289,8 @@ def profile_fused(phi, batch: int = 1, runs: int = 10) -> dict:
     forward passes), summed per kind of step (stem, expand_dw: the banded expand + depthwise of large
     layers, expand, dw, se_gate, project, head, classifier: the global mean and the linear layer)."""
     res = compound(phi).resolution
-    fused = fuse(build_model(phi))
     x = torch.randn(batch, 3, res, res)
+    fused = fuse(build_model(phi), example_inputs=x[:1])
     with torch.inference_mode():
         fused(x)
         (net,) = swapped.live_nets(fused)  # the stem, blocks, head and classifier: one chain
