@@ -229,7 +229,7 @@ effnet::Pad as_pad(const std::vector<int64_t>& pad, const std::string& name) {
 struct PyBlockSpec {
   std::vector<int64_t> pad;
   int64_t cin = 0, cexp = 0, cout = 0, k = 3, stride = 1, squeeze = 0;
-  bool skip = false;
+  bool skip = false, dense = false;
   std::string act = "silu", se_inner = "silu", se_gate = "sigmoid";
   std::uintptr_t expand_weight = 0, expand_bias = 0, dw_weight = 0, dw_bias = 0, se_reduce_weight = 0,
                  se_reduce_bias = 0, se_expand_weight = 0, se_expand_bias = 0, proj_weight = 0, proj_bias = 0;
@@ -243,24 +243,25 @@ class PyNet {
     net_.set_classifier(features, classes, as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"));
   }
   void add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride,
-                const std::vector<int64_t>& pad, const std::string& act, std::uintptr_t w, std::uintptr_t b) {
+                const std::vector<int64_t>& pad, const std::string& act, std::uintptr_t w, std::uintptr_t b,
+                bool skip) {
     net_.add_conv(name, cin, cout, k, stride, as_pad(pad, name), effnet::parse_act(act, "act"),
-                  as_ptr<const float>(w, "weight"),
-                  as_ptr<const float>(b, "bias"));
+                  as_ptr<const float>(w, "weight"), as_ptr<const float>(b, "bias"), skip);
   }
   void add_block(const std::string& name, const PyBlockSpec& s) {
     effnet::BlockSpec b;
     b.pad = as_pad(s.pad, name);
     b.cin = s.cin; b.cexp = s.cexp; b.cout = s.cout; b.k = s.k; b.stride = s.stride; b.squeeze = s.squeeze;
     b.skip = s.skip;
+    b.dense = s.dense;
     b.acts.act = effnet::parse_act(s.act, "act");
     b.acts.se_inner = effnet::parse_act(s.se_inner, "se_inner");
     b.acts.se_gate = effnet::parse_act(s.se_gate, "se_gate", true);
     const bool no_se = s.squeeze == 0;  // then the four SE pointers must be 0
     b.expand_weight = as_ptr<const float>(s.expand_weight, "expand_weight", true);
     b.expand_bias = as_ptr<const float>(s.expand_bias, "expand_bias", s.expand_weight == 0);
-    b.dw_weight = as_ptr<const float>(s.dw_weight, "dw_weight");
-    b.dw_bias = as_ptr<const float>(s.dw_bias, "dw_bias");
+    b.dw_weight = as_ptr<const float>(s.dw_weight, "dw_weight", s.dense);
+    b.dw_bias = as_ptr<const float>(s.dw_bias, "dw_bias", s.dense);
     b.se_reduce_weight = as_ptr<const float>(s.se_reduce_weight, "se_reduce_weight", no_se);
     b.se_reduce_bias = as_ptr<const float>(s.se_reduce_bias, "se_reduce_bias", no_se);
     b.se_expand_weight = as_ptr<const float>(s.se_expand_weight, "se_expand_weight", no_se);
@@ -421,6 +422,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("stride", &PyBlockSpec::stride)
       .def_readwrite("squeeze", &PyBlockSpec::squeeze)
       .def_readwrite("skip", &PyBlockSpec::skip)
+      .def_readwrite("dense", &PyBlockSpec::dense)
       .def_readwrite("act", &PyBlockSpec::act)
       .def_readwrite("se_inner", &PyBlockSpec::se_inner)
       .def_readwrite("se_gate", &PyBlockSpec::se_gate)
@@ -439,7 +441,8 @@ PYBIND11_MODULE(_C, m) {
       .def("set_classifier", &PyNet::set_classifier)
       .def("add_conv", &PyNet::add_conv, py::arg("name"), py::arg("cin"), py::arg("cout"), py::arg("k"),
            py::arg("stride"), py::arg("pad"), py::arg("act"), py::arg("weight"), py::arg("bias"),
-           "a dense conv layer; pad [] for TensorFlow SAME or [top, bottom, left, right]")
+           py::arg("skip") = false,
+           "a dense conv layer; pad [] for TensorFlow SAME or [top, bottom, left, right]; skip: adds its input")
       .def("add_block", &PyNet::add_block, py::arg("name"), py::arg("spec"),
            "an MBConv block described by a BlockSpec (see csrc/include/effnet/net.h)")
       .def("out_shape", &PyNet::out_shape, py::arg("h"), py::arg("w"),

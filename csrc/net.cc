@@ -17,6 +17,7 @@ struct Net::Block {
   int64_t cin = 0, cexp = 0, cout = 0, k = 1, stride = 1, squeeze = 0;  // squeeze 0: no SE
   BlockActs acts;
   bool skip = false;  // (a conv layer's Block is never set: these defaults keep its copy defined)
+  bool dense = false;  // fused-MBConv: expand_packed is the dense k x k conv's, no depthwise conv
   AlignedFloats expand_packed, expand_bias;  // empty without an expand conv
   AlignedFloats dw_weight, dw_bias, dw_packed;
   int64_t group = 0;                           // channels per task of the banded expand + depthwise
@@ -32,6 +33,7 @@ struct Net::Layer {
   // conv (is_block false)
   int64_t cin = 0, cout = 0, k = 1, stride = 1;
   Act act = Act::kIdentity;
+  bool skip = false;  // adds its input
   AlignedFloats packed, bias;
   // block (is_block true)
   Block block;
@@ -209,13 +211,16 @@ void Net::add_layer(Layer&& layer) {
 }
 
 void Net::add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride, const Pad& pad,
-                   Act act, const float* weight, const float* bias) {
+                   Act act, const float* weight, const float* bias, bool skip) {
   require(cin >= 1 && cout >= 1 && k >= 1 && stride >= 1, name + ": a conv needs cin, cout, k, stride >= 1");
   require(is_layer_act(act), name + ": act must be a layer activation, got " + act_name(act));
   check_pad(pad, name);
+  require(!skip || (stride == 1 && cin == cout && (pad.same || (pad.top + pad.bottom == k - 1 &&
+                                                                 pad.left + pad.right == k - 1))),
+          name + ": a conv with a residual needs stride 1, cin == cout and pads that keep the size");
   check_follows(name, cin);
   Layer l;
-  l.name = name; l.pad = pad; l.cin = cin; l.cout = cout; l.k = k; l.stride = stride; l.act = act;
+  l.name = name; l.pad = pad; l.cin = cin; l.cout = cout; l.k = k; l.stride = stride; l.act = act; l.skip = skip;
   l.packed = packed_gemm(cout, cin * k * k, weight, isa_, "conv weight");
   l.bias = copy_of(bias, cout, "conv bias");
   add_layer(std::move(l));
@@ -225,7 +230,7 @@ void Net::add_block(const std::string& name, const BlockSpec& spec) {
   const Pad& pad = spec.pad;
   const int64_t cin = spec.cin, cexp = spec.cexp, cout = spec.cout, k = spec.k, stride = spec.stride;
   const int64_t squeeze = spec.squeeze;
-  const bool skip = spec.skip;
+  const bool skip = spec.skip, dense = spec.dense;
   const BlockActs& acts = spec.acts;
   const float *expand_weight = spec.expand_weight, *expand_bias = spec.expand_bias;
   const float *dw_weight = spec.dw_weight, *dw_bias = spec.dw_bias;
@@ -241,37 +246,42 @@ void Net::add_block(const std::string& name, const BlockSpec& spec) {
   require(stride == 1 || stride == 2, name + ": block stride must be 1 or 2, got " + std::to_string(stride));
   require(!skip || (stride == 1 && cin == cout), name + ": a block with a residual needs stride 1 and cin == cout");
   require(expand_weight != nullptr || cexp == cin, name + ": a block without an expand conv needs cexp == cin");
+  require(!dense || (expand_weight != nullptr && dw_weight == nullptr && dw_bias == nullptr),
+          name + ": a dense (fused-MBConv) block takes an expand weight (cexp, cin, k, k) and no depthwise weights");
   check_pad(pad, name);
   check_follows(name, cin);
   Layer l;
   l.name = name; l.pad = pad; l.is_block = true; l.block_index = blocks_added_;
   Block& b = l.block;
   b.cin = cin; b.cexp = cexp; b.cout = cout; b.k = k; b.stride = stride; b.squeeze = squeeze; b.skip = skip;
+  b.dense = dense;
   b.acts = acts;
   if (expand_weight != nullptr) {
-    b.expand_packed = packed_gemm(cexp, cin, expand_weight, isa_, "expand weight");
+    b.expand_packed = packed_gemm(cexp, dense ? cin * k * k : cin, expand_weight, isa_, "expand weight");
     b.expand_bias = copy_of(expand_bias, cexp, "expand bias");
   }
-  b.dw_weight = copy_of(dw_weight, cexp * k * k, "dw weight");
-  b.dw_bias = copy_of(dw_bias, cexp, "dw bias");
-  DwConvParams p;  // the NHWC geometry every call of this block has (the packing does not depend on h, w)
-  p.n = 1; p.c = cexp; p.h = p.w = k; p.out_h = p.out_w = 1; p.k = k; p.stride = stride; p.act = acts.act;
-  nhwc_strides(p.x_stride, cexp, k, k);
-  nhwc_strides(p.y_stride, cexp, 1, 1);
-  b.dw_packed.resize(nhwc_packed_size(p, isa_));
-  pack_nhwc(p, isa_, b.dw_weight.data(), b.dw_bias.data(), b.dw_packed.data());
-  if (expand_weight != nullptr) {
-    // Groups of whole GEMM panels (so a group's expand weights are a slice of the packed ones), about six
-    // per block so that one sample already gives the threads several tasks each.
-    const int64_t nr = gemm_nr(isa_);
-    b.group = nr * std::max<int64_t>(1, cexp / (nr * 6));
-    for (int64_t c0 = 0; c0 < cexp; c0 += b.group) {
-      DwConvParams q = p;
-      q.c = std::min(b.group, cexp - c0);
-      nhwc_strides(q.x_stride, q.c, k, k);
-      nhwc_strides(q.y_stride, cexp, 1, 1);
-      b.group_packed.emplace_back(nhwc_packed_size(q, isa_));
-      pack_nhwc(q, isa_, b.dw_weight.data() + c0 * k * k, b.dw_bias.data() + c0, b.group_packed.back().data());
+  if (!dense) {
+    b.dw_weight = copy_of(dw_weight, cexp * k * k, "dw weight");
+    b.dw_bias = copy_of(dw_bias, cexp, "dw bias");
+    DwConvParams p;  // the NHWC geometry every call of this block has (the packing does not depend on h, w)
+    p.n = 1; p.c = cexp; p.h = p.w = k; p.out_h = p.out_w = 1; p.k = k; p.stride = stride; p.act = acts.act;
+    nhwc_strides(p.x_stride, cexp, k, k);
+    nhwc_strides(p.y_stride, cexp, 1, 1);
+    b.dw_packed.resize(nhwc_packed_size(p, isa_));
+    pack_nhwc(p, isa_, b.dw_weight.data(), b.dw_bias.data(), b.dw_packed.data());
+    if (expand_weight != nullptr) {
+      // Groups of whole GEMM panels (so a group's expand weights are a slice of the packed ones), about six
+      // per block so that one sample already gives the threads several tasks each.
+      const int64_t nr = gemm_nr(isa_);
+      b.group = nr * std::max<int64_t>(1, cexp / (nr * 6));
+      for (int64_t c0 = 0; c0 < cexp; c0 += b.group) {
+        DwConvParams q = p;
+        q.c = std::min(b.group, cexp - c0);
+        nhwc_strides(q.x_stride, q.c, k, k);
+        nhwc_strides(q.y_stride, cexp, 1, 1);
+        b.group_packed.emplace_back(nhwc_packed_size(q, isa_));
+        pack_nhwc(q, isa_, b.dw_weight.data() + c0 * k * k, b.dw_bias.data() + c0, b.group_packed.back().data());
+      }
     }
   }
   if (squeeze > 0) {
@@ -390,7 +400,8 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
       const int64_t k = l.is_block ? l.block.k : l.k, s = l.is_block ? l.block.stride : l.stride;
       const int64_t oh = axis_h(l.pad, th, k, s).out, ow = axis_w(l.pad, tw, k, s).out;
       if (l.is_block) {
-        e_max = std::max(e_max, th * tw * l.block.cexp);
+        if (l.block.dense) col_max = std::max(col_max, oh * ow * l.block.cin * k * k);
+        else e_max = std::max(e_max, th * tw * l.block.cexp);
         y_max = std::max(y_max, oh * ow * l.block.cexp);
         c_max = std::max(c_max, l.block.cexp);
       } else if (!direct_gemm(l.k, l.stride, l.pad)) {
@@ -413,7 +424,8 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
   int64_t cs[4] = {x_stride[0], x_stride[1], x_stride[2], x_stride[3]};
   int64_t hh = h, ww = w, cc = in_channels();
   const Layer& first = layers_.front();
-  const bool first_reads_strides = !first.is_block && !direct_gemm(first.k, first.stride, first.pad);
+  // (a conv with a residual reads its input again: NHWC)
+  const bool first_reads_strides = !first.is_block && !first.skip && !direct_gemm(first.k, first.stride, first.pad);
   if (!first_reads_strides && !is_nhwc_dense(cs, n, cc, hh, ww)) {
     float* in = sized(arena.in, n * hh * ww * cc);  // one copy into NHWC
     parallel_for(n * hh, std::max(1, std::min(num_threads, static_cast<int>(n * hh / 8))), [&](int64_t row) {
@@ -441,6 +453,18 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
           for (int64_t p = p0; p < p1; ++p) o[ch * plane + p] = src[p * c + ch];
     });
   };
+  // The im2col of the current activation for a dense k x k conv of cin channels into col.
+  auto im2col = [&](int64_t cin, int64_t k, int64_t stride, const Axis& ay, const Axis& ax) {
+    const int64_t cols = cin * k * k, oh = ay.out, ow = ax.out;
+    parallel_for(n * oh, std::max(1, std::min(num_threads, static_cast<int>(n * oh / 8))), [&](int64_t row) {
+      const int64_t s = row / oh, oy = row % oh;
+      if (k == 3) {
+        im2col_row<3>(cur, s, oy, hh, ww, cs, cin, stride, ay.before, ax.before, ow, col + row * ow * cols);
+      } else {
+        im2col_row<0>(cur, s, oy, hh, ww, cs, cin, stride, ay.before, ax.before, ow, col + row * ow * cols, k);
+      }
+    });
+  };
   int next = 0;  // the ping-pong buffer the next layer writes (never the one it reads)
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
@@ -450,22 +474,18 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
       const Axis ay = axis_h(l.pad, hh, l.k, l.stride), ax = axis_w(l.pad, ww, l.k, l.stride);
       const float* a = cur;
       if (!direct_gemm(l.k, l.stride, l.pad)) {
-        const int64_t cols = l.cin * l.k * l.k, oh = ay.out, ow = ax.out;
-        parallel_for(n * oh, std::max(1, std::min(num_threads, static_cast<int>(n * oh / 8))), [&](int64_t row) {
-          const int64_t s = row / oh, oy = row % oh;
-          if (l.k == 3) {
-            im2col_row<3>(cur, s, oy, hh, ww, cs, l.cin, l.stride, ay.before, ax.before, ow, col + row * ow * cols);
-          } else {
-            im2col_row<0>(cur, s, oy, hh, ww, cs, l.cin, l.stride, ay.before, ax.before, ow, col + row * ow * cols,
-                          l.k);
-          }
-        });
+        im2col(l.cin, l.k, l.stride, ay, ax);
         a = col;
         mark(l.name + ".im2col");
       }
       hh = ay.out;
       ww = ax.out;
-      gemm(gemm_args(n * hh * ww, l.cout, l.cin * l.k * l.k, a, l.packed, l.bias, dst, l.act), num_threads, isa_);
+      GemmArgs g = gemm_args(n * hh * ww, l.cout, l.cin * l.k * l.k, a, l.packed, l.bias, dst, l.act);
+      if (l.skip) {  // act(conv) + input (cur: dense NHWC, see first_reads_strides)
+        g.residual = cur;
+        g.ldr = l.cout;
+      }
+      gemm(g, num_threads, isa_);
       mark(l.name + ".gemm");
       tap(l.name, dst, hh, ww, l.cout);
     } else {
@@ -476,7 +496,24 @@ void Net::run_with(Arena& arena, const float* x, int64_t n, int64_t h, int64_t w
       const Axis by = axis_h(l.pad, hh, b.k, b.stride), bx = axis_w(l.pad, ww, b.k, b.stride);
       const bool banded = band_fusion_ && b.group > 0 && hh * ww * b.cexp > band_min_floats_;
       float* pool_out = b.squeeze > 0 ? pooled : nullptr;  // no SE: nothing needs the depthwise means
-      if (banded) {
+      if (b.dense) {  // fused-MBConv: the expand is a dense k x k conv (im2col + GEMM) into y
+        const float* a = in;
+        if (!direct_gemm(b.k, b.stride, l.pad)) {
+          im2col(b.cin, b.k, b.stride, by, bx);
+          a = col;
+          mark("im2col." + bi);
+        }
+        gemm(gemm_args(n * by.out * bx.out, b.cexp, b.cin * b.k * b.k, a, b.expand_packed, b.expand_bias, y,
+                       b.acts.act), num_threads, isa_);
+        mark("expand." + bi);
+        if (pool_out != nullptr) {
+          SeParams sp;
+          sp.n = n; sp.c = b.cexp; sp.h = by.out; sp.w = bx.out;
+          nhwc_strides(sp.x_stride, b.cexp, by.out, bx.out);
+          se_pool(sp, y, pool_out, num_threads, isa_);
+          mark("se_pool." + bi);
+        }
+      } else if (banded) {
         expand_dw_banded(b, in, n, hh, ww, by.before, bx.before, by.out, bx.out, y, pool_out, num_threads);
         mark("expand_dw." + bi);
       } else {

@@ -1,6 +1,7 @@
 // C++ tests of the whole fused forward pass (effnet::Net; run by ctest natively and under qemu-aarch64):
 // a small random EfficientNet (a block without expand and with a residual, a k5 stride-2 block, a k3
-// block with a residual, a k7 one; SE everywhere; and the same with the MBConv cousins' activations: ReLU6
+// block with a residual, a k7 one; SE everywhere; then two fused-MBConv blocks (dense expand): k3 with SE and
+// a residual, k5 stride 2 without SE; a 3x3 conv with a residual; and the same with the MBConv cousins' activations: ReLU6
 // without SE, Hardswish with a ReLU / hardsigmoid SE, ReLU, identity) against a float64 reference written here, for every
 // supported ISA, both paddings, NCHW / NHWC / strided inputs, odd sizes, batch 1 and 3, 1 and 3 threads,
 // the banded expand + depthwise forced on every block and off; bad configurations throw.
@@ -23,6 +24,7 @@ using DVec = std::vector<double>;
 struct BlockW {
   int64_t cin, cexp, cout, k, stride, squeeze;
   bool skip;
+  bool dense;  // fused-MBConv: ew is a dense k x k conv (cexp, cin, k, k), no dw / db
   Vec ew, eb, dw, db, w1, b1, w2, b2, pw, pb;
   effnet::BlockActs acts;
 };
@@ -32,6 +34,7 @@ struct Model {
   Vec sw, sb;
   std::vector<BlockW> blocks;
   int64_t head_c = 24, classes = 10;
+  Vec rw, rb;  // a 3x3 conv 20 -> 20 with a residual (timm's ConvBnAct with a skip) before the head
   Vec hw, hb, cw, cb;
   effnet::Act stem_act = effnet::Act::kSilu, head_act = effnet::Act::kSilu;
 };
@@ -57,16 +60,22 @@ Model make_model(std::mt19937& g, bool acts = false) {
                                           {Act::kIdentity, Act::kRelu, Act::kHardsigmoid}};
   m.sw = rnd(g, m.stem_c * 27, 0.4f);
   m.sb = rnd(g, m.stem_c, 0.2f);
-  auto add = [&](int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t s, int64_t sq, bool skip) {
+  auto add = [&](int64_t cin, int64_t cexp, int64_t cout, int64_t k, int64_t s, int64_t sq, bool skip,
+                 bool dense = false) {
     if (acts && m.blocks.empty()) sq = 0;  // the first block without SE
-    BlockW b{cin, cexp, cout, k, s, sq, skip, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+    BlockW b{cin, cexp, cout, k, s, sq, skip, dense, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
     if (acts) b.acts = block_acts[m.blocks.size() % 4];
-    if (cexp != cin) {
-      b.ew = rnd(g, cexp * cin, 1.0f / std::sqrt(float(cin)));
+    if (dense) {
+      b.ew = rnd(g, cexp * cin * k * k, 1.0f / (k * std::sqrt(float(cin))));
       b.eb = rnd(g, cexp, 0.2f);
+    } else {
+      if (cexp != cin) {
+        b.ew = rnd(g, cexp * cin, 1.0f / std::sqrt(float(cin)));
+        b.eb = rnd(g, cexp, 0.2f);
+      }
+      b.dw = rnd(g, cexp * k * k, 1.0f / k);
+      b.db = rnd(g, cexp, 0.2f);
     }
-    b.dw = rnd(g, cexp * k * k, 1.0f / k);
-    b.db = rnd(g, cexp, 0.2f);
     if (sq > 0) {
       b.w1 = rnd(g, sq * cexp, 1.0f / std::sqrt(float(cexp)));
       b.b1 = rnd(g, sq, 0.2f);
@@ -82,6 +91,10 @@ Model make_model(std::mt19937& g, bool acts = false) {
   add(8, 40, 12, 5, 2, 2, false);   // expand 5x, k5 stride 2
   add(12, 36, 12, 3, 1, 3, true);   // residual
   add(12, 44, 20, 7, 2, 3, false);  // k7, channels not a multiple of any vector
+  add(20, 40, 20, 3, 1, 3, true, true);   // fused-MBConv: dense k3 expand, SE, residual
+  add(20, 30, 20, 5, 2, 0, false, true);  // fused-MBConv: dense k5 stride 2, no SE
+  m.rw = rnd(g, 20 * 20 * 9, 1.0f / (3 * std::sqrt(20.0f)));
+  m.rb = rnd(g, 20, 0.2f);
   m.hw = rnd(g, m.head_c * 20, 1.0f / std::sqrt(20.0f));
   m.hb = rnd(g, m.head_c, 0.2f);
   m.cw = rnd(g, m.classes * m.head_c, 1.0f / std::sqrt(float(m.head_c)));
@@ -132,8 +145,13 @@ DVec reference(const Model& m, const DVec& x, int64_t h, int64_t w, bool same) {
   w = ow;
   int64_t c = m.stem_c;
   for (const BlockW& b : m.blocks) {
-    DVec e = b.ew.empty() ? a : conv(a, c, h, w, b.ew, b.eb, b.cexp, 1, 1, false, false, b.acts.act, &oh, &ow);
-    DVec d = conv(e, b.cexp, h, w, b.dw, b.db, b.cexp, b.k, b.stride, true, same, b.acts.act, &oh, &ow);
+    DVec d;
+    if (b.dense) {
+      d = conv(a, c, h, w, b.ew, b.eb, b.cexp, b.k, b.stride, false, same, b.acts.act, &oh, &ow);
+    } else {
+      DVec e = b.ew.empty() ? a : conv(a, c, h, w, b.ew, b.eb, b.cexp, 1, 1, false, false, b.acts.act, &oh, &ow);
+      d = conv(e, b.cexp, h, w, b.dw, b.db, b.cexp, b.k, b.stride, true, same, b.acts.act, &oh, &ow);
+    }
     const int64_t plane = oh * ow;
     DVec gate(b.cexp, 1.0), hidden(b.squeeze);
     for (int64_t j = 0; j < b.squeeze; ++j) {
@@ -160,6 +178,8 @@ DVec reference(const Model& m, const DVec& x, int64_t h, int64_t w, bool same) {
     h = oh;
     w = ow;
   }
+  DVec r = conv(a, c, h, w, m.rw, m.rb, 20, 3, 1, false, same, m.stem_act, &oh, &ow);
+  for (size_t i = 0; i < r.size(); ++i) a[i] += r[i];
   DVec head = conv(a, c, h, w, m.hw, m.hb, m.head_c, 1, 1, false, false, m.head_act, &oh, &ow);
   DVec logits(m.classes);
   for (int64_t o = 0; o < m.classes; ++o) {
@@ -182,9 +202,10 @@ effnet::BlockSpec spec_of(const BlockW& b, const effnet::Pad& pad) {
   s.pad = pad;
   s.cin = b.cin; s.cexp = b.cexp; s.cout = b.cout; s.k = b.k; s.stride = b.stride; s.squeeze = b.squeeze;
   s.skip = b.skip;
+  s.dense = b.dense;
   s.acts = b.acts;
   s.expand_weight = data_or_null(b.ew); s.expand_bias = data_or_null(b.eb);
-  s.dw_weight = b.dw.data(); s.dw_bias = b.db.data();
+  s.dw_weight = data_or_null(b.dw); s.dw_bias = data_or_null(b.db);
   s.se_reduce_weight = data_or_null(b.w1); s.se_reduce_bias = data_or_null(b.b1);
   s.se_expand_weight = data_or_null(b.w2); s.se_expand_bias = data_or_null(b.b2);
   s.proj_weight = b.pw.data(); s.proj_bias = b.pb.data();
@@ -199,6 +220,7 @@ void build(effnet::Net& net, const Model& m, bool same) {
                m.sb.data());
   for (size_t i = 0; i < m.blocks.size(); ++i)
     net.add_block("blocks." + std::to_string(i), spec_of(m.blocks[i], pad(m.blocks[i].k)));
+  net.add_conv("res", 20, 20, 3, 1, pad(3), m.stem_act, m.rw.data(), m.rb.data(), true);
   net.add_conv("head", 20, m.head_c, 1, 1, effnet::Pad{}, m.head_act, m.hw.data(),
                m.hb.data());
   net.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
@@ -296,8 +318,14 @@ void test_bad_configs() {
          "a block with ReLU as its SE gate was accepted");
   EXPECT(throws(changed([](effnet::BlockSpec& s) { s.squeeze = 0; })),
          "a block with squeeze 0 and SE weights was accepted");
+  EXPECT(throws(changed([](effnet::BlockSpec& s) { s.dense = true; })),
+         "a dense (fused-MBConv) block with depthwise weights was accepted");
   EXPECT(throws([] { effnet::parse_act("gelu", "act"); }), "parse_act accepted gelu");
   EXPECT(throws([] { effnet::parse_act("relu", "gate", true); }), "parse_act accepted relu as a gate");
+  EXPECT(throws([&] { net.add_conv("r", 8, 8, 3, 2, effnet::Pad::symmetric(3), effnet::Act::kSilu, m.rw.data(),
+                                   m.rb.data(), true); }), "a conv with a residual and stride 2 was accepted");
+  EXPECT(throws([&] { net.add_conv("r", 8, 8, 3, 1, effnet::Pad{}, effnet::Act::kSilu, m.rw.data(), m.rb.data(),
+                                   true); }), "a conv with a residual that shrinks its input was accepted");
   net.add_conv("head", 8, m.head_c, 1, 1, effnet::Pad{}, effnet::Act::kSilu, m.hw.data(), m.hb.data());
   EXPECT(throws([&] { net.set_classifier(m.head_c + 1, m.classes, m.cw.data(), m.cb.data()); }),
          "a classifier that does not take the head's features was accepted");
@@ -336,6 +364,7 @@ void test_chain_split() {
           effnet::Net& net = i < split ? a : b;
           net.add_block("b" + std::to_string(i), spec_of(bw, pad));
         }
+        b.add_conv("res", 20, 20, 3, 1, effnet::Pad::symmetric(3), effnet::Act::kSilu, m.rw.data(), m.rb.data(), true);
         b.add_conv("head", 20, m.head_c, 1, 1, effnet::Pad{}, effnet::Act::kSilu, m.hw.data(), m.hb.data());
         b.set_classifier(m.head_c, m.classes, m.cw.data(), m.cb.data());
         const int64_t n = 2, h = 32, w = 32;  // even at every stride-2 block: the explicit pads are SAME's

@@ -80,14 +80,18 @@ struct BlockActs {
 // One MBConv block as Net::add_block takes it: its geometry, activations and folded weights (each contiguous,
 // of the shape beside it). expand_weight null when cexp == cin (expand ratio 1); squeeze 0: no
 // squeeze-excitation (its four pointers null): the projection reads the depthwise output as it is.
+// dense: a fused-MBConv block (EfficientNetV2's early stages): the expand is a dense k x k conv of stride
+// `stride` and `pad` (weight (cexp, cin, k, k), then act), there is no depthwise conv (dw pointers null), and
+// the SE (if any) and the projection read the expand's output.
 struct BlockSpec {
-  Pad pad;  // the depthwise conv's
+  Pad pad;  // the depthwise conv's (dense: the expand's)
   int64_t cin = 0, cexp = 0, cout = 0, k = 3, stride = 1, squeeze = 0;
-  bool skip = false;  // the block adds its input
+  bool skip = false;   // the block adds its input
+  bool dense = false;  // fused-MBConv (see above)
   BlockActs acts;
-  const float* expand_weight = nullptr;     // (cexp, cin)
+  const float* expand_weight = nullptr;     // (cexp, cin); dense: (cexp, cin, k, k)
   const float* expand_bias = nullptr;       // (cexp,)
-  const float* dw_weight = nullptr;         // (cexp, k, k)
+  const float* dw_weight = nullptr;         // (cexp, k, k); dense: null
   const float* dw_bias = nullptr;           // (cexp,)
   const float* se_reduce_weight = nullptr;  // (squeeze, cexp)
   const float* se_reduce_bias = nullptr;    // (squeeze,)
@@ -104,9 +108,10 @@ class Net {
 
   // Layers run in the order they are added; each takes the channels the one before gives. `name` names
   // the layer's taps (see set_taps) and, for convs, its profile steps.
-  // A dense conv: weight (cout, cin, k, k) contiguous; bias (cout,); `act` after the bias (kIdentity: none).
+  // A dense conv: weight (cout, cin, k, k) contiguous; bias (cout,); `act` after the bias (kIdentity: none);
+  // skip: then adds its input (stride 1, cin == cout, pads that keep the size: timm's ConvBnAct with a skip).
   void add_conv(const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride, const Pad& pad,
-                Act act, const float* weight, const float* bias);
+                Act act, const float* weight, const float* bias, bool skip = false);
   // An MBConv block (see BlockSpec).
   void add_block(const std::string& name, const BlockSpec& b);
   // Global mean of the last layer's output, then the linear layer: weight (classes, features). Last.
