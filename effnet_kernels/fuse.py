@@ -126,6 +126,11 @@ def _conv_count(module: nn.Module) -> int:
     return sum(1 for p in module.parameters() if p.dim() == 4)
 
 
+def _conv_and_bn_children(module: nn.Module) -> bool:
+    kids = list(module.children())
+    return any(isinstance(c, nn.Conv2d) for c in kids) and any(isinstance(c, nn.BatchNorm2d) for c in kids)
+
+
 # A module with more convolutions than this is a container, not one block (an MBConv has at most five: expand,
 # depthwise, the SE's two, projection; a stem chain as transformers' MobileNetV2Stem three): not exported whole.
 _MAX_CONVS = 6
@@ -160,10 +165,13 @@ def _strip_hooks(model: nn.Module) -> None:
                 getattr(m, d).clear()
 
 
-def _capture(probe: nn.Module, args: tuple, kwargs: dict) -> Dict[nn.Module, Tuple[tuple, dict]]:
+def _capture(probe: nn.Module, args: tuple, kwargs: dict):
     """Run probe(*args, **kwargs) once, recording the first call's arguments of every module that holds 1 to
-    _MAX_CONVS convolutions (copies: the forward may write to its tensors in place)."""
+    _MAX_CONVS convolutions or has a conv and a BatchNorm among its children (their pairing is read from its graph)
+    (copies: the forward may write to its tensors in place); and the type of what those that return something else
+    than a tensor returned."""
     records: Dict[nn.Module, Tuple[tuple, dict]] = {}
+    not_tensor: Dict[nn.Module, str] = {}
     clones: Dict[int, torch.Tensor] = {}
     alive: List[torch.Tensor] = []  # (ids stay unique while the originals live)
 
@@ -182,8 +190,14 @@ def _capture(probe: nn.Module, args: tuple, kwargs: dict) -> Dict[nn.Module, Tup
         if mod not in records:
             records[mod] = (clone(tuple(a)), {n: clone(v) for n, v in k.items()})
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True)
-               for m in probe.modules() if 1 <= _conv_count(m) <= _MAX_CONVS]
+    def out_hook(mod, a, out):  # (a module that returns something else than one tensor is not swapped whole)
+        if not isinstance(out, torch.Tensor):
+            not_tensor.setdefault(mod, type(out).__name__)
+
+    handles = []
+    for m in probe.modules():
+        if 1 <= _conv_count(m) <= _MAX_CONVS or _conv_and_bn_children(m):
+            handles += [m.register_forward_pre_hook(hook, with_kwargs=True), m.register_forward_hook(out_hook)]
     try:
         with torch.no_grad():
             probe(*args, **kwargs)
@@ -193,14 +207,17 @@ def _capture(probe: nn.Module, args: tuple, kwargs: dict) -> Dict[nn.Module, Tup
     finally:
         for h in handles:
             h.remove()
-    return records
+    return records, not_tensor
 
 
 class _Swapper:
-    def __init__(self, strict: bool, probe: nn.Module, records: Dict[nn.Module, Tuple[tuple, dict]]):
+    def __init__(self, strict: bool, probe: nn.Module, records: Dict[nn.Module, Tuple[tuple, dict]],
+                 not_tensor: Optional[Dict[nn.Module, str]] = None):
         self.strict = strict
         self.probe = probe  # the hook-free copy the inputs were recorded on (the sources the swaps are proven on)
         self.records = records
+        self.not_tensor = not_tensor or {}
+        self.singles: list = []  # (parent, name, path, module, reason): modules of one conv read as nothing
         self.entries: List[FuseEntry] = []
 
     def swapped_any(self) -> bool:
@@ -226,6 +243,8 @@ class _Swapper:
             return None, None
         if type(src) is nn.Sequential:  # (its children are read; a flat one's runs by FLAT_SEQUENTIALS)
             return None, None
+        if src in self.not_tensor:
+            return None, f"it returns {self.not_tensor[src]}, not one tensor"
         args, kwargs = rec
         if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() != 4 or any(
                 isinstance(v, torch.Tensor) for v in list(args[1:]) + list(kwargs.values())):
@@ -263,7 +282,9 @@ class _Swapper:
 
     def visit(self, module: nn.Module, prefix: str, quiet: bool = False) -> None:
         """Swap what reads and proves, outermost first; else descend. A module left is reported at the outermost
-        level that was read (``quiet``: inside one already reported or about to be)."""
+        level that was read (``quiet``: inside one already reported or about to be). A module of one conv and
+        a BN that reads as nothing is reported at the end (self.report_singles) if it still holds its conv then
+        (flat runs and sibling pairs may swap it)."""
         for name, child in list(module.named_children()):
             path = prefix + name
             src = self.source(path)
@@ -282,6 +303,9 @@ class _Swapper:
                 reason, unproven = why, True
             before = len(self.entries)
             report = reason is not None and not quiet and _conv_count(child) >= 2
+            if reason is not None and not quiet and _conv_count(child) == 1 and \
+                    any(isinstance(m, nn.BatchNorm2d) for m in child.modules()):
+                self.singles.append((module, name, path, child, reason))
             self.visit(child, path + ".", quiet or report)
             if type(child) is nn.Sequential and name in recognize.FLAT_SEQUENTIALS.get(type(module), ()):
                 self.flat(child, path + ".")
@@ -291,7 +315,12 @@ class _Swapper:
             if type(child) is nn.Sequential and any(isinstance(c, (swapped.FusedUnit, swapped.FusedSequential))
                                                     for c in child):
                 _replace(module, name, swapped.FusedSequential(OrderedDict(child._modules)), child)
-        self.pairs(module, prefix)
+        self.pairs(module, prefix, quiet)
+
+    def report_singles(self) -> None:
+        for module, name, path, child, reason in self.singles:
+            if getattr(module, name, None) is child and _conv_count(child) == 1:
+                self.note(path, child, None, reason)
 
     def flat(self, seq: nn.Sequential, prefix: str) -> None:
         """The conv + BN [+ act] runs of a flat nn.Sequential (recognize.flat_runs): the first module of a run
@@ -330,14 +359,19 @@ class _Swapper:
             if end - start > 1:
                 self.entries[-1].what += f" (with {prefix}{start + 1}..{end - 1}, now Identity)"
 
-    def pairs(self, module: nn.Module, prefix: str) -> None:
-        """Conv + BatchNorm siblings the container's forward calls back to back."""
+    def pairs(self, module: nn.Module, prefix: str, quiet: bool = False) -> None:
+        """Conv + BatchNorm siblings the container's forward calls back to back (from its graph, for a container
+        no class list names, unless it is a block inside a module reported as left: ``quiet``)."""
         named = recognize.PAIR_CONTAINERS.get(type(module), [])
         if type(module) in recognize.ADJACENT_CONTAINERS:
             kids = list(module._modules.items())
             named = named + [(a, b) for (a, _), (b, _) in zip(kids, kids[1:])]
         returned = getattr(module, "return_layers", None) or {}  # timm feature wrappers: outputs kept by name
         src_parent = self.source(prefix[:-1])
+        rec = self.records.get(src_parent)
+        if not named and (not quiet or _conv_count(src_parent) > _MAX_CONVS) and rec is not None \
+                and type(module) is not nn.Sequential and _conv_and_bn_children(module):
+            named = graph.sibling_pairs(src_parent, *rec)  # (any container: read from its graph)
         for names in named:
             conv_name, bn_name = names[0], names[1]
             conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
@@ -426,9 +460,9 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False, example_
     with torch.no_grad():
         probe = copy.deepcopy(model)
         _strip_hooks(probe)
-        records = _capture(probe, args, kwargs)
+        records, not_tensor = _capture(probe, args, kwargs)
         out = copy.deepcopy(model)
-        swapper = _Swapper(strict, probe, records)
+        swapper = _Swapper(strict, probe, records, not_tensor)
         parts, reason = swapper.read(probe)
         if parts is not None and not _hooked_inside(out):  # the model is one block / conv / chain of them
             unit, why = swapper.unit_for(probe, out, parts)
@@ -442,6 +476,7 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False, example_
                 swapper.note("", out, None, why)
         else:
             swapper.visit(out, "")
+            swapper.report_singles()
             if type(out) is nn.Sequential and any(isinstance(c, (swapped.FusedUnit, swapped.FusedSequential))
                                                   for c in out):
                 seq = swapped.FusedSequential(OrderedDict(out._modules))

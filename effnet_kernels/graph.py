@@ -25,6 +25,7 @@ refused.
 from __future__ import annotations
 
 import operator
+import re
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -56,6 +57,13 @@ _ADD = {_A.add.Tensor, _A.add_.Tensor}
 _CONV = {_A.conv2d.default, _A.conv2d.padding, _A.convolution.default}
 _BN = {_A.batch_norm.default}
 _DROPOUT = {_A.dropout.default, _A.dropout_.default, _A.feature_dropout.default, _A.feature_dropout_.default}
+# what a stored per-channel vector may go through to be a BatchNorm's scale or shift (FrozenBatchNorm2d's
+# arithmetic form: w * (var + eps).rsqrt(), b - mean * scale, each reshaped to (1, C, 1, 1))
+_CONST_UNARY = {_A.rsqrt.default: torch.rsqrt, _A.sqrt.default: torch.sqrt, _A.reciprocal.default: torch.reciprocal,
+                _A.neg.default: torch.neg}
+_CONST_BINARY = {_A.add.Tensor: torch.add, _A.add.Scalar: torch.add, _A.sub.Tensor: torch.sub,
+                 _A.sub.Scalar: torch.sub, _A.mul.Tensor: torch.mul, _A.mul.Scalar: torch.mul,
+                 _A.div.Tensor: torch.div, _A.div.Scalar: torch.div}
 _SHAPE = {_A.view.default, _A.reshape.default, _A.flatten.using_ints, _A.squeeze.dims, _A.squeeze.dim,
           _A.unsqueeze.default, _A._unsafe_view.default}
 
@@ -196,8 +204,83 @@ class _Walker:
         self.take(n)
         return weight, bias, int(stride[0]), pad, int(groups)
 
+    def constant(self, n) -> Optional[torch.Tensor]:
+        """n's value in float64 when the graph computes it from the module's stored tensors and numbers alone
+        through reshapes and elementwise arithmetic (FrozenBatchNorm2d's scale and shift), its nodes taken; else
+        None."""
+        if isinstance(n, (int, float)) and not isinstance(n, bool):
+            return torch.tensor(float(n), dtype=torch.float64)
+        if not isinstance(n, torch.fx.Node):
+            return None
+        n = self.value(n)
+        if n.op == "placeholder":
+            t = self.tensors.get(n.name)
+            return None if t is None else t.detach().double()
+        if n.op != "call_function" or n.kwargs.get("alpha", 1) != 1:
+            return None
+        if n.target in _SHAPE or n.target in _CONST_UNARY:
+            x = self.constant(n.args[0])
+            if x is None:
+                return None
+            if n.target in _CONST_UNARY:
+                out = _CONST_UNARY[n.target](x)
+            elif n.target == _A.unsqueeze.default:
+                out = x.unsqueeze(n.args[1])
+            elif n.target in (_A.view.default, _A.reshape.default, _A._unsafe_view.default):
+                out = x.reshape(list(n.args[1]))
+            else:
+                return None
+        elif n.target in _CONST_BINARY:
+            a, b = self.constant(n.args[0]), self.constant(n.args[1])
+            if a is None or b is None:
+                return None
+            out = _CONST_BINARY[n.target](a, b)
+        else:
+            return None
+        self.take(n)
+        return out
+
+    def _per_channel(self, t: Optional[torch.Tensor], channels: int) -> Optional[torch.Tensor]:
+        if t is None or t.numel() != channels or t.dim() not in (3, 4) or (t.dim() == 4 and t.shape[0] != 1) \
+                or tuple(t.shape[-2:]) != (1, 1):
+            return None
+        return t.flatten()
+
+    def frozen_bn(self, n, src, channels: int):
+        """x * scale + shift on src, scale and shift per-channel vectors computed from stored tensors (the
+        arithmetic form of FrozenBatchNorm2d): (the add node, scale, shift) in float64, else None."""
+        if n.target not in _MUL or len(n.args) != 2:
+            return None
+        a, b = n.args
+        other = b if self.value(a) is src else a if self.value(b) is src else None
+        saved = (set(self.consumed), dict(self.skipped))
+        scale = self._per_channel(self.constant(other), channels) if other is not None else None
+        add = self.users(n)
+        if scale is not None and len(add) == 1 and add[0].target in (_ADD | {_A.sub.Tensor}) \
+                and add[0].kwargs.get("alpha", 1) == 1 and len(add[0].args) == 2:
+            x, y = add[0].args
+            sign = 1.0
+            if self.value(x) is n:
+                other2 = y
+                sign = -1.0 if add[0].target == _A.sub.Tensor else 1.0
+            elif self.value(y) is n and add[0].target in _ADD:
+                other2 = x
+            else:
+                other2 = None
+            shift = self._per_channel(self.constant(other2), channels) if other2 is not None else None
+            if shift is not None:
+                self.take(n)
+                return self.take(add[0]), scale, sign * shift
+        self.consumed, self.skipped = saved
+        return None
+
     def bn(self, n, src, channels: int):
-        """A BatchNorm node reading src in eval mode: (scale, shift) in float64."""
+        """A BatchNorm node reading src in eval mode: (scale, shift) in float64. Also FrozenBatchNorm2d's
+        arithmetic form (self.frozen_bn)."""
+        if n.op == "call_function" and n.target in _MUL:
+            frozen = self.frozen_bn(n, src, channels)
+            if frozen is not None:
+                return frozen
         if n.op != "call_function" or n.target not in _BN:
             raise _Mismatch(f"{_op_name(n)} where a BatchNorm was expected")
         if self.value(n.args[0]) is not src:
@@ -325,6 +408,14 @@ class _Walker:
         n = self.shapes(n)
         return n, w.double(), None if b is None else b.double()
 
+    def residual(self, out, src):
+        """The add of out and src (the part's input) that is out's only user, taken; else None."""
+        us = self.users(out)
+        if len(us) == 1 and us[0].target in _ADD and len(us[0].args) == 2 and us[0].kwargs.get("alpha", 1) == 1 \
+                and {self.value(a) for a in us[0].args} == {out, src}:
+            return self.take(us[0])
+        return None
+
     # ---- parts ----
     def part(self, src, src_channels: int):
         """The part starting at src: (its output node, part). src may also feed the part's residual add."""
@@ -341,16 +432,32 @@ class _Walker:
             if k == 1 and stride == 1 and pad == (0, 0, 0, 0) and act != "identity" \
                     and _is_depthwise_next(self, after, co):
                 return self.block(src, src_channels, (w.flatten(1), b), act, after)
-            if len(us) != 1:
-                raise _Mismatch("a residual around a dense conv (fused-MBConv) is not fused yet")
+            # a fused-MBConv block: dense k×k conv → BN → act → [SE] → 1×1 → BN [+ input]; a residual around the
+            # dense conv must be one, else a k×k conv + act followed by a linear 1×1 is read as one when it is
+            if len(us) != 1 or (k > 1 and act != "identity"):
+                saved = (set(self.consumed), dict(self.skipped))
+                try:
+                    return self.block(src, src_channels, None, None, None, dense=(out, w, b, stride, pad))
+                except _Mismatch:
+                    self.consumed, self.skipped = saved
+                    if len(us) != 1:  # else a conv [+ act] with a residual (timm's ConvBnAct with a skip)
+                        add = self.residual(after, src)
+                        if add is None or stride != 1 or co != ci or (pad[0] + pad[1], pad[2] + pad[3]) != (k - 1,) * 2:
+                            raise
+                        return add, ConvPart(w, b, stride, pad, act, skip=True)
             return after, ConvPart(w, b, stride, pad, act)
         if groups == co == src_channels and ci == 1:
             return self.block(src, src_channels, None, None, None, first=(out, w, b, stride, pad))
         raise _Mismatch(f"a convolution with groups {groups}, {src_channels}->{co} channels (dense or depthwise "
                         f"expected)")
 
-    def block(self, src, cin, expand, expand_act, after_expand, first=None):
-        if first is None:
+    def block(self, src, cin, expand, expand_act, after_expand, first=None, dense=None):
+        """An MBConv block: from its expand (expand, expand_act, after_expand), from its depthwise conv (first:
+        no expand) or from the dense k×k conv of a fused-MBConv block (dense)."""
+        if dense is not None:
+            out, w, b, stride, pad = dense
+            cexp = w.shape[0]
+        elif first is None:
             out, w, b, stride, pad, groups = self.conv_bn(after_expand)
             cexp = expand[0].shape[0]
             if not (groups == cexp == w.shape[0] and w.shape[1] == 1):
@@ -358,20 +465,21 @@ class _Walker:
         else:
             out, w, b, stride, pad = first
             cexp = w.shape[0]
+        conv = "dense conv of a fused-MBConv block" if dense is not None else "depthwise conv"
         d, act = self.act(out)
         if act == "identity":
             nxt = self.users(out)
-            raise _Mismatch(f"{_op_name(nxt[0]) if len(nxt) == 1 else 'no activation'} after the depthwise conv's "
+            raise _Mismatch(f"{_op_name(nxt[0]) if len(nxt) == 1 else 'no activation'} after the {conv}'s "
                             f"BatchNorm, not an activation the fused kernels apply (SiLU, ReLU, ReLU6, Hardswish)")
         if expand_act is not None and expand_act != act:
             raise _Mismatch(f"the expand's activation ({expand_act}) differs from the depthwise conv's ({act})")
         k = w.shape[-1]
         if k % 2 != 1 or k > 7:
-            raise _Mismatch(f"a {k}x{k} depthwise conv (odd, <= 7 fused)")
+            raise _Mismatch(f"a {k}x{k} {conv} (odd, <= 7 fused)")
         if stride not in (1, 2):
-            raise _Mismatch(f"a depthwise conv of stride {stride} (1 or 2 fused)")
+            raise _Mismatch(f"a {conv} of stride {stride} (1 or 2 fused)")
         if max(pad) >= k:
-            raise _Mismatch(f"a depthwise conv padded by {pad}, not less than its kernel {k}")
+            raise _Mismatch(f"a {conv} padded by {pad}, not less than its kernel {k}")
         se = self.se(d, cexp)
         y = d if se is None else se[0]
         pout, pw, pb, pstride, ppad, pgroups = self.conv_bn(y)
@@ -379,16 +487,16 @@ class _Walker:
             raise _Mismatch("the projection is not a 1x1 conv")
         if self.act(pout)[1] != "identity":
             raise _Mismatch("an activation after the projection (a linear bottleneck has none)")
-        skip = False
-        us = self.users(pout)
-        if len(us) == 1 and us[0].target in _ADD and len(us[0].args) == 2 and not us[0].kwargs.get("alpha", 1) != 1 \
-                and {self.value(a) for a in us[0].args} == {pout, src}:
-            skip = True
-            pout = self.take(us[0])
+        add = self.residual(pout, src)
+        skip = add is not None
+        pout = pout if add is None else add
         se_part = se[1] if se is not None else None
+        if dense is not None:
+            expand, dw = (w, b), None
+        else:
+            expand, dw = None if expand is None else (expand[0], expand[1]), (w, b)
         try:
-            part = _block(None if expand is None else (expand[0], expand[1]), (w, b), stride, pad, se_part,
-                          (pw, pb), skip, act)
+            part = _block(expand, dw, stride, pad, se_part, (pw, pb), skip, act)
         except Left as e:
             raise _Mismatch(str(e)) from None
         return pout, part
@@ -421,8 +529,11 @@ def _export(module: nn.Module, args: tuple, kwargs: dict):
 
 # Export results by structure: a module of the same class, submodules (types, extra_repr, plain attributes),
 # tensor names and shapes, called on inputs of the same shapes, is read from the graph exported for the first
-# one, with its own tensors (the walker resolves them by name). A hint only: fuse() proves every swap, and reads
-# a module whose cached reading fails its proof again from a fresh export (read(..., fresh=True)).
+# one, with its own tensors (the walker resolves them by name). Floating-point numbers are not part of the key:
+# the blocks of a stage differ in their drop-path rates (an attribute or extra_repr), which eval mode ignores, so
+# a stage's repeated blocks share one export. A hint only: fuse() proves every swap (a cached graph with another
+# BN eps or scale fails it), and reads a module whose cached reading fails its proof again from a fresh export
+# (read(..., fresh=True)).
 _CACHE: Dict[tuple, object] = {}
 _CACHE_SIZE = 256
 
@@ -439,6 +550,14 @@ def _plain(v) -> bool:
         isinstance(v, tuple) and all(isinstance(x, (bool, int, float, str)) for x in v))
 
 
+_FLOAT = re.compile(r"(?<![\w.])[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?(?![\w.])")
+
+
+def _no_floats(text: str) -> str:
+    """extra_repr with its floating-point numbers (those written with a point or an exponent) as "f"."""
+    return _FLOAT.sub(lambda m: "f" if ("." in m.group(0) or m.group(2)) else m.group(0), text)
+
+
 def _structure(module: nn.Module, args: tuple, kwargs: dict) -> Optional[tuple]:
     def value(a):
         if isinstance(a, torch.Tensor):
@@ -447,8 +566,9 @@ def _structure(module: nn.Module, args: tuple, kwargs: dict) -> Optional[tuple]:
 
     sig = [type(module), tuple(value(a) for a in args), tuple(sorted((k, value(v)) for k, v in kwargs.items()))]
     for name, m in module.named_modules():
-        attrs = tuple(sorted((k, v) for k, v in vars(m).items() if not k.startswith("_") and _plain(v)))
-        sig.append((name, type(m), m.extra_repr(), attrs,
+        attrs = tuple(sorted((k, "f" if isinstance(v, float) else v) for k, v in vars(m).items()
+                             if not k.startswith("_") and _plain(v)))
+        sig.append((name, type(m), _no_floats(m.extra_repr()), attrs,
                     tuple((n, tuple(t.shape), t.dtype) for n, t in list(m._parameters.items())
                           + list(m._buffers.items()) if t is not None)))
     try:
@@ -508,6 +628,60 @@ def _walk(module: nn.Module, args: tuple, kwargs: dict, fresh: bool = False) -> 
     return parts
 
 
+def sibling_pairs(module: nn.Module, args: tuple, kwargs: Optional[dict] = None) -> List[tuple]:
+    """(conv, bn[, act]) names of children of ``module`` that its forward calls back to back, read from its graph
+    at its real input: a conv child called once whose output only a BatchNorm child (called once) reads, and the
+    activation child that alone reads the BN's output, when there is one (transformers' top_conv, top_bn,
+    top_activation). [] when the graph cannot be had."""
+    ep = _cached_export(module, args, kwargs or {}, fresh=False)
+    if isinstance(ep, _Mismatch):
+        return []
+    target = {s.arg.name: s.target for s in ep.graph_signature.input_specs if s.target is not None}
+
+    def child(n) -> Optional[str]:  # the direct child whose tensor the placeholder n is
+        t = target.get(n.name) if getattr(n, "op", None) == "placeholder" else None
+        return t.split(".")[0] if t is not None and t.count(".") == 1 else None
+
+    def users(n):
+        return [u for u in n.users if not (u.op == "call_function" and u.target in _IGNORE)]
+
+    nodes = [n for n in ep.graph_module.graph.nodes if n.op == "call_function"]
+
+    def module_of(n) -> str:  # the innermost module whose call made n ("" for the container's own code)
+        stack = list((n.meta.get("nn_module_stack") or {}).values())
+        return stack[-1][0] if stack else ""
+
+    ops_of: Dict[str, int] = {}
+    for n in nodes:
+        ops_of[module_of(n)] = ops_of.get(module_of(n), 0) + 1
+    calls: Dict[Optional[str], int] = {}
+    for n in nodes:
+        if n.target in _CONV or n.target in _BN:
+            name = child(n.args[1] if n.target in _CONV else n.args[3])  # (a BN's running mean: always there)
+            calls[name] = calls.get(name, 0) + 1
+    found = []
+    for n in nodes:
+        if n.target not in _CONV:
+            continue
+        conv = child(n.args[1])
+        us = users(n)
+        if conv is None or calls[conv] != 1 or len(us) != 1 or us[0].target not in _BN:
+            continue
+        bn = child(us[0].args[3])
+        if bn is None or calls.get(bn) != 1 or bn == conv:
+            continue
+        act = None
+        after = users(us[0])
+        if len(after) == 1 and after[0].op == "call_function" and (after[0].target in _ACT_OPS
+                                                                   or after[0].target in _HARDTANH):
+            path = module_of(after[0])
+            # (an activation module the forward also calls elsewhere cannot become an Identity: that one op only)
+            if path and "." not in path and path not in (conv, bn) and ops_of.get(path) == 1:
+                act = path
+        found.append((conv, bn, act) if act else (conv, bn))
+    return found
+
+
 def _pads_of(parts: Parts):
     return [p.pad for p in parts]
 
@@ -524,7 +698,7 @@ def _in_sizes(parts: Parts, h: int, w: int):
     sizes = []
     for p in parts:
         sizes.append((h, w))
-        k = p.weight.shape[-1] if isinstance(p, ConvPart) else p.dw[0].shape[-1]
+        k = p.kernel
         if p.pad == "same":
             h, w = -(-h // p.stride), -(-w // p.stride)
         else:
@@ -568,7 +742,7 @@ def read(module: nn.Module, args: tuple, kwargs: Optional[dict] = None,
             for i, (a, b) in enumerate(zip(parts, parts2)):
                 if a.pad == b.pad:
                     continue
-                k = a.weight.shape[-1] if isinstance(a, ConvPart) else a.dw[0].shape[-1]
+                k = a.kernel
                 if a.pad == _same_pads(k, a.stride, *s1[i]) and b.pad == _same_pads(k, b.stride, *s2[i]):
                     a.pad = "same"
                 else:

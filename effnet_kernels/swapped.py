@@ -329,7 +329,7 @@ def run_chain_outputs(engine: _Engine, units: Sequence["FusedUnit"], x: torch.Te
 
 # ---- the swapped modules --------------------------------------------------------------------------------
 
-_CONFIG_ATTRS = ("kernel", "stride", "pad", "act", "skip", "se_inner", "se_gate", "has_se", "has_expand")
+_CONFIG_ATTRS = ("kernel", "stride", "pad", "act", "skip", "se_inner", "se_gate", "has_se", "has_expand", "dense")
 
 
 class FusedUnit(nn.Module):
@@ -405,24 +405,24 @@ class FusedConv(FusedUnit):
     def __init__(self, part: ConvPart, source: str):
         super().__init__(source)
         self.out_channels, self.in_channels, self.kernel, _ = part.weight.shape
-        self.stride, self.pad, self.act = part.stride, part.pad, part.act
+        self.stride, self.pad, self.act, self.skip = part.stride, part.pad, part.act, part.skip
         self._buf("weight", part.weight)
         self._buf("bias", part.bias)
 
     def describe(self) -> str:
         return (f"conv {self.kernel}x{self.kernel}/{self.stride} {self.in_channels}->{self.out_channels}"
-                + act_label(self.act))
+                + act_label(self.act) + (" +skip" if self.skip else ""))
 
     def _add_to(self, net, ptr, name: str, act: Optional[str] = None) -> None:
         co, ci, k = self.out_channels, self.in_channels, self.kernel
         net.add_conv(name, ci, co, k, self.stride, _engine_pad(self.pad), self.act if act is None else act,
-                     ptr(self.weight, co, ci, k, k), ptr(self.bias, co))
+                     ptr(self.weight, co, ci, k, k), ptr(self.bias, co), self.skip)
 
     def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:
         t = x.dtype
-        x = _pad(x, self.pad, self.kernel, self.stride)
-        y = F.conv2d(x, self.weight.to(t), self.bias.to(t), self.stride)
-        return reference.activation(y, self.act)
+        y = F.conv2d(_pad(x, self.pad, self.kernel, self.stride), self.weight.to(t), self.bias.to(t), self.stride)
+        y = reference.activation(y, self.act)
+        return y + x if self.skip else y
 
 
 def _pad(x: torch.Tensor, pad: Pad, k: int, stride: int) -> torch.Tensor:
@@ -439,32 +439,37 @@ def _pad(x: torch.Tensor, pad: Pad, k: int, stride: int) -> torch.Tensor:
 class FusedMBConv(FusedUnit):
     """One MBConv block: [expand 1×1 + act] → depthwise + act (+ SE pool) → [SE gate] → projection [+ x]; act
     SiLU (EfficientNet), ReLU6 (MobileNetV2, EfficientNet-Lite), ReLU / Hardswish (MobileNetV3, MNASNet), none;
-    the SE's inner activation and gate (sigmoid, or hardsigmoid) its own."""
+    the SE's inner activation and gate (sigmoid, or hardsigmoid) its own. ``dense``: a fused-MBConv block
+    (EfficientNetV2): the expand is a dense k×k conv (``expand_weight`` (cexp, cin, k, k)) and there is no
+    depthwise conv."""
 
     def __init__(self, part: BlockPart, source: str):
         super().__init__(source)
-        self.kernel, self.stride, self.pad, self.skip = part.dw[0].shape[-1], part.stride, part.pad, part.skip
+        self.kernel, self.stride, self.pad, self.skip = part.kernel, part.stride, part.pad, part.skip
         self.act, self.se_inner, self.se_gate = part.act, part.se_inner, part.se_gate
         self.has_se = part.se is not None
         self.has_expand = part.expand is not None
+        self.dense = part.dense
         if self.has_expand:
             self._buf("expand_weight", part.expand[0])
             self._buf("expand_bias", part.expand[1])
-        self._buf("dw_weight", part.dw[0])
-        self._buf("dw_bias", part.dw[1])
+        if not self.dense:
+            self._buf("dw_weight", part.dw[0])
+            self._buf("dw_bias", part.dw[1])
         for name, t in zip(("se_reduce_weight", "se_reduce_bias", "se_expand_weight", "se_expand_bias"),
                            part.se or ()):
             self._buf(name, t)
         self._buf("proj_weight", part.project[0])
         self._buf("proj_bias", part.project[1])
-        self.expanded = self.dw_weight.shape[0]
+        self.expanded = self.proj_weight.shape[1]
         self.in_channels = self.expand_weight.shape[1] if self.has_expand else self.expanded
         self.out_channels = self.proj_weight.shape[0]
 
     def describe(self) -> str:
         se = "" if not self.has_se else (" SE" if (self.se_inner, self.se_gate) == ("silu", "sigmoid") else
                                          f" SE({self.se_inner}/{self.se_gate})")
-        return (f"MBConv k{self.kernel}/{self.stride} {self.in_channels}->{self.expanded}->{self.out_channels}"
+        return (("FusedMBConv" if self.dense else "MBConv") + f" k{self.kernel}/{self.stride} {self.in_channels}->"
+                f"{self.expanded}->{self.out_channels}"
                 + act_label(self.act) + (se if self.has_se else " no SE") + (" +skip" if self.skip else ""))
 
     def _add_to(self, net, ptr, name: str) -> None:
@@ -474,10 +479,13 @@ class FusedMBConv(FusedUnit):
         cin, co, k = self.in_channels, self.out_channels, self.kernel
         b.pad, b.cin, b.cexp, b.cout, b.k, b.stride, b.squeeze, b.skip = (
             _engine_pad(self.pad), cin, cexp, co, k, self.stride, s, self.skip)
-        b.act, b.se_inner, b.se_gate = self.act, self.se_inner, self.se_gate
-        if self.has_expand:
-            b.expand_weight, b.expand_bias = ptr(self.expand_weight, cexp, cin), ptr(self.expand_bias, cexp)
-        b.dw_weight, b.dw_bias = ptr(self.dw_weight, cexp, 1, k, k), ptr(self.dw_bias, cexp)
+        b.act, b.se_inner, b.se_gate, b.dense = self.act, self.se_inner, self.se_gate, self.dense
+        if self.dense:
+            b.expand_weight, b.expand_bias = ptr(self.expand_weight, cexp, cin, k, k), ptr(self.expand_bias, cexp)
+        else:
+            if self.has_expand:
+                b.expand_weight, b.expand_bias = ptr(self.expand_weight, cexp, cin), ptr(self.expand_bias, cexp)
+            b.dw_weight, b.dw_bias = ptr(self.dw_weight, cexp, 1, k, k), ptr(self.dw_bias, cexp)
         if self.has_se:
             b.se_reduce_weight, b.se_reduce_bias = ptr(self.se_reduce_weight, s, cexp), ptr(self.se_reduce_bias, s)
             b.se_expand_weight, b.se_expand_bias = ptr(self.se_expand_weight, cexp, s), ptr(self.se_expand_bias, cexp)
@@ -497,10 +505,15 @@ class FusedMBConv(FusedUnit):
     def _forward_ops(self, x: torch.Tensor) -> torch.Tensor:
         t = x.dtype
         e = x
+        if self.dense:  # the dense k×k conv (torch's; the fused ops have no dense conv), then SE + projection
+            y = reference.activation(F.conv2d(_pad(x, self.pad, self.kernel, self.stride), self.expand_weight.to(t),
+                                              self.expand_bias.to(t), self.stride), self.act)
+            return self._se_project(y, y.float().mean((2, 3)) if self.has_se else None, x)
         if self.has_expand:
             e = reference.activation(F.conv2d(x, self.expand_weight.to(t)[:, :, None, None], self.expand_bias.to(t)),
                                      self.act)
         padding = self._dw_padding(x.shape[-2], x.shape[-1])
+        pooled = None
         if padding is not None and self.has_se:
             y, pooled = ops.dwconv_bias_swish_pool(e, self.dw_weight.to(t), self.dw_bias.to(t), self.stride, padding,
                                                    backend=self.ops_backend, act=self.act)
@@ -511,6 +524,10 @@ class FusedMBConv(FusedUnit):
             y = reference.activation(F.conv2d(_pad(e, self.pad, self.kernel, self.stride), self.dw_weight.to(t),
                                               self.dw_bias.to(t), self.stride, groups=self.expanded), self.act)
             pooled = y.float().mean((2, 3)) if self.has_se else None
+        return self._se_project(y, pooled, x)
+
+    def _se_project(self, y: torch.Tensor, pooled: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        t = x.dtype
         if not self.has_se:  # the projection alone: a 1x1 conv (+ the input)
             out = F.conv2d(y, self.proj_weight.to(t)[:, :, None, None], self.proj_bias.to(t))
             return out + x if self.skip else out

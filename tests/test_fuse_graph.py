@@ -55,6 +55,9 @@ def test_transformers_efficientnet_b0_sized():
     blocks = [e for e in report.swapped if ".blocks." in e.path]
     assert len(blocks) == 16 and not report.left, report
     assert isinstance(fused.efficientnet.embeddings, swapped.FusedConv)  # pad + conv + BN + SiLU, one module
+    # top_conv + top_bn + top_activation: siblings in the encoder, paired from its graph
+    assert isinstance(fused.efficientnet.encoder.top_conv, swapped.FusedConv), report
+    assert fused.efficientnet.encoder.top_conv.act == "silu", report
     assert_like_source(model, fused, _x((1, 3, 224, 224)), "transformers B0 224")
     assert_like_source(model, fused, _x((2, 3, *ODD), 1, channels_last=True), "transformers B0 131x137 NHWC")
     assert_like_source(model, fused, _x((1, 3, *ODD), 2), "transformers B0 131x137 NCHW")
@@ -361,8 +364,10 @@ def test_a_call_overlapping_load_state_dict_sees_old_or_new_weights():
 
 
 def test_efficientnet_v2():
-    """torchvision's EfficientNetV2-S swaps whole (its fused-MBConv stages without a residual read as two convs);
-    timm's efficientnetv2_rw_t leaves its fused-MBConv blocks with a residual, saying why, and swaps the rest."""
+    """torchvision's EfficientNetV2-S swaps whole; timm's efficientnetv2_rw_t and tf_efficientnetv2_s (TF SAME
+    pads) swap every block, their fused-MBConv blocks (dense 3x3 → 1x1, with and without a residual) as
+    FusedMBConv units of the engine's dense block type. Against float64 at the sample size and at 131x137, both
+    memory formats."""
     tv = import_or_skip("torchvision")
     timm = import_or_skip("timm")
     x = _x((1, 3, 64, 64))
@@ -370,8 +375,77 @@ def test_efficientnet_v2():
     fused = ek.fuse(model, example_inputs=x)
     assert not ek.fuse_report(fused).left, ek.fuse_report(fused)
     assert_like_source(model, fused, _x((1, 3, 67, 61), 1), "torchvision efficientnet_v2_s", k=10)
-    model = _calibrated(timm.create_model("efficientnetv2_rw_t"))
+    for name in ("efficientnetv2_rw_t", "tf_efficientnetv2_s"):
+        model = _calibrated(timm.create_model(name))
+        fused = ek.fuse(model, example_inputs=x)
+        report = ek.fuse_report(fused)
+        assert not report.left, report
+        dense = [m for m in fused.modules() if isinstance(m, swapped.FusedMBConv) and m.dense]
+        assert len(dense) >= 6 and any(m.skip for m in dense) and any(not m.skip for m in dense), report
+        with torch.inference_mode():
+            fused(x)
+        nets = [n for n in swapped.live_nets(fused) if n is not None]
+        assert len(nets) == 1, f"{name}: {len(nets)} engines ran, one chain expected"
+        assert_like_source(model, fused, x, f"timm {name} 64", k=10)
+        assert_like_source(model, fused, _x((2, 3, *ODD), 1, channels_last=True), f"timm {name} 131x137 NHWC", k=10)
+        assert_like_source(model, fused, _x((1, 3, *ODD), 2), f"timm {name} 131x137 NCHW", k=10)
+    for m in fused.modules():  # the op path (what runs on a GPU, or with a backend chosen): the same outputs
+        if isinstance(m, swapped.FusedUnit):
+            m.ops_backend = "torch"
+    assert_like_source(model, fused, _x((1, 3, *ODD), 2), "timm tf_efficientnetv2_s, op path", k=10)
+
+
+def _frozen(model):
+    """model with every BatchNorm2d replaced by torchvision's FrozenBatchNorm2d holding its (calibrated) statistics."""
+    from torchvision.ops import FrozenBatchNorm2d
+    for parent in list(model.modules()):
+        for name, bn in list(parent.named_children()):
+            if isinstance(bn, nn.BatchNorm2d):
+                f = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+                for t in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(f, t).copy_(getattr(bn, t).detach())
+                setattr(parent, name, f)
+    return model
+
+
+def test_frozen_batchnorm_reads_as_a_batchnorm():
+    """FrozenBatchNorm2d (detection backbones) computes x * scale + shift from its buffers: read as a BN, every
+    block of a torchvision B0 built with it swapped, against float64 at the sample size and 131x137."""
+    tv = import_or_skip("torchvision")
+    from torchvision.ops import FrozenBatchNorm2d
+    model = _frozen(_calibrated(tv.models.efficientnet_b0()))
+    assert sum(isinstance(m, FrozenBatchNorm2d) for m in model.modules()) > 40
+    x = _x((1, 3, 64, 64))
     fused = ek.fuse(model, example_inputs=x)
-    left = ek.fuse_report(fused).left
-    assert left and all("fused-MBConv" in e.what for e in left), left
-    assert_like_source(model, fused, _x((1, 3, 67, 61), 1), "timm efficientnetv2_rw_t", k=10)
+    report = ek.fuse_report(fused)
+    assert not report.left and len(report.swapped) >= 18, report
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fused.modules())
+    assert_like_source(model, fused, x, "FrozenBatchNorm2d B0 64")
+    assert_like_source(model, fused, _x((2, 3, *ODD), 1, channels_last=True), "FrozenBatchNorm2d B0 131x137 NHWC")
+
+
+class _SharedAct(nn.Module):
+    """Two conv + BN siblings and one ReLU module called after both (read from the graph: the pairs swap, the
+    ReLU must stay, or its second use would vanish)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        y = self.act(self.bn1(self.conv1(x)))
+        return torch.cat([y, self.act(self.bn2(self.conv2(y)))], 1)
+
+
+def test_sibling_pairs_from_the_graph_keep_a_shared_activation():
+    model = _calibrated(_SharedAct(), (16, 16))
+    x = _x((2, 3, 16, 16))
+    fused = ek.fuse(model, example_inputs=x)
+    report = ek.fuse_report(fused)
+    assert [e.path for e in report.swapped] == ["conv1", "conv2"] and not report.left, report
+    assert isinstance(fused.conv1, swapped.FusedConv) and fused.conv1.act == "identity"
+    assert type(fused.act) is nn.ReLU and isinstance(fused.bn1, nn.Identity)
+    assert_like_source(model, fused, x, "shared activation")
+    assert_like_source(model, fused, _x((1, 3, 13, 11), 1, channels_last=True), "shared activation 13x11 NHWC")
