@@ -95,6 +95,17 @@ def cpp():
     return ext._C
 
 
+@pytest.fixture
+def one_thread():
+    """Real timed runs in one thread, for tests that check a benchmark's pipeline, not its speed: with two threads
+    every eager op's parallel region waits for a core whenever another process holds one (the CI runs the Triton
+    interpreter tests beside pytest: the scaling test took 162 s there, 35 s alone; a bench run 59 s vs 22 s)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -213,7 +213,7 @@ def test_deep_random_models_are_well_conditioned():
 
 # ---- a real run -----------------------------------------------------------------------------------------------
 
-def test_scaling_quick_real_cpu_run_at_tiny_sizes(tmp_path, capsys):
+def test_scaling_quick_real_cpu_run_at_tiny_sizes(tmp_path, capsys, one_thread):
     out = tmp_path / "sc"
     rc = bench.main(["scaling", "--quick", "--resolution", "100", "--points", "4", "--rounds", "2", "--per-round",
                      "1", "--no-progress", "--out", str(out), "--device", "cpu"])
@@ -308,7 +308,7 @@ def test_grid_search_latency_with_a_synthetic_device():
     assert rew.best["score"] == pytest.approx((rew.best["latency_ms"] / 2.0) ** -0.07)
 
 
-def test_grid_search_latency_real_cpu_smoke():
+def test_grid_search_latency_real_cpu_smoke(one_thread):
     res = ek.grid_search(lambda m: 1.0, cost="latency", target=2.0, step=0.5, tolerance=0.45, base_resolution=32,
                          flops_window=(1.5, 2.6), rounds=1, per_round=1, device="cpu")
     assert res.measured >= 1 and res.base["latency_ms"] > 0

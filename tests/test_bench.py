@@ -40,7 +40,7 @@ def _run(tmp_path, *args):
     return code, data
 
 
-def test_run_writes_valid_results_tables_and_plots(tmp_path, capsys):
+def test_run_writes_valid_results_tables_and_plots(tmp_path, capsys, one_thread):
     code, data = _run(tmp_path, "--phis", "0", "0.5", "--batch", "2", "--compile-phis", "none", "--op-phis", "0",
                       "--op-batches", "1")
     assert code == 0 and data["complete"] and not data["interrupted"]
@@ -132,7 +132,7 @@ def _ten_seconds_per_model(monkeypatch):
     monkeypatch.setattr(bench_e2e, "bench_phi", bench_phi)
 
 
-def test_time_limit_lists_what_it_skipped(tmp_path, monkeypatch):
+def test_time_limit_lists_what_it_skipped(tmp_path, monkeypatch, one_thread):
     _ten_seconds_per_model(monkeypatch)
     code, data = _run(tmp_path, "--phis", "0", "0.1", "0.2", "--batch", "1", "--providers", "fused",
                       "--time-limit-s", "15")
@@ -397,7 +397,7 @@ def test_engine_profile_covers_every_step():
     assert "| 0 | 1 |" in bench_e2e.profile_table([p])
 
 
-def test_model_run_measures_each_model_and_its_whole_model_reference(tmp_path):
+def test_model_run_measures_each_model_and_its_whole_model_reference(tmp_path, one_thread):
     """effnet-bench --model: one row per model spec at its own input size, plus the whole-model EfficientNet
     of the same φ (ek:φ) as the reference of the speed-ups; what fuse() swapped and left is recorded."""
     code, data = _run(tmp_path, "--model", "tv:efficientnet_b0:features", "unet-encoder:timm:efficientnet_b0",
