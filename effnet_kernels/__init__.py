@@ -23,13 +23,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EfficientNet", "efficientnet", "from_torchvision", "from_timm", "compound", "model_cost",
-    "round_filters", "round_repeats", "has_cpp", "info", "fuse", "fuse_report", "refresh", "register_block", "fit_phi",
+    "round_filters", "round_repeats", "has_cpp", "info", "fuse", "fuse_report", "refresh", "fit_phi",
     "scaling_profile", "grid_search", "__version__",
 ]
 
 
 from .fuse import fuse, fuse_report, refresh  # noqa: E402
-from .recognize import register_block  # noqa: E402
 from .budget import fit_phi  # noqa: E402
 from .balance import scaling_profile  # noqa: E402
 from .grid import grid_search  # noqa: E402

@@ -3,15 +3,14 @@
 ``fuse`` copies the model and runs one sample forward pass on a hook-free copy, recording the input of every
 module that could be a block or a conv layer. Each of those, outermost first, is read by what it computes: its
 ``torch.export`` graph at that input (:mod:`effnet_kernels.graph`: expand → depthwise → SE → projection →
-residual, conv + BN + activation, or a chain of them), whatever its class is called; a module the graph does
-not show as one (a module export cannot trace) falls back to the classes :mod:`effnet_kernels.recognize` knows.
-What is read becomes a fused module of :mod:`effnet_kernels.swapped` (:class:`~effnet_kernels.swapped.FusedConv`,
+residual, conv + BN + activation, or a chain of them), whatever its class is called. What is read becomes a fused module of :mod:`effnet_kernels.swapped` (:class:`~effnet_kernels.swapped.FusedConv`,
 :class:`~effnet_kernels.swapped.FusedMBConv`, a :class:`~effnet_kernels.swapped.FusedSequential` of them), which
 is then run against its source module on the recorded input and on a second shape
 (:func:`effnet_kernels.proof.prove`): a swap that does not give the source's outputs is left, with the reason.
-Conv + BatchNorm siblings that a known container's forward calls back to back (stems and heads) are read and
-proven the same way. Containers whose forward is known to run their blocks in a row (``nn.Sequential``, and the
-per-library adapters in :mod:`effnet_kernels.swapped`) run them as one C++ chain on the CPU.
+Conv + BatchNorm siblings that a container's forward calls back to back (stems and heads: found in the
+container's graph) are read and proven the same way. Containers whose forward is known to run their blocks in a
+row (``nn.Sequential``, and the per-library adapters of :mod:`effnet_kernels.adapters`) run them as one C++ chain
+on the CPU.
 
 ``ek.fuse_report(fused)`` lists what was swapped and what was left, and why.
 """
@@ -25,7 +24,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from . import graph, recognize, swapped
+from . import adapters, graph, swapped
+from .parts import ConvPart
 from .proof import prove
 
 __all__ = ["fuse", "fuse_report", "refresh", "FuseReport"]
@@ -86,7 +86,7 @@ def _cls(m) -> str:
 def _units_for(parts, source: nn.Module) -> nn.Module:
     """The fused module for a part, or a FusedSequential for a chain of them."""
     name = type(source).__name__
-    units = [(swapped.FusedConv if isinstance(p, recognize.ConvPart) else swapped.FusedMBConv)(p, name)
+    units = [(swapped.FusedConv if isinstance(p, ConvPart) else swapped.FusedMBConv)(p, name)
              for p in parts]
     return units[0] if len(units) == 1 else swapped.FusedSequential(*units)
 
@@ -235,7 +235,7 @@ class _Swapper:
         return self.probe.get_submodule(path) if path else self.probe
 
     def read(self, src: nn.Module, fresh: bool = False):
-        """(parts, None) when src is recorded and reads as a chain of parts (its graph, else its class), else
+        """(parts, None) when src is recorded and its graph reads as a chain of parts, else
         (None, reason or None). A plain nn.Sequential is not read whole (its children are, so its indices
         stay)."""
         rec = self.records.get(src)
@@ -249,26 +249,29 @@ class _Swapper:
         if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() != 4 or any(
                 isinstance(v, torch.Tensor) for v in list(args[1:]) + list(kwargs.values())):
             return None, "its input is not one (N, C, H, W) tensor"
+        return self.read_call(src, args, kwargs, fresh)
+
+    @staticmethod
+    def read_call(src: nn.Module, args: tuple, kwargs: dict, fresh: bool = False):
+        """(parts, None) when src's graph on (args, kwargs) reads as a chain of parts, else (None, the reason)."""
         parts = graph.read(src, args, kwargs, probe=((graph.probe_input(args[0]),) + tuple(args[1:]), kwargs),
                            fresh=fresh)
-        if not isinstance(parts, str):
-            return parts, None
-        by_class = recognize.recognize(src)
-        if isinstance(by_class, (recognize.ConvPart, recognize.BlockPart)):
-            return [by_class], None
-        return None, parts if by_class is None else f"{parts}; by its class: {by_class}"
+        return (None, parts) if isinstance(parts, str) else (parts, None)
 
-    def unit_for(self, src: nn.Module, child: nn.Module, parts):
-        """(the fused module for ``parts``, None) when it is proven against src, else (None, the reason). A reading
-        from a graph of the same structure (graph's cache) that fails its proof is read again from a fresh
-        export."""
-        args, kwargs = self.records[src]
+    def unit_for(self, src: nn.Module, child: nn.Module, parts, rec=None, one_conv: bool = False):
+        """(the fused module for ``parts``, None) when it is proven against src on its recorded call (``rec``, by
+        default src's), else (None, the reason); ``one_conv``: only one ConvPart is wanted (a pair). A reading
+        from a graph of the same structure (graph's cache, whose key leaves out floats such as a BN's eps) that
+        fails its proof is read again from a fresh export."""
+        args, kwargs = rec if rec is not None else self.records[src]
         for attempt in range(2):
+            if one_conv and (len(parts) != 1 or not isinstance(parts[0], ConvPart)):
+                return None, f"it reads as {' -> '.join(p.describe() for p in parts)}"
             unit = _units_for(parts, child)
             why = self.proven(unit, src, args, kwargs, sum(2 if p.kind == "block" else 1 for p in parts))
             if why is None or attempt:
                 return (unit, None) if why is None else (None, why)
-            fresh, _ = self.read(src, fresh=True)
+            fresh, _ = self.read_call(src, args, kwargs, fresh=True)
             if fresh is None:
                 return None, why
             parts = fresh
@@ -307,7 +310,7 @@ class _Swapper:
                     any(isinstance(m, nn.BatchNorm2d) for m in child.modules()):
                 self.singles.append((module, name, path, child, reason))
             self.visit(child, path + ".", quiet or report)
-            if type(child) is nn.Sequential and name in recognize.FLAT_SEQUENTIALS.get(type(module), ()):
+            if type(child) is nn.Sequential and name in adapters.flat_sequentials(module):
                 self.flat(child, path + ".")
             # (a module read whole whose proof failed is reported even when parts of it were swapped)
             if report and (unproven or not any(e.swapped for e in self.entries[before:])):
@@ -323,34 +326,34 @@ class _Swapper:
                 self.note(path, child, None, reason)
 
     def flat(self, seq: nn.Sequential, prefix: str) -> None:
-        """The conv + BN [+ act] runs of a flat nn.Sequential (recognize.flat_runs): the first module of a run
-        becomes the fused one, the others nn.Identity (the Sequential keeps its indices)."""
+        """The conv + BN [+ act] runs of a flat nn.Sequential (_flat_runs), each read from its graph: the first
+        module of a run becomes the fused one, the others nn.Identity (the Sequential keeps its indices)."""
         src_seq = self.source(prefix[:-1])
-        for start, end, part in recognize.flat_runs(seq):
+        for start, end in _flat_runs(seq):
             path = prefix + str(start)
             first = seq[start]
             run = [seq[i] for i in range(start, end)]
-            if isinstance(seq[start], (swapped.FusedUnit, swapped.FusedSequential)):
-                continue
             # a pre-hook on the first module and a hook on the last one's output still see what they saw (they are
             # carried to the fused module and to the Identity in the last one's place); any other hook would not
             hooked = next((prefix + str(start + j) for j, m in enumerate(run)
                            if _has_hooks(m, pre=j > 0, post=j < len(run) - 1)), None)
-            if hooked is not None and not isinstance(part, str):
-                part = f"a hook on {hooked} would see another module's output once the run is one fused module"
             rec = self.records.get(src_seq[start])
-            if not isinstance(part, str) and rec is None:
-                part = "not called in the sample forward pass"
-            if isinstance(part, str):
-                self.note(path, first, None, part)
-                continue
-            unit = _units_for([part], first)
-            unit.source = " + ".join(type(m).__name__ for m in run)
-            why = self.proven(unit, nn.Sequential(*[src_seq[i] for i in range(start, end)]), *rec,
-                              layers=2 if part.kind == "block" else 1)
+            source = nn.Sequential(*[src_seq[i] for i in range(start, end)])
+            if hooked is not None:
+                parts, why = None, (f"a hook on {hooked} would see another module's output once the run is one "
+                                    f"fused module")
+            elif rec is None:
+                parts, why = None, "not called in the sample forward pass"
+            else:
+                parts, why = self.read_call(source, *rec)
+            if parts is not None and len(parts) != 1:
+                parts, why = None, f"it reads as {len(parts)} layers"
+            if parts is not None:
+                unit, why = self.unit_for(source, first, parts, rec)
             if why is not None:
                 self.note(path, first, None, why)
                 continue
+            unit.source = " + ".join(type(m).__name__ for m in run)
             _replace(seq, str(start), unit, first)
             for i in range(start + 1, end):
                 _replace(seq, str(i), nn.Identity().eval(), seq[i])
@@ -360,51 +363,40 @@ class _Swapper:
                 self.entries[-1].what += f" (with {prefix}{start + 1}..{end - 1}, now Identity)"
 
     def pairs(self, module: nn.Module, prefix: str, quiet: bool = False) -> None:
-        """Conv + BatchNorm siblings the container's forward calls back to back (from its graph, for a container
-        no class list names, unless it is a block inside a module reported as left: ``quiet``)."""
-        named = recognize.PAIR_CONTAINERS.get(type(module), [])
-        if type(module) in recognize.ADJACENT_CONTAINERS:
-            kids = list(module._modules.items())
-            named = named + [(a, b) for (a, _), (b, _) in zip(kids, kids[1:])]
-        returned = getattr(module, "return_layers", None) or {}  # timm feature wrappers: outputs kept by name
+        """Conv + BatchNorm [+ act] siblings the container's forward calls back to back, found in its graph
+        (graph.sibling_pairs; not for a block inside a module reported as left: ``quiet``), each read from the
+        graph of the pair itself and proven."""
         src_parent = self.source(prefix[:-1])
         rec = self.records.get(src_parent)
-        if not named and (not quiet or _conv_count(src_parent) > _MAX_CONVS) and rec is not None \
-                and type(module) is not nn.Sequential and _conv_and_bn_children(module):
-            named = graph.sibling_pairs(src_parent, *rec)  # (any container: read from its graph)
-        for names in named:
+        if rec is None or type(module) is nn.Sequential or not _conv_and_bn_children(module) or (
+                quiet and _conv_count(src_parent) <= _MAX_CONVS):
+            return
+        for names in graph.sibling_pairs(src_parent, *rec):
             conv_name, bn_name = names[0], names[1]
+            act_name = names[2] if len(names) > 2 else None
             conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
-            if conv is None or bn is None or conv_name in returned or isinstance(conv, swapped.FusedUnit):
+            act = getattr(module, act_name, None) if act_name else None
+            if conv is None or bn is None or isinstance(conv, swapped.FusedUnit) or (act_name and act is None):
                 continue
-            # a third name: the activation module the container calls right after the BN (timm's
-            # MobileNetV3Features act1), folded in when the kernels apply it, else left to run after the pair
-            act_name = names[2] if len(names) > 2 and getattr(module, names[2], None) is not None else None
-            act = getattr(module, act_name) if act_name else None
-            if act is not None and (recognize.act_of(act) is None or bn_name in returned):
-                act_name = act = None
-            part = recognize.conv_bn_pair(conv, bn, act)
-            if part is None:
-                continue
-            if isinstance(part, recognize.ConvPart) and (_has_hooks(conv, post=True) or _has_hooks(bn, pre=True) or (
-                    act is not None and (_has_hooks(bn, post=True) or _has_hooks(act, pre=True)))):
-                part = (f"a hook on {conv_name}'s output or on {bn_name}'s input would see the BatchNorm's output "
-                        f"once the two are one fused module")
             path = prefix + conv_name
             src_conv = getattr(src_parent, conv_name)
-            rec = self.records.get(src_conv)
-            if not isinstance(part, str) and rec is None:
-                part = "not called in the sample forward pass"
-            if isinstance(part, str):
-                self.note(path, conv, None, f"with {bn_name}: {part}")
-                continue
-            unit = _units_for([part], conv)
-            unit.source = f"{type(conv).__name__} + {type(bn).__name__}"
             chain = [src_conv, getattr(src_parent, bn_name)] + ([getattr(src_parent, act_name)] if act else [])
-            why = self.proven(unit, nn.Sequential(*chain), *rec, layers=1)
+            rec_conv = self.records.get(src_conv)
+            if _has_hooks(conv, post=True) or _has_hooks(bn, pre=True) or (
+                    act is not None and (_has_hooks(bn, post=True) or _has_hooks(act, pre=True))):
+                parts, why = None, (f"a hook on {conv_name}'s output or on {bn_name}'s input would see the "
+                                    f"BatchNorm's output once the two are one fused module")
+            elif rec_conv is None:
+                parts, why = None, "not called in the sample forward pass"
+            else:
+                pair = nn.Sequential(*chain)
+                parts, why = self.read_call(pair, *rec_conv)
+                if parts is not None:
+                    unit, why = self.unit_for(pair, conv, parts, rec_conv, one_conv=True)
             if why is not None:
                 self.note(path, conv, None, f"with {bn_name}: {why}")
                 continue
+            unit.source = f"{type(conv).__name__} + {type(bn).__name__}"
             _replace(module, conv_name, unit, conv)
             _replace(module, bn_name, nn.Identity().eval(), bn)
             if act is not None:
@@ -414,12 +406,34 @@ class _Swapper:
                                       else f" (with {bn_name}, now an Identity)")
 
 
+_FLAT_ACTS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish)
+
+
+def _flat_runs(seq: nn.Sequential) -> List[Tuple[int, int]]:
+    """(first index, end index) of the runs of a flat nn.Sequential that may read as one fused layer: a
+    depthwise conv, BN, act, 1x1 conv, BN (a separable block laid out flat, as MNASNet's) and a conv, BN [, an
+    activation module]. What each computes is read from its graph."""
+    kids = list(seq)
+    out, i = [], 0
+    while i < len(kids):
+        m = kids[i]
+        if not isinstance(m, nn.Conv2d) or i + 1 >= len(kids) or not isinstance(kids[i + 1], nn.BatchNorm2d):
+            i += 1
+            continue
+        if m.groups > 1 and m.groups == m.in_channels == m.out_channels and i + 5 <= len(kids):
+            end = i + 5
+        else:
+            end = i + 3 if i + 2 < len(kids) and isinstance(kids[i + 2], _FLAT_ACTS) else i + 2
+        out.append((i, end))
+        i = end
+    return out
+
+
 def _chain_containers(model: nn.Module, swapper: "_Swapper") -> None:
     """Containers whose forward runs their fused children in a row get the adapter that runs them as one chain
-    (swapped.ADAPTERS: timm's EfficientNet / MobileNetV3 classifiers and features backbones, efficientnet_pytorch's
-    EfficientNet, this package's EfficientNet)."""
+    (:mod:`effnet_kernels.adapters`)."""
     for path, m in model.named_modules():
-        adapted = swapped.adapt(m)
+        adapted = adapters.adapt(m)
         if adapted is not None:
             name = f"{type(m).__bases__[0].__module__}.{type(m).__bases__[0].__qualname__}"
             swapper.entries.append(FuseEntry(path, name, True, adapted, path))

@@ -2,8 +2,8 @@
 
 ``read(module, args, kwargs)`` exports ``module`` at its real input (eval mode; the module is called on fake
 tensors, so never pass a module that stays in a fused model) and walks the aten graph from the input to the
-output as a chain of *parts* (:class:`~effnet_kernels.recognize.ConvPart`,
-:class:`~effnet_kernels.recognize.BlockPart`), whatever the module's class is called:
+output as a chain of *parts* (:class:`~effnet_kernels.parts.ConvPart`,
+:class:`~effnet_kernels.parts.BlockPart`), whatever the module's class is called:
 
 * a block: [pad] → [expand 1×1 conv → BN → act] → [pad] → depthwise k×k conv → BN → act →
   [SE: mean → conv or linear → act → conv or linear → sigmoid | hardsigmoid → mul] → 1×1 conv → BN
@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .padding import pad_amounts_unchecked
-from .recognize import BlockPart, ConvPart, Left, _Se, _block
+from .parts import BlockPart, ConvPart, Left, _Se, _block
 
 __all__ = ["read", "probe_input", "Parts"]
 

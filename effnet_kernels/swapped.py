@@ -1,7 +1,8 @@
-"""The modules ``fuse()`` swaps into a model: :class:`FusedConv` (a stem or head conv + folded BN [+ an
-activation]), :class:`FusedMBConv` (one MBConv block or a cousin: another activation, no SE, a hardsigmoid
-SE) and :class:`FusedSequential` (an ``nn.Sequential`` that runs its
-consecutive fused children as one chain).
+"""The modules ``fuse()`` swaps into a model, one family: :class:`FusedConv` (a stem or head conv + folded BN
+[+ an activation] [+ its input]), :class:`FusedMBConv` (one MBConv block or a cousin: another activation, no SE,
+a hardsigmoid SE, a fused-MBConv block), :class:`FusedHead` (a classifier after a global mean, in the chain) and
+:class:`FusedSequential` (an ``nn.Sequential`` that runs its consecutive fused children as one chain). The
+containers a library's forward runs in a row get one chain from :mod:`effnet_kernels.adapters`.
 
 How a call runs:
 
@@ -35,9 +36,9 @@ import torch.nn.functional as F
 from . import _ext, ops, reference
 from .ops._validate import output_memory_format
 from .padding import pad_amounts_unchecked
-from .recognize import BlockPart, ConvPart, Pad, act_label
+from .parts import BlockPart, ConvPart, Pad, act_label
 
-__all__ = ["FusedConv", "FusedMBConv", "FusedSequential", "FusedUnit"]
+__all__ = ["FusedConv", "FusedHead", "FusedMBConv", "FusedSequential", "FusedUnit"]
 
 
 def _has_engine() -> bool:
@@ -199,8 +200,8 @@ def engine_taps(model: nn.Module, run):
                 index = 0 if layer == "layer" else int(layer.split(".")[1])
                 t = torch.frombuffer(bytearray(data), dtype=torch.float32).view(n, h, w, c).permute(0, 3, 1, 2)
                 unit = e.units[index]
-                if isinstance(unit, _WithSiLU):  # a conv with the container's SiLU folded in: not its own output
-                    taps.setdefault(unit.unit, {})["out_silu"] = t
+                if isinstance(unit, WithActivation):  # a conv with the container's act folded in: not its output
+                    taps.setdefault(unit.unit, {})["out_" + unit.folded_act] = t
                     continue
                 taps.setdefault(unit, {})["dw" if name.endswith(".dw") else "out"] = t
     finally:
@@ -209,8 +210,28 @@ def engine_taps(model: nn.Module, run):
     return out, taps
 
 
+class WithActivation:
+    """A FusedConv in a chain with the activation its container applies after it folded in (an adapter's: a
+    shared activation module the container calls after several convs cannot be swapped into any of them);
+    everything else is the conv's (buffers, generation, backend, channels)."""
+
+    def __init__(self, unit: "FusedConv", act: str):
+        if act not in reference.ACTS:
+            raise ValueError(f"act must be one of {reference.ACTS}, got {act!r}")
+        self.unit, self.folded_act = unit, act
+
+    def __getattr__(self, name: str):
+        return getattr(self.unit, name)
+
+    def _add_to(self, net, ptr, name: str) -> None:
+        self.unit._add_to(net, ptr, name, act=self.folded_act)
+
+    def _forward_ops(self, x):
+        return reference.activation(self.unit._forward_ops(x), self.folded_act)
+
+
 def _unwrap(u):
-    return u.unit if type(u) is _WithSiLU else u  # a _WithSiLU's conv
+    return u.unit if type(u) is WithActivation else u  # a WithActivation's conv
 
 
 def pointer_to(keep: List[torch.Tensor]):
@@ -541,7 +562,7 @@ class FusedHead(FusedUnit):
     """A classifier's linear layer whose chain ends the engine's run: after the last layer, the global mean
     over H x W and this GEMM (``Net.set_classifier``). Called alone it is the linear layer it replaced (its
     weight and bias the same tensors' values). It takes the place of a whole classifier's nn.Linear only where
-    an adapter knows the pooling before it is a global mean (swapped.adapt)."""
+    an adapter knows the pooling before it is a global mean (effnet_kernels.adapters)."""
 
     def __init__(self, linear: nn.Linear, source: str):
         super().__init__(source)
@@ -643,477 +664,3 @@ class FusedSequential(nn.Sequential):
         if engine is None:
             engine = self._chains[key] = _Engine()
         return run_chain(engine, units, x)
-
-
-# ---- timm's features_only backbone as one chain ------------------------------------------------------------
-#
-# timm's EfficientNetFeatures.forward loops over its stages in Python and keeps the outputs of the stages in
-# _stage_out_idx: swapped block by block, each stage would be a chain of its own, its output transposed to
-# NCHW for the next. When the stem and every stage are fused, fuse() gives the module this subclass, whose
-# forward runs the stem and all the blocks as one chain and writes only the kept feature maps out (same
-# outputs, same attributes, isinstance of EfficientNetFeatures still true). Anything that makes the plan
-# inapplicable at call time (feature hooks, grad checkpointing, a child replaced, a hook on one) falls back to
-# timm's own forward over the swapped modules.
-
-_FEATURE_CLASSES: Dict[type, type] = {}
-
-
-def features_plan(module: nn.Module):
-    """(units, layer index of each kept feature map) for a timm EfficientNetFeatures whose stem and stages
-    are all fused, else None."""
-    if getattr(module, "feature_hooks", None) is not None or getattr(module, "grad_checkpointing", False):
-        return None
-    if module._forward_hooks or module._forward_pre_hooks:
-        return None
-    stem, bn = module.conv_stem, module.bn1
-    if not isinstance(stem, FusedUnit) or _chain_units(stem) is None or _chain_units(bn) != []:
-        return None
-    act = getattr(module, "act1", None)  # MobileNetV3Features: folded into the stem, else not a chain
-    if act is not None and _chain_units(act) != []:
-        return None
-    if module.blocks._forward_hooks or module.blocks._forward_pre_hooks:
-        return None
-    units, ends = [stem], [0]
-    for stage in module.blocks:
-        sub = _chain_units(stage)
-        if not sub:
-            return None
-        units += sub
-        ends.append(len(units) - 1)
-    layers = [ends[i] for i in sorted(module._stage_out_idx) if i < len(ends)]  # (stages cut off: not returned)
-    return units, layers
-
-
-def _features_forward(self, x):
-    plan = None if torch.compiler.is_compiling() else features_plan(self)
-    if plan is None:
-        return self._effnet_base.forward(self, x)
-    units, layers = plan
-    engine = self.__dict__.get("_effnet_chain")
-    if engine is None:
-        engine = self.__dict__["_effnet_chain"] = _Engine()
-    return run_chain_outputs(engine, units, x, layers)
-
-
-def _features_getstate(self):
-    state = self.__dict__.copy()
-    state.pop("_effnet_chain", None)  # the engines are rebuilt from the fused modules' buffers
-    state.pop("_effnet_head_chain", None)
-    return state
-
-
-def fused_features_class(base: type) -> type:
-    """The subclass of timm's EfficientNetFeatures or MobileNetV3Features (``base``: the same forward) fuse()
-    gives a fully fused one."""
-    cls = _FEATURE_CLASSES.get(base)
-    if cls is None:
-        name = f"Fused{base.__name__}"
-        cls = type(name, (base,), {
-            "forward": _features_forward, "__getstate__": _features_getstate, "_effnet_base": base,
-            "__module__": __name__, "__qualname__": name,
-            "__doc__": f"timm's {base.__name__} with its stem and stages run as one fused chain (see "
-                       f"effnet_kernels.swapped)."})
-        _FEATURE_CLASSES[base] = cls
-    return cls
-
-
-# ---- timm's EfficientNet / MobileNetV3 classifiers as one chain ----------------------------------------------
-#
-# A timm EfficientNet that is not one of the B0-B7 presets (EfficientNet-Lite, MobileNetV2, MNASNet, ...) or a
-# MobileNetV3: forward_features calls conv_stem, bn1, the stages (and, in EfficientNet, conv_head, bn2) one
-# after the other. Swapped module by module that is three chains, each handing the next an NCHW tensor;
-# with this subclass forward_features runs them as one (the pooling and classifier after it stay timm's).
-
-def timm_classifier_plan(module: nn.Module, with_head: bool = False):
-    """The chain units of a timm EfficientNet / MobileNetV3 whose stem, stages (and EfficientNet's head) are
-    all fused, else None; ``with_head``: an EfficientNet's with its classifier (a FusedHead after a global average
-    pool: forward), else None."""
-    if getattr(module, "grad_checkpointing", False) or module._forward_hooks or module._forward_pre_hooks:
-        return None
-    stem = module.conv_stem
-    if not isinstance(stem, FusedUnit) or _chain_units(stem) is None or _chain_units(module.bn1) != []:
-        return None
-    act = getattr(module, "act1", None)
-    if act is not None and _chain_units(act) != []:
-        return None
-    units = [stem]
-    blocks = module.blocks
-    if blocks._forward_hooks or blocks._forward_pre_hooks:
-        return None
-    for stage in blocks:
-        sub = _chain_units(stage)
-        if not sub:
-            return None
-        units += sub
-    if hasattr(module, "bn2"):  # EfficientNet: its head conv is part of forward_features
-        head = module.conv_head
-        if not isinstance(head, FusedUnit) or _chain_units(head) is None or _chain_units(module.bn2) != []:
-            return None
-        units.append(head)
-    if with_head:
-        if not hasattr(module, "bn2"):
-            return None
-        cls = _head_after(module.classifier, module.global_pool, [])
-        if cls is None or getattr(module, "drop_rate", 0.0) and module.training:
-            return None
-        units.append(cls)
-    return units
-
-
-def _classifier_forward(self, x):
-    units = None if torch.compiler.is_compiling() else timm_classifier_plan(self, with_head=True)
-    if units is None:
-        return self._effnet_base.forward(self, x)
-    return run_chain(_adapted_chain(self, "_effnet_head_chain"), units, x)
-
-
-def _classifier_forward_features(self, x):
-    units = None if torch.compiler.is_compiling() else timm_classifier_plan(self)
-    if units is None:
-        return self._effnet_base.forward_features(self, x)
-    engine = self.__dict__.get("_effnet_chain")
-    if engine is None:
-        engine = self.__dict__["_effnet_chain"] = _Engine()
-    return run_chain(engine, units, x)
-
-
-def fused_classifier_class(base: type) -> type:
-    """The subclass of timm's EfficientNet or MobileNetV3 (``base``) fuse() gives one whose stem, stages (and
-    head) are all fused."""
-    cls = _FEATURE_CLASSES.get(base)
-    if cls is None:
-        name = f"Fused{base.__name__}Chain"
-        cls = type(name, (base,), {
-            "forward_features": _classifier_forward_features, "forward": _classifier_forward,
-            "__getstate__": _features_getstate,
-            "_effnet_base": base, "__module__": __name__, "__qualname__": name,
-            "__doc__": f"timm's {base.__name__} with forward_features run as one fused chain (see "
-                       f"effnet_kernels.swapped)."})
-        _FEATURE_CLASSES[base] = cls
-    return cls
-
-
-
-
-# ---- efficientnet_pytorch's EfficientNet as one chain -------------------------------------------------------
-#
-# efficientnet_pytorch's extract_features / extract_endpoints call the stem, each block and the head from a
-# Python loop, with its shared Swish module between the stem (or head) conv and BN pair, swapped as
-# FusedConv without an activation, and the next layer. When all of them are fused and its Swish is a SiLU,
-# fuse() gives the model this subclass: the two methods run the stem (+ SiLU), every block and the head
-# (+ SiLU) as one chain and write out only what they return (forward calls extract_features). Hooks on the
-# swapped modules or on _swish fall back to the library's own loop over them.
-
-class _WithSiLU:
-    """A FusedConv in a chain with SiLU applied after it (the container's own activation module, folded in);
-    everything else is the conv's (buffers, generation, backend, channels)."""
-
-    def __init__(self, unit: FusedConv):
-        self.unit = unit
-
-    def __getattr__(self, name: str):
-        return getattr(self.unit, name)
-
-    def _add_to(self, net, ptr, name: str) -> None:
-        self.unit._add_to(net, ptr, name, act="silu")
-
-    def _forward_ops(self, x):
-        return F.silu(self.unit._forward_ops(x))
-
-
-def lukemelas_plan(module: nn.Module):
-    """The chain units of an efficientnet_pytorch EfficientNet whose stem, blocks and head are all fused and
-    whose _swish is a SiLU (stem + SiLU, blocks, head + SiLU), else None."""
-    from .recognize import _is_silu
-
-    if module._forward_hooks or module._forward_pre_hooks:
-        return None
-    stem, head, act = module._conv_stem, module._conv_head, module._swish
-    if not (isinstance(stem, FusedConv) and isinstance(head, FusedConv)) or stem.act != "identity" \
-            or head.act != "identity":
-        return None
-    if _chain_units(stem) is None or _chain_units(head) is None or not _is_silu(act) or act._forward_hooks \
-            or act._forward_pre_hooks or _chain_units(module._bn0) != [] or _chain_units(module._bn1) != []:
-        return None
-    blocks = []
-    for b in module._blocks:
-        if not isinstance(b, FusedMBConv) or _chain_units(b) is None:
-            return None
-        blocks.append(b)
-    return [_WithSiLU(stem), *blocks, _WithSiLU(head)]
-
-
-def _lukemelas_chain(self):
-    plan = None if torch.compiler.is_compiling() else lukemelas_plan(self)
-    if plan is None:
-        return None, None
-    engine = self.__dict__.get("_effnet_chain")
-    if engine is None:
-        engine = self.__dict__["_effnet_chain"] = _Engine()
-    return plan, engine
-
-
-def _lukemelas_extract_features(self, inputs):
-    units, engine = _lukemelas_chain(self)
-    if units is None:
-        return self._effnet_base.extract_features(self, inputs)
-    return run_chain_outputs(engine, units, inputs, [len(units) - 1])[0]
-
-
-def _lukemelas_extract_endpoints(self, inputs):
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
-    units, engine = _lukemelas_chain(self)
-    if units is None:
-        return self._effnet_base.extract_endpoints(self, inputs)
-    # the library's rule: the output before each block that shrinks the map, the last block's, the head's
-    h, w = inputs.shape[-2:]
-    sizes = [_layer_h(units, i, h, w) for i in range(len(units))]
-    nb = len(units) - 2
-    layers = []
-    for i in range(1, nb + 1):  # block i - 1 of the library's loop is layer i
-        if sizes[i - 1] > sizes[i]:
-            layers.append(i - 1)
-        elif i == nb:
-            layers.append(i)
-    layers.append(nb + 1)
-    outs = run_chain_outputs(engine, units, inputs, layers)
-    return {f"reduction_{k + 1}": t for k, t in enumerate(outs)}
-
-
-def _layer_h(units, i: int, h: int, w: int) -> int:
-    """Output height of chain layer i for an (h, w) input (torch-free padding arithmetic)."""
-    for u in units[:i + 1]:
-        m = u.unit if isinstance(u, _WithSiLU) else u
-        k, s, pad = m.kernel, m.stride, m.pad
-        if pad == "same":
-            h = -(-h // s)
-        else:
-            h = (h + pad[0] + pad[1] - k) // s + 1
-    return h
-
-
-def fused_lukemelas_class(base: type) -> type:
-    """The subclass of efficientnet_pytorch's EfficientNet (``base``) fuse() gives a fully fused one."""
-    cls = _FEATURE_CLASSES.get(base)
-    if cls is None:
-        cls = type("FusedLukemelasEfficientNet", (base,), {
-            "extract_features": _lukemelas_extract_features, "extract_endpoints": _lukemelas_extract_endpoints,
-            "__getstate__": _features_getstate, "_effnet_base": base, "__module__": __name__,
-            "__qualname__": "FusedLukemelasEfficientNet",
-            "__doc__": "efficientnet_pytorch's EfficientNet with its stem, blocks and head run as one fused chain "
-                       "(see effnet_kernels.swapped)."})
-        _FEATURE_CLASSES[base] = cls
-    return cls
-
-
-# ---- this package's EfficientNet as one chain -------------------------------------------------------------------
-
-def ours_plan(module: nn.Module, head: bool = False):
-    """The chain units of this package's EfficientNet whose stem, stages and head are all fused, else None;
-    ``head``: with its classifier (a FusedHead after a global average pool and an eval dropout), else None."""
-    if module._forward_hooks or module._forward_pre_hooks:
-        return None
-    units: List[FusedUnit] = []
-    for name in ("stem", "blocks", "head"):
-        sub = _chain_units(getattr(module, name))
-        if not sub:
-            return None
-        units += sub
-    if head:
-        cls = _head_after(module.classifier, module.pool, [module.dropout])
-        if cls is None:
-            return None
-        units.append(cls)
-    return units
-
-
-def _hookless(m: nn.Module) -> bool:
-    return not (m._forward_hooks or m._forward_pre_hooks)
-
-
-def _global_mean(pool: nn.Module) -> bool:
-    """pool averages each map to 1 x 1 (nn.AdaptiveAvgPool2d(1), timm's SelectAdaptivePool2d('avg', flatten))."""
-    if not _hookless(pool):
-        return False
-    if type(pool) is nn.AdaptiveAvgPool2d:
-        return pool.output_size in (1, (1, 1))
-    inner = getattr(pool, "pool", None)
-    return (type(pool).__name__ == "SelectAdaptivePool2d" and getattr(pool, "pool_type", None) == "avg"
-            and type(inner) is nn.AdaptiveAvgPool2d and inner.output_size in (1, (1, 1)) and _hookless(inner)
-            and getattr(pool, "flatten", None) is not None and _hookless(pool.flatten))
-
-
-def _head_after(classifier: nn.Module, pool: nn.Module, identities) -> Optional["FusedHead"]:
-    """classifier when it is a hook-free FusedHead after a global mean and modules that are identities now."""
-    if type(classifier) is not FusedHead or not _hookless(classifier) or not _global_mean(pool):
-        return None
-    for m in identities:
-        if not _hookless(m) or not (type(m) is nn.Identity or (type(m) is nn.Dropout and not m.training)):
-            return None
-    return classifier
-
-
-def _adapted_chain(self, key: str = "_effnet_chain") -> "_Engine":
-    """The adapter's engine (``key``: one for each chain it runs: with and without the classifier)."""
-    engine = self.__dict__.get(key)
-    if engine is None:
-        engine = self.__dict__[key] = _Engine()
-    return engine
-
-
-def _ours_forward_features(self, x):
-    units = None if torch.compiler.is_compiling() else ours_plan(self)
-    if units is None:
-        return self._effnet_base.forward_features(self, x)
-    return run_chain(_adapted_chain(self), units, x)
-
-
-def _ours_forward(self, x):
-    units = None if torch.compiler.is_compiling() else ours_plan(self, head=True)
-    if units is None:
-        return self._effnet_base.forward(self, x)
-    return run_chain(_adapted_chain(self, "_effnet_head_chain"), units, x)
-
-
-def _with_head(container: nn.Module, attr: str, plan) -> bool:
-    """Swap container.<attr> (a hook-free nn.Linear: a whole classifier's) for a FusedHead when ``plan()``
-    then runs it in the chain; else leave it. Whether it did."""
-    parent, _, name = attr.rpartition(".")
-    owner = container.get_submodule(parent) if parent else container
-    linear = getattr(owner, name, None)
-    if type(linear) is not nn.Linear or not _hookless(linear):
-        return False
-    head = FusedHead(linear, "Linear").to(device=linear.weight.device)
-    setattr(owner, name, head)
-    if plan() is None:
-        setattr(owner, name, linear)
-        return False
-    return True
-
-
-def fused_ours_class(base: type) -> type:
-    cls = _FEATURE_CLASSES.get(base)
-    if cls is None:
-        cls = type("FusedOursEfficientNet", (base,), {
-            "forward_features": _ours_forward_features, "forward": _ours_forward, "__getstate__": _features_getstate,
-            "_effnet_base": base,
-            "__module__": __name__, "__qualname__": "FusedOursEfficientNet",
-            "__doc__": "this package's EfficientNet with forward_features (stem, stages, head) run as one fused "
-                       "chain."})
-        _FEATURE_CLASSES[base] = cls
-    return cls
-
-
-def tv_plan(module: nn.Module):
-    """torchvision EfficientNet: its features' chain units, then its classifier (Sequential(Dropout, FusedHead))
-    after the global average pool; else None."""
-    if not _hookless(module):
-        return None
-    units = _chain_units(module.features)
-    seq = module.classifier
-    if not units or type(seq) is not nn.Sequential or len(seq) != 2 or not _hookless(seq):
-        return None
-    head = _head_after(seq[1], module.avgpool, [seq[0]])
-    return None if head is None else units + [head]
-
-
-def _tv_forward(self, x):
-    units = None if torch.compiler.is_compiling() else tv_plan(self)
-    if units is None:
-        return self._effnet_base.forward(self, x)
-    return run_chain(_adapted_chain(self, "_effnet_head_chain"), units, x)
-
-
-def fused_tv_class(base: type) -> type:
-    cls = _FEATURE_CLASSES.get(base)
-    if cls is None:
-        cls = type("FusedTvEfficientNet", (base,), {
-            "forward": _tv_forward, "__getstate__": _features_getstate, "_effnet_base": base,
-            "__module__": __name__, "__qualname__": "FusedTvEfficientNet",
-            "__doc__": "torchvision's EfficientNet with its features, global mean and classifier run as one fused "
-                       "chain."})
-        _FEATURE_CLASSES[base] = cls
-    return cls
-
-
-def adapt(m: nn.Module) -> Optional[str]:
-    """Give ``m`` the adapter subclass that runs its fused children as one chain, when it is a container whose
-    forward this package knows and they are all fused: a description of the chain, else None. The only place
-    that names a library's classes."""
-    from .models import EfficientNet as Ours
-    base = type(m)
-    if base is Ours:
-        units = ours_plan(m)
-        if units is not None:
-            head = _with_head(m, "classifier", lambda: ours_plan(m, head=True))
-            m.__class__ = fused_ours_class(base)
-            return (f"one chain: the stem, {len(units) - 2} blocks and the head (forward_features)"
-                    + (", the global mean and the classifier (forward)" if head else ""))
-        return None
-    try:
-        from torchvision.models.efficientnet import EfficientNet as TvEfficientNet
-    except ImportError:
-        TvEfficientNet = None
-    if TvEfficientNet is not None and base is TvEfficientNet:
-        units = _chain_units(m.features) if _hookless(m) else None
-        if units and _with_head(m, "classifier.1", lambda: tv_plan(m)):
-            m.__class__ = fused_tv_class(base)
-            return f"one chain: features ({len(units)} layers), the global mean and the classifier (forward)"
-        return None
-    try:
-        from efficientnet_pytorch.model import EfficientNet as LukemelasEfficientNet
-    except ImportError:
-        LukemelasEfficientNet = None
-    if LukemelasEfficientNet is not None and base is LukemelasEfficientNet:
-        units = lukemelas_plan(m)
-        if units is not None:
-            m.__class__ = fused_lukemelas_class(base)
-            return f"one chain: the stem, {len(units) - 2} blocks and the head (extract_features, extract_endpoints)"
-        return None
-    try:
-        from timm.models.efficientnet import EfficientNet as TimmEfficientNet, EfficientNetFeatures
-        from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
-    except ImportError:
-        return None
-    if base in (EfficientNetFeatures, MobileNetV3Features):
-        plan = features_plan(m)
-        if plan is not None:
-            m.__class__ = fused_features_class(base)
-            units, layers = plan
-            return f"one chain: the stem and {len(units) - 1} blocks, feature maps after layers {layers}"
-    elif base in (TimmEfficientNet, MobileNetV3):
-        units = timm_classifier_plan(m)
-        if units is not None:
-            cls = base is TimmEfficientNet and _with_head(m, "classifier", lambda: timm_classifier_plan(m, True))
-            m.__class__ = fused_classifier_class(base)
-            head = " and the head" if hasattr(m, "bn2") else ""
-            return (f"one chain: the stem, {len(units) - 1 - bool(head)} blocks{head} (forward_features)"
-                    + (", the global mean and the classifier (forward)" if cls else ""))
-    return None
-
-
-def __getattr__(name: str):
-    # pickle finds the subclasses by name: build one (importing its library) when a fresh process asks for it
-    if name == "FusedEfficientNetFeatures":
-        from timm.models.efficientnet import EfficientNetFeatures
-        return fused_features_class(EfficientNetFeatures)
-    if name == "FusedMobileNetV3Features":
-        from timm.models.mobilenetv3 import MobileNetV3Features
-        return fused_features_class(MobileNetV3Features)
-    if name == "FusedEfficientNetChain":
-        from timm.models.efficientnet import EfficientNet
-        return fused_classifier_class(EfficientNet)
-    if name == "FusedMobileNetV3Chain":
-        from timm.models.mobilenetv3 import MobileNetV3
-        return fused_classifier_class(MobileNetV3)
-    if name == "FusedTvEfficientNet":
-        from torchvision.models.efficientnet import EfficientNet as TvEfficientNet
-        return fused_tv_class(TvEfficientNet)
-    if name == "FusedOursEfficientNet":
-        from .models import EfficientNet as Ours
-        return fused_ours_class(Ours)
-    if name == "FusedLukemelasEfficientNet":
-        from efficientnet_pytorch.model import EfficientNet as LukemelasEfficientNet
-        return fused_lukemelas_class(LukemelasEfficientNet)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,7 +48,9 @@ def _calibrated(model, hw=(64, 64)):
 
 def test_transformers_efficientnet_b0_sized():
     tf = import_or_skip("transformers")
-    cfg = tf.EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, hidden_dim=1280)
+    # (100 classes: the relative error of 2 logits, the default, says little about the source's own rounding)
+    cfg = tf.EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, hidden_dim=1280,
+                                num_labels=100)
     model = _calibrated(tf.EfficientNetForImageClassification(cfg))
     fused = ek.fuse(model)
     report = ek.fuse_report(fused)
@@ -78,7 +80,8 @@ def test_transformers_efficientnet_b7_small_input():
 @pytest.mark.parametrize("tf_padding", [True, False])
 def test_transformers_mobilenet_v2(tf_padding):
     tf = import_or_skip("transformers")
-    model = _calibrated(tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config(tf_padding=tf_padding)))
+    model = _calibrated(tf.MobileNetV2ForImageClassification(
+        tf.MobileNetV2Config(tf_padding=tf_padding, num_labels=100)))
     fused = ek.fuse(model)
     report = ek.fuse_report(fused)
     assert not report.left and len(report.swapped) >= 17, report

@@ -197,7 +197,7 @@ def test_subnormal_gated_inputs_of_the_projection_are_flushed(isa):
     would cost a microcode assist per FMA): with every product subnormal and a zero bias the block gives
     exactly 0 (unflushed: ~2e-44, what eager gives), a normal product is kept, NaN stays NaN."""
     from effnet_kernels.cpu import use_isa
-    from effnet_kernels.recognize import BlockPart
+    from effnet_kernels.parts import BlockPart
     from effnet_kernels.swapped import FusedMBConv
 
     require_isa(isa)
