@@ -3,7 +3,8 @@
 ``fuse`` copies the model and runs one sample forward pass on a hook-free copy, recording the input of every
 module that could be a block or a conv layer. Each of those, outermost first, is read by what it computes: its
 ``torch.export`` graph at that input (:mod:`effnet_kernels.graph`: expand → depthwise → SE → projection →
-residual, conv + BN + activation, or a chain of them), whatever its class is called. What is read becomes a fused module of :mod:`effnet_kernels.swapped` (:class:`~effnet_kernels.swapped.FusedConv`,
+residual, conv + BN + activation, or a chain of them), whatever its class is called. What is read becomes a
+fused module of :mod:`effnet_kernels.swapped` (:class:`~effnet_kernels.swapped.FusedConv`,
 :class:`~effnet_kernels.swapped.FusedMBConv`, a :class:`~effnet_kernels.swapped.FusedSequential` of them), which
 is then run against its source module on the recorded input and on a second shape
 (:func:`effnet_kernels.proof.prove`): a swap that does not give the source's outputs is left, with the reason.

@@ -184,8 +184,8 @@ def _live_engines(model: nn.Module) -> List[_Engine]:
 
 def engine_taps(model: nn.Module, run):
     """``(run(), {module: {"out": t, "dw": t}})``: every fused module's output (and a block's depthwise
-    output) inside the C++ engines during ``run()`` (called twice: the first builds the engines), each (N, C, H, W) channels_last: what the tests compare,
-    block by block, with the source model, on the very path the model runs (chains included). Not for
+    output) inside the C++ engines during ``run()`` (called twice: the first builds the engines), each
+    (N, C, H, W) channels_last: what the tests compare, block by block, with the source model, on the very path the model runs (chains included). Not for
     concurrent use with other callers."""
     run()  # builds the engines this run uses (they are built at their first call)
     engines = _live_engines(model)

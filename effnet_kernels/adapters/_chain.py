@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Iterable, Optional
 
+import torch
 import torch.nn as nn
 
-from ..swapped import FusedHead, _Engine
+from ..swapped import FusedHead, _Engine, run_chain
 
 # the module whose __getattr__ gives pickle the fused subclasses by name
 PICKLE_MODULE = "effnet_kernels.adapters"
@@ -57,6 +58,18 @@ def engine(self: nn.Module, key: str = "_effnet_chain") -> _Engine:
     if e is None:
         e = self.__dict__[key] = _Engine()
     return e
+
+
+def chain_method(plan: Callable, name: str, key: str = "_effnet_chain", **plan_kwargs) -> Callable:
+    """A ``name`` method (forward, forward_features) that runs ``plan(self, **plan_kwargs)``'s units as one chain on
+    engine ``key``, or the library's own method when the plan does not apply now (None) or under torch.compile."""
+    def method(self, x):
+        units = None if torch.compiler.is_compiling() else plan(self, **plan_kwargs)
+        if units is None:
+            return getattr(self._effnet_base, name)(self, x)
+        return run_chain(engine(self, key), units, x)
+    method.__name__ = name
+    return method
 
 
 def _getstate(self):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-import torch
 import torch.nn as nn
 
-from ..swapped import FusedUnit, _chain_units, run_chain
-from ._chain import engine, fused_class, head_after, hookless, is_avg_pool_1x1, with_head
+from ..swapped import FusedUnit, _chain_units
+from ._chain import chain_method, fused_class, head_after, hookless, is_avg_pool_1x1, with_head
 
 
 def plan(module: nn.Module, head: bool = False):
@@ -30,22 +29,9 @@ def plan(module: nn.Module, head: bool = False):
     return units
 
 
-def _forward_features(self, x):
-    units = None if torch.compiler.is_compiling() else plan(self)
-    if units is None:
-        return self._effnet_base.forward_features(self, x)
-    return run_chain(engine(self), units, x)
-
-
-def _forward(self, x):
-    units = None if torch.compiler.is_compiling() else plan(self, head=True)
-    if units is None:
-        return self._effnet_base.forward(self, x)
-    return run_chain(engine(self, "_effnet_head_chain"), units, x)
-
-
 def efficientnet_class(base: type) -> type:
-    return fused_class(base, "FusedOursEfficientNet", {"forward_features": _forward_features, "forward": _forward},
+    return fused_class(base, "FusedOursEfficientNet", {"forward_features": chain_method(plan, "forward_features"),
+                        "forward": chain_method(plan, "forward", "_effnet_head_chain", head=True)},
                        "effnet_kernels' EfficientNet with forward_features (stem, stages, head) and forward run as "
                        "one fused chain.")
 

@@ -15,8 +15,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..swapped import FusedUnit, _chain_units, run_chain, run_chain_outputs
-from ._chain import engine, fused_class, head_after, hookless, is_avg_pool_1x1
+from ..swapped import FusedUnit, _chain_units, run_chain_outputs
+from ._chain import chain_method, engine, fused_class, head_after, hookless, is_avg_pool_1x1
+from ._chain import with_head as add_head
 
 
 def _stem_and_stages(module: nn.Module):
@@ -92,20 +93,6 @@ def _features_forward(self, x):
     return run_chain_outputs(engine(self), units, x, layers)
 
 
-def _classifier_forward(self, x):
-    units = None if torch.compiler.is_compiling() else classifier_plan(self, with_head=True)
-    if units is None:
-        return self._effnet_base.forward(self, x)
-    return run_chain(engine(self, "_effnet_head_chain"), units, x)
-
-
-def _classifier_forward_features(self, x):
-    units = None if torch.compiler.is_compiling() else classifier_plan(self)
-    if units is None:
-        return self._effnet_base.forward_features(self, x)
-    return run_chain(engine(self), units, x)
-
-
 def features_class(base: type) -> type:
     return fused_class(base, f"Fused{base.__name__}", {"forward": _features_forward},
                        f"timm's {base.__name__} with its stem and stages run as one fused chain.")
@@ -113,7 +100,8 @@ def features_class(base: type) -> type:
 
 def classifier_class(base: type) -> type:
     return fused_class(base, f"Fused{base.__name__}Chain",
-                       {"forward_features": _classifier_forward_features, "forward": _classifier_forward},
+                       {"forward_features": chain_method(classifier_plan, "forward_features"),
+                        "forward": chain_method(classifier_plan, "forward", "_effnet_head_chain", with_head=True)},
                        f"timm's {base.__name__} with forward_features (and forward) run as one fused chain.")
 
 
@@ -126,7 +114,6 @@ def _classes():
 def adapt(m: nn.Module) -> Optional[str]:
     if not type(m).__module__.startswith("timm."):
         return None
-    from ._chain import with_head as add_head
     try:
         efficientnet, efficientnet_features, mobilenetv3, mobilenetv3_features = _classes()
     except ImportError:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import torch
 import torch.nn as nn
 
-from ..swapped import _chain_units, run_chain
-from ._chain import engine, fused_class, head_after, hookless, is_avg_pool_1x1, with_head
+from ..swapped import _chain_units
+from ._chain import chain_method, fused_class, head_after, hookless, is_avg_pool_1x1, with_head
 
 
 def _is_torchvision(m: nn.Module) -> bool:
@@ -34,15 +33,8 @@ def plan(module: nn.Module):
     return None if head is None else units + [head]
 
 
-def _forward(self, x):
-    units = None if torch.compiler.is_compiling() else plan(self)
-    if units is None:
-        return self._effnet_base.forward(self, x)
-    return run_chain(engine(self, "_effnet_head_chain"), units, x)
-
-
 def efficientnet_class(base: type) -> type:
-    return fused_class(base, "FusedTvEfficientNet", {"forward": _forward},
+    return fused_class(base, "FusedTvEfficientNet", {"forward": chain_method(plan, "forward", "_effnet_head_chain")},
                        "torchvision's EfficientNet with its features, global mean and classifier run as one fused "
                        "chain.")
 
