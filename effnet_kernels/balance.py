@@ -33,6 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .float64 import float64_call
 from .scaling import (ArchSpec, Multipliers, _check_phi, coefficients, compound, model_cost, realised_multipliers,
                       scaled_arch)
 
@@ -299,14 +300,12 @@ def _errors_vs_float64(model, x, calls: Dict[str, Optional[Callable]]) -> dict:
     """Each provider's relative error against the model in float64 (``"<provider>_err64"``): a random deep
     model can be ill-conditioned enough that fp32 eager itself is 1 % off, so the fused model is held against
     eager's own error, not against eager."""
-    import copy
-
     from .bench.e2e import _tensors
     from .testing import rel_error
 
     out = {}
     with torch.inference_mode():
-        ref = _tensors(copy.deepcopy(model).double()(x.double()))
+        ref = _tensors(float64_call(model, x.double()))
         for name, fn in calls.items():
             if fn is not None:
                 try:

@@ -2,20 +2,21 @@
 
 ``prove(fused, source, args, kwargs)`` runs both on the input the source saw in the model's sample forward
 pass, and on a second input of another parity and batch (:func:`effnet_kernels.graph.probe_input`), with a
-float64 copy of the source as the reference. The fused output may be at most :data:`FACTOR` times further
-from float64 than the source's own output is, in the L2 norm and in the largest element, the source's error
-the larger of two runs (NCHW and channels_last inputs: eager sums in other orders) and no smaller than
-:data:`FLOOR` per layer relative (it can be ~0: short sums, a 1x1 image). A depthwise
-bias off by 0.01 in one channel, a wrong stride, padding or activation exceed this by orders of magnitude.
+float64 run of the source as the reference (:func:`effnet_kernels.float64.float64_call`). The fused output
+may be at most :data:`FACTOR` times further from float64 than the source's own output is, in the L2 norm and
+in the largest element, the source's error the larger of two runs (NCHW and channels_last inputs: eager sums
+in other orders) and no smaller than :data:`FLOOR` per layer relative (it can be ~0: short sums, a 1x1
+image). A depthwise bias off by 0.01 in one channel, a wrong stride, padding or activation exceed this by
+orders of magnitude.
 """
 from __future__ import annotations
 
-import copy
 from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from .float64 import float64_call
 from .graph import probe_input
 
 __all__ = ["prove", "errors", "FACTOR", "FLOOR"]
@@ -48,7 +49,6 @@ def prove(fused: nn.Module, source: nn.Module, args: Sequence, kwargs: Optional[
     kwargs = dict(kwargs or {})
     x = args[0]
     rest = tuple(args[1:])
-    src64 = copy.deepcopy(source).double()
     floor = FLOOR * max(1, layers)
     shapes = [x]
     if x.dim() == 4 and x.shape[-1] > 0:
@@ -61,7 +61,7 @@ def prove(fused: nn.Module, source: nn.Module, args: Sequence, kwargs: Optional[
                 # inputs): one run's error alone can be small by luck
                 other = xi.contiguous(memory_format=torch.channels_last) if xi.is_contiguous() else xi.contiguous()
                 y32b = _first_tensor(source(other, *rest, **kwargs))
-                ref = _first_tensor(src64(xi.double(), *rest, **kwargs))
+                ref = _first_tensor(float64_call(source, xi.double(), *rest, **kwargs))
             except Exception:
                 if i == 0:
                     raise

@@ -11,6 +11,7 @@ import torch
 
 import effnet_kernels as ek
 from effnet_kernels import swapped
+from effnet_kernels.float64 import float64_convs
 from effnet_kernels.fuse import fuse, fuse_report
 from effnet_kernels.testing import randomize_bn_, rel_error
 
@@ -34,8 +35,9 @@ def source_outputs(model, x):
     m64 = copy.deepcopy(model).double()
     other = x.contiguous() if not x.is_contiguous() else x.contiguous(memory_format=torch.channels_last)
     points = source_points(model)
-    return [outputs_at(model, x, points), outputs_at(model, other, points)], \
-        outputs_at(m64, x.double(), source_points(m64))
+    with float64_convs():  # (PyTorch's float64 convolutions, faster: tests/test_float64.py)
+        ref = outputs_at(m64, x.double(), source_points(m64))
+    return [outputs_at(model, x, points), outputs_at(model, other, points)], ref
 
 
 def engine_outputs(fused, x, model):
@@ -106,7 +108,8 @@ def assert_matches_source(out, model, x):
     other = x.contiguous() if not x.is_contiguous() else x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         src32s = [{"logits": model(x)}, {"logits": model(other)}]
-        src64 = {"logits": copy.deepcopy(model).double()(x.double())}
+        with float64_convs():
+            src64 = {"logits": copy.deepcopy(model).double()(x.double())}
     assert_within({"logits": out}, src32s, src64, "logits")
 
 

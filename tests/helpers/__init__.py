@@ -7,6 +7,7 @@ import torch.nn as nn
 
 import effnet_kernels as ek
 from effnet_kernels import ops, reference, swapped
+from effnet_kernels.float64 import float64_convs
 from effnet_kernels.testing import max_abs_error, rel_error
 
 
@@ -403,8 +404,9 @@ def source_outputs_at(model, fused, x):
     source_paths, _ = swap_points(model, fused)
     other = x.contiguous() if not x.is_contiguous() else x.contiguous(memory_format=torch.channels_last)
     m64 = copy.deepcopy(model).double()
-    return [_record(model, x, source_paths), _record(model, other, source_paths)], \
-        _record(m64, x.double(), source_paths)
+    with float64_convs():  # (PyTorch's float64 convolutions, faster: tests/test_float64.py)
+        ref = _record(m64, x.double(), source_paths)
+    return [_record(model, x, source_paths), _record(model, other, source_paths)], ref
 
 
 def fused_points(fused, model, x):
