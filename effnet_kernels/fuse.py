@@ -173,6 +173,9 @@ def _capture(probe: nn.Module, args: tuple, kwargs: dict):
     than a tensor returned."""
     records: Dict[nn.Module, Tuple[tuple, dict]] = {}
     not_tensor: Dict[nn.Module, str] = {}
+    # the output of each child of more than one conv of a module with conv and BN children, and how often it
+    # was called (its sibling pairs are read from a graph with such children standing in: graph.sibling_pairs)
+    outputs: Dict[nn.Module, list] = {}
     clones: Dict[int, torch.Tensor] = {}
     alive: List[torch.Tensor] = []  # (ids stay unique while the originals live)
 
@@ -195,10 +198,18 @@ def _capture(probe: nn.Module, args: tuple, kwargs: dict):
         if not isinstance(out, torch.Tensor):
             not_tensor.setdefault(mod, type(out).__name__)
 
+    def child_hook(mod, a, out):
+        seen = outputs.setdefault(mod, [None, 0])
+        seen[1] += 1
+        if seen[1] == 1 and isinstance(out, torch.Tensor):
+            seen[0] = out.detach().clone()
+
     handles = []
     for m in probe.modules():
         if 1 <= _conv_count(m) <= _MAX_CONVS or _conv_and_bn_children(m):
             handles += [m.register_forward_pre_hook(hook, with_kwargs=True), m.register_forward_hook(out_hook)]
+        if _conv_and_bn_children(m):
+            handles += [c.register_forward_hook(child_hook) for c in m.children() if _conv_count(c) > 1]
     try:
         with torch.no_grad():
             probe(*args, **kwargs)
@@ -208,16 +219,18 @@ def _capture(probe: nn.Module, args: tuple, kwargs: dict):
     finally:
         for h in handles:
             h.remove()
-    return records, not_tensor
+    return records, not_tensor, {m: out for m, (out, calls) in outputs.items() if calls == 1 and out is not None}
 
 
 class _Swapper:
     def __init__(self, strict: bool, probe: nn.Module, records: Dict[nn.Module, Tuple[tuple, dict]],
-                 not_tensor: Optional[Dict[nn.Module, str]] = None):
+                 not_tensor: Optional[Dict[nn.Module, str]] = None,
+                 outputs: Optional[Dict[nn.Module, torch.Tensor]] = None):
         self.strict = strict
         self.probe = probe  # the hook-free copy the inputs were recorded on (the sources the swaps are proven on)
         self.records = records
         self.not_tensor = not_tensor or {}
+        self.outputs = outputs or {}  # (_capture's: the outputs of the large children of pair containers)
         self.singles: list = []  # (parent, name, path, module, reason): modules of one conv read as nothing
         self.entries: List[FuseEntry] = []
 
@@ -243,6 +256,8 @@ class _Swapper:
         if rec is None:
             return None, None
         if type(src) is nn.Sequential:  # (its children are read; a flat one's runs by FLAT_SEQUENTIALS)
+            return None, None
+        if _conv_count(src) > _MAX_CONVS:  # a container (recorded for its sibling pairs): its children are read
             return None, None
         if src in self.not_tensor:
             return None, f"it returns {self.not_tensor[src]}, not one tensor"
@@ -372,7 +387,8 @@ class _Swapper:
         if rec is None or type(module) is nn.Sequential or not _conv_and_bn_children(module) or (
                 quiet and _conv_count(src_parent) <= _MAX_CONVS):
             return
-        for names in graph.sibling_pairs(src_parent, *rec):
+        stand_ins = {name: self.outputs[c] for name, c in src_parent.named_children() if c in self.outputs}
+        for names in graph.sibling_pairs(src_parent, *rec, stand_ins=stand_ins):
             conv_name, bn_name = names[0], names[1]
             act_name = names[2] if len(names) > 2 else None
             conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
@@ -475,9 +491,9 @@ def fuse(model: nn.Module, strict: bool = False, inplace: bool = False, example_
     with torch.no_grad():
         probe = copy.deepcopy(model)
         _strip_hooks(probe)
-        records, not_tensor = _capture(probe, args, kwargs)
+        records, not_tensor, outputs = _capture(probe, args, kwargs)
         out = copy.deepcopy(model)
-        swapper = _Swapper(strict, probe, records, not_tensor)
+        swapper = _Swapper(strict, probe, records, not_tensor, outputs)
         parts, reason = swapper.read(probe)
         if parts is not None and not _hooked_inside(out):  # the model is one block / conv / chain of them
             unit, why = swapper.unit_for(probe, out, parts)

@@ -628,12 +628,46 @@ def _walk(module: nn.Module, args: tuple, kwargs: dict, fresh: bool = False) -> 
     return parts
 
 
-def sibling_pairs(module: nn.Module, args: tuple, kwargs: Optional[dict] = None) -> List[tuple]:
+class _StandIn(nn.Module):
+    """A child of a container in the container's graph (sibling_pairs): the child's output in the sample forward
+    pass, read from its inputs (the graph shows them read, as the child would). Exporting a model's stem pair
+    with its blocks standing in costs ~0.1 s instead of seconds."""
+
+    def __init__(self, out: torch.Tensor):
+        super().__init__()
+        self.register_buffer("out", out, persistent=False)
+
+    def forward(self, *args, **kwargs):
+        y = self.out.clone()
+        for a in list(args) + list(kwargs.values()):
+            if isinstance(a, torch.Tensor) and a.is_floating_point():
+                y = y + a.sum() * 0
+        return y
+
+
+def _with_stand_ins(module: nn.Module, stand_ins: Dict[str, torch.Tensor]) -> nn.Module:
+    """A shallow copy of ``module`` whose children named in ``stand_ins`` are _StandIn of their outputs."""
+    copy_ = nn.Module.__new__(type(module))
+    copy_.__dict__ = dict(module.__dict__)
+    copy_._modules = type(module._modules)(module._modules)
+    for name, out in stand_ins.items():
+        copy_._modules[name] = _StandIn(out)
+    return copy_
+
+
+def sibling_pairs(module: nn.Module, args: tuple, kwargs: Optional[dict] = None,
+                  stand_ins: Optional[Dict[str, torch.Tensor]] = None) -> List[tuple]:
     """(conv, bn[, act]) names of children of ``module`` that its forward calls back to back, read from its graph
     at its real input: a conv child called once whose output only a BatchNorm child (called once) reads, and the
     activation child that alone reads the BN's output, when there is one (transformers' top_conv, top_bn,
-    top_activation). [] when the graph cannot be had."""
-    ep = _cached_export(module, args, kwargs or {}, fresh=False)
+    top_activation). ``stand_ins``: {child name: its output on this call} of children (a model's blocks) the graph
+    may take as given (the graph is exported with each as a _StandIn; with the children themselves if that
+    fails). [] when the graph cannot be had."""
+    ep = _Mismatch("")
+    if stand_ins:
+        ep = _cached_export(_with_stand_ins(module, stand_ins), args, kwargs or {}, fresh=False)
+    if isinstance(ep, _Mismatch):
+        ep = _cached_export(module, args, kwargs or {}, fresh=False)
     if isinstance(ep, _Mismatch):
         return []
     target = {s.arg.name: s.target for s in ep.graph_signature.input_specs if s.target is not None}

@@ -45,7 +45,7 @@ def test_depthwise_matches_pytorch(n, c, h, w, k, stride, pad, channels_last, bi
 
 
 @pytest.mark.parametrize("n,c,cout,h,w,stride", [
-    (1, 16, 96, 8, 8, 1), (3, 7, 13, 9, 11, 1), (2, 24, 5, 7, 6, 2), (1, 1, 4, 3, 3, 1), (2, 40, 40, 1, 1, 1),
+    (1, 16, 96, 8, 8, 1), (3, 7, 13, 9, 11, 1), (1, 8, 6, 16, 16, 1), (2, 24, 5, 7, 6, 2), (1, 1, 4, 3, 3, 1), (2, 40, 40, 1, 1, 1),
 ])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_pointwise_matches_pytorch(n, c, cout, h, w, stride, channels_last):
@@ -71,14 +71,18 @@ def test_non_contiguous_input():
     assert got1.shape == (2, 6, 11, 4)
 
 
-@pytest.mark.parametrize("case", ["dense", "dilation", "same", "float32", "multiplier", "pad1x1", "groups2"])
+@pytest.mark.parametrize("case", ["dense", "dilation", "same", "float32", "multiplier", "pad1x1", "groups2",
+                                  "large_dw", "large_1x1"])
 def test_other_convs_are_left_to_pytorch(case):
     x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    if case.startswith("large"):  # (beyond the sizes where the faster forms are faster)
+        x = torch.randn(2, 4, 48, 48, dtype=torch.float64)
     w = {"dense": (6, 4, 3, 3), "dilation": (4, 1, 3, 3), "same": (4, 1, 3, 3), "float32": (4, 1, 3, 3),
-         "multiplier": (8, 1, 3, 3), "pad1x1": (6, 4, 1, 1), "groups2": (6, 2, 1, 1)}[case]
+         "multiplier": (8, 1, 3, 3), "pad1x1": (6, 4, 1, 1), "groups2": (6, 2, 1, 1), "large_dw": (4, 1, 3, 3),
+         "large_1x1": (6, 4, 1, 1)}[case]
     kw = {"dense": {}, "dilation": {"dilation": 2, "groups": 4}, "same": {"padding": "same", "groups": 4},
           "float32": {"groups": 4}, "multiplier": {"groups": 4}, "pad1x1": {"padding": 1},
-          "groups2": {"groups": 2}}[case]
+          "groups2": {"groups": 2}, "large_dw": {"padding": 1, "groups": 4}, "large_1x1": {}}[case]
     wt = torch.randn(*w, dtype=torch.float64)
     if case == "float32":
         x, wt = x.float(), wt.float()

@@ -454,3 +454,48 @@ def test_sibling_pairs_from_the_graph_keep_a_shared_activation():
     assert type(fused.act) is nn.ReLU and isinstance(fused.bn1, nn.Identity)
     assert_like_source(model, fused, x, "shared activation")
     assert_like_source(model, fused, _x((1, 3, 13, 11), 1, channels_last=True), "shared activation 13x11 NHWC")
+
+
+class _StemAndBlocks(nn.Module):
+    """A conv + BN stem pair beside a child of seven convs (read from a graph with the child standing in for
+    itself: graph._StandIn); ``reuse``: the forward also reads the stem conv's output (no pair); ``peek``: it
+    reads an attribute of the child (the stand-in lacks it: the graph is exported with the child itself)."""
+
+    def __init__(self, reuse=False, peek=False):
+        super().__init__()
+        self.reuse, self.peek = reuse, peek
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        # (more than fuse._MAX_CONVS convolutions in all: the model is a container, not read whole)
+        self.body = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(6)], nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.body(self.bn(y)) * (self.body[0].out_channels / 8 if self.peek else 1.0)
+        return z + y.mean((1, 2, 3), keepdim=True) if self.reuse else z
+
+
+@pytest.mark.parametrize("reuse,peek", [(False, False), (True, False), (False, True)])
+def test_stem_pairs_read_with_the_blocks_standing_in(reuse, peek, monkeypatch):
+    from effnet_kernels import graph
+    model = _calibrated(_StemAndBlocks(reuse, peek), (16, 16))
+    exported = []
+    real = graph._export
+    monkeypatch.setattr(graph, "_export", lambda m, a, k: exported.append(
+        [type(c).__name__ for c in m.children()]) or real(m, a, k))
+    graph._CACHE.clear()
+    x = _x((2, 3, 16, 16))
+    if reuse:  # (the conv's output is read twice: not a pair, and nothing else to swap)
+        with pytest.raises(TypeError, match="nothing to swap"):
+            ek.fuse(model, example_inputs=x)
+    else:
+        fused = ek.fuse(model, example_inputs=x)
+        assert isinstance(fused.conv, swapped.FusedConv) and isinstance(fused.bn, nn.Identity), \
+            ek.fuse_report(fused)
+    containers = [kids for kids in exported if "BatchNorm2d" in kids]
+    assert containers[0] == ["Conv2d", "BatchNorm2d", "_StandIn"], exported
+    if peek:  # (the stand-in lacks the attribute: the container exported again with its child)
+        assert containers[1] == ["Conv2d", "BatchNorm2d", "Sequential"], exported
+    if reuse:
+        return
+    assert_like_source(model, fused, x, f"stem pair reuse={reuse} peek={peek}")
+    assert_like_source(model, fused, _x((1, 3, 13, 11), 1, channels_last=True), "stem pair 13x11 NHWC")
