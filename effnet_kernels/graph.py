@@ -639,7 +639,7 @@ class _StandIn(nn.Module):
 
     def forward(self, *args, **kwargs):
         y = self.out.clone()
-        for a in list(args) + list(kwargs.values()):
+        for a in torch.utils._pytree.tree_leaves((args, kwargs)):  # (tensors in lists and dicts too)
             if isinstance(a, torch.Tensor) and a.is_floating_point():
                 y = y + a.sum() * 0
         return y

@@ -456,35 +456,52 @@ def test_sibling_pairs_from_the_graph_keep_a_shared_activation():
     assert_like_source(model, fused, _x((1, 3, 13, 11), 1, channels_last=True), "shared activation 13x11 NHWC")
 
 
+class _Listed(nn.Module):
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, xs):
+        return self.body(xs[0]) + xs[1].mean()
+
+
 class _StemAndBlocks(nn.Module):
     """A conv + BN stem pair beside a child of seven convs (read from a graph with the child standing in for
     itself: graph._StandIn); ``reuse``: the forward also reads the stem conv's output (no pair); ``peek``: it
-    reads an attribute of the child (the stand-in lacks it: the graph is exported with the child itself)."""
+    reads an attribute of the child (the stand-in lacks it: the graph is exported with the child itself);
+    ``listed``: the child takes the conv's output in a list too (read there: no pair)."""
 
-    def __init__(self, reuse=False, peek=False):
+    def __init__(self, reuse=False, peek=False, listed=False):
         super().__init__()
-        self.reuse, self.peek = reuse, peek
+        self.reuse, self.peek, self.listed = reuse, peek, listed
         self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
         # (more than fuse._MAX_CONVS convolutions in all: the model is a container, not read whole)
-        self.body = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(6)], nn.ReLU(), nn.Conv2d(8, 4, 1))
+        body = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(6)], nn.ReLU(), nn.Conv2d(8, 4, 1))
+        if listed:
+            self.listed_body = _Listed(body)
+        else:
+            self.body = body
 
     def forward(self, x):
         y = self.conv(x)
+        if self.listed:
+            return self.listed_body([self.bn(y), y])
         z = self.body(self.bn(y)) * (self.body[0].out_channels / 8 if self.peek else 1.0)
         return z + y.mean((1, 2, 3), keepdim=True) if self.reuse else z
 
 
-@pytest.mark.parametrize("reuse,peek", [(False, False), (True, False), (False, True)])
-def test_stem_pairs_read_with_the_blocks_standing_in(reuse, peek, monkeypatch):
+@pytest.mark.parametrize("reuse,peek,listed", [(False, False, False), (True, False, False), (False, True, False),
+                                               (False, False, True)])
+def test_stem_pairs_read_with_the_blocks_standing_in(reuse, peek, listed, monkeypatch):
     from effnet_kernels import graph
-    model = _calibrated(_StemAndBlocks(reuse, peek), (16, 16))
+    model = _calibrated(_StemAndBlocks(reuse, peek, listed), (16, 16))
     exported = []
     real = graph._export
     monkeypatch.setattr(graph, "_export", lambda m, a, k: exported.append(
         [type(c).__name__ for c in m.children()]) or real(m, a, k))
     graph._CACHE.clear()
     x = _x((2, 3, 16, 16))
-    if reuse:  # (the conv's output is read twice: not a pair, and nothing else to swap)
+    if reuse or listed:  # (the conv's output is read twice: not a pair, and nothing else to swap)
         with pytest.raises(TypeError, match="nothing to swap"):
             ek.fuse(model, example_inputs=x)
     else:
@@ -495,7 +512,7 @@ def test_stem_pairs_read_with_the_blocks_standing_in(reuse, peek, monkeypatch):
     assert containers[0] == ["Conv2d", "BatchNorm2d", "_StandIn"], exported
     if peek:  # (the stand-in lacks the attribute: the container exported again with its child)
         assert containers[1] == ["Conv2d", "BatchNorm2d", "Sequential"], exported
-    if reuse:
+    if reuse or listed:
         return
     assert_like_source(model, fused, x, f"stem pair reuse={reuse} peek={peek}")
     assert_like_source(model, fused, _x((1, 3, 13, 11), 1, channels_last=True), "stem pair 13x11 NHWC")
