@@ -173,8 +173,9 @@ def _capture(probe: nn.Module, args: tuple, kwargs: dict):
     than a tensor returned."""
     records: Dict[nn.Module, Tuple[tuple, dict]] = {}
     not_tensor: Dict[nn.Module, str] = {}
-    # the output of each child of more than one conv of a module with conv and BN children, and how often it
-    # was called (its sibling pairs are read from a graph with such children standing in: graph.sibling_pairs)
+    # the output of each module of more than one conv below a module with conv and BN children, and how often it
+    # was called (the container's sibling pairs are read from a graph with such modules standing in:
+    # graph.sibling_pairs)
     outputs: Dict[nn.Module, list] = {}
     clones: Dict[int, torch.Tensor] = {}
     alive: List[torch.Tensor] = []  # (ids stay unique while the originals live)
@@ -198,18 +199,37 @@ def _capture(probe: nn.Module, args: tuple, kwargs: dict):
         if not isinstance(out, torch.Tensor):
             not_tensor.setdefault(mod, type(out).__name__)
 
-    def child_hook(mod, a, out):
+    # The children that stand in are the outermost modules of more than one conv the container's forward calls
+    # below it (a timm features model's stages, efficientnet_pytorch's blocks in a ModuleList): each such module
+    # is on a stack while it runs, and its output is kept when the module below it on the stack is a container
+    # of conv and BN children that holds it.
+    holders: Dict[nn.Module, set] = {}  # module of more than one conv -> the conv + BN containers holding it
+    for c in probe.modules():
+        if _conv_and_bn_children(c):
+            for d in c.modules():
+                if d is not c and _conv_count(d) > 1:
+                    holders.setdefault(d, set()).add(c)
+    stack: List[nn.Module] = []
+
+    def push(mod, a):
+        stack.append(mod)
+
+    def pop(mod, a, out):  # (always called: a forward that catches an exception keeps the stack right)
+        if stack and stack[-1] is mod:
+            stack.pop()
+        if mod not in holders:
+            return
         seen = outputs.setdefault(mod, [None, 0])
         seen[1] += 1
-        if seen[1] == 1 and isinstance(out, torch.Tensor):
+        if seen[1] == 1 and stack and stack[-1] in holders[mod] and isinstance(out, torch.Tensor):
             seen[0] = out.detach().clone()
 
     handles = []
     for m in probe.modules():
         if 1 <= _conv_count(m) <= _MAX_CONVS or _conv_and_bn_children(m):
             handles += [m.register_forward_pre_hook(hook, with_kwargs=True), m.register_forward_hook(out_hook)]
-        if _conv_and_bn_children(m):
-            handles += [c.register_forward_hook(child_hook) for c in m.children() if _conv_count(c) > 1]
+        if m in holders or _conv_and_bn_children(m):
+            handles += [m.register_forward_pre_hook(push), m.register_forward_hook(pop, always_call=True)]
     try:
         with torch.no_grad():
             probe(*args, **kwargs)
@@ -387,7 +407,10 @@ class _Swapper:
         if rec is None or type(module) is nn.Sequential or not _conv_and_bn_children(module) or (
                 quiet and _conv_count(src_parent) <= _MAX_CONVS):
             return
-        stand_ins = {name: self.outputs[c] for name, c in src_parent.named_children() if c in self.outputs}
+        stand_ins: Dict[str, torch.Tensor] = {}  # the outermost recorded modules below it, by path
+        for name, d in src_parent.named_modules():
+            if name and d in self.outputs and not any(name.startswith(p + ".") for p in stand_ins):
+                stand_ins[name] = self.outputs[d]
         for names in graph.sibling_pairs(src_parent, *rec, stand_ins=stand_ins):
             conv_name, bn_name = names[0], names[1]
             act_name = names[2] if len(names) > 2 else None

@@ -581,6 +581,7 @@ def _structure(module: nn.Module, args: tuple, kwargs: dict) -> Optional[tuple]:
 def _cached_export(module: nn.Module, args: tuple, kwargs: dict, fresh: bool):
     key = None if fresh else _structure(module, args, kwargs)
     if key is not None and key in _CACHE:
+        _CACHE[key] = _CACHE.pop(key)  # (the most recently used last: the oldest is dropped first)
         return _CACHE[key]
     try:
         full = _export(module, args, kwargs)
@@ -646,12 +647,21 @@ class _StandIn(nn.Module):
 
 
 def _with_stand_ins(module: nn.Module, stand_ins: Dict[str, torch.Tensor]) -> nn.Module:
-    """A shallow copy of ``module`` whose children named in ``stand_ins`` are _StandIn of their outputs."""
+    """A shallow copy of ``module`` whose submodules at the paths in ``stand_ins`` are _StandIn of their outputs
+    (the modules on the way to them shallow copies too; the original is not changed)."""
     copy_ = nn.Module.__new__(type(module))
     copy_.__dict__ = dict(module.__dict__)
     copy_._modules = type(module._modules)(module._modules)
-    for name, out in stand_ins.items():
-        copy_._modules[name] = _StandIn(out)
+    below: Dict[str, Dict[str, torch.Tensor]] = {}
+    for path, out in stand_ins.items():
+        head, _, rest = path.partition(".")
+        if rest:
+            below.setdefault(head, {})[rest] = out
+        else:
+            copy_._modules[head] = _StandIn(out)
+    for head, inner in below.items():
+        if head not in stand_ins:
+            copy_._modules[head] = _with_stand_ins(module._modules[head], inner)
     return copy_
 
 
@@ -660,9 +670,9 @@ def sibling_pairs(module: nn.Module, args: tuple, kwargs: Optional[dict] = None,
     """(conv, bn[, act]) names of children of ``module`` that its forward calls back to back, read from its graph
     at its real input: a conv child called once whose output only a BatchNorm child (called once) reads, and the
     activation child that alone reads the BN's output, when there is one (transformers' top_conv, top_bn,
-    top_activation). ``stand_ins``: {child name: its output on this call} of children (a model's blocks) the graph
-    may take as given (the graph is exported with each as a _StandIn; with the children themselves if that
-    fails). [] when the graph cannot be had."""
+    top_activation). ``stand_ins``: {path: its output on this call} of modules below it (a model's blocks or
+    stages, called once) the graph may take as given (the graph is exported with each as a _StandIn; with the
+    modules themselves if that fails). [] when the graph cannot be had."""
     ep = _Mismatch("")
     if stand_ins:
         ep = _cached_export(_with_stand_ins(module, stand_ins), args, kwargs or {}, fresh=False)

@@ -469,14 +469,21 @@ class _StemAndBlocks(nn.Module):
     """A conv + BN stem pair beside a child of seven convs (read from a graph with the child standing in for
     itself: graph._StandIn); ``reuse``: the forward also reads the stem conv's output (no pair); ``peek``: it
     reads an attribute of the child (the stand-in lacks it: the graph is exported with the child itself);
-    ``listed``: the child takes the conv's output in a list too (read there: no pair)."""
+    ``listed``: the child takes the conv's output in a list too (read there: no pair); ``deep``: the convs are
+    in two stages of a ModuleList the forward calls one by one (grandchildren stand in; with ``listed`` the
+    second stage takes the conv's output in a list)."""
 
-    def __init__(self, reuse=False, peek=False, listed=False):
+    def __init__(self, reuse=False, peek=False, listed=False, deep=False):
         super().__init__()
-        self.reuse, self.peek, self.listed = reuse, peek, listed
+        self.reuse, self.peek, self.listed, self.deep = reuse, peek, listed, deep
         self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
         # (more than fuse._MAX_CONVS convolutions in all: the model is a container, not read whole)
-        body = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(6)], nn.ReLU(), nn.Conv2d(8, 4, 1))
+        convs = [nn.Conv2d(8, 8, 3, padding=1) for _ in range(6)]
+        if deep:
+            second = nn.Sequential(*convs[3:], nn.ReLU(), nn.Conv2d(8, 4, 1))
+            self.stages = nn.ModuleList([nn.Sequential(*convs[:3]), _Listed(second) if listed else second])
+            return
+        body = nn.Sequential(*convs, nn.ReLU(), nn.Conv2d(8, 4, 1))
         if listed:
             self.listed_body = _Listed(body)
         else:
@@ -484,21 +491,26 @@ class _StemAndBlocks(nn.Module):
 
     def forward(self, x):
         y = self.conv(x)
+        if self.deep:
+            h = self.stages[0](self.bn(y))
+            return self.stages[1]([h, y] if self.listed else h)
         if self.listed:
             return self.listed_body([self.bn(y), y])
         z = self.body(self.bn(y)) * (self.body[0].out_channels / 8 if self.peek else 1.0)
         return z + y.mean((1, 2, 3), keepdim=True) if self.reuse else z
 
 
-@pytest.mark.parametrize("reuse,peek,listed", [(False, False, False), (True, False, False), (False, True, False),
-                                               (False, False, True)])
-def test_stem_pairs_read_with_the_blocks_standing_in(reuse, peek, listed, monkeypatch):
+@pytest.mark.parametrize("reuse,peek,listed,deep", [
+    (False, False, False, False), (True, False, False, False), (False, True, False, False),
+    (False, False, True, False), (False, False, False, True), (False, False, True, True)])
+def test_stem_pairs_read_with_the_blocks_standing_in(reuse, peek, listed, deep, monkeypatch):
     from effnet_kernels import graph
-    model = _calibrated(_StemAndBlocks(reuse, peek, listed), (16, 16))
+    model = _calibrated(_StemAndBlocks(reuse, peek, listed, deep), (16, 16))
     exported = []
     real = graph._export
     monkeypatch.setattr(graph, "_export", lambda m, a, k: exported.append(
-        [type(c).__name__ for c in m.children()]) or real(m, a, k))
+        [type(c).__name__ for c in m.children()] + [type(c).__name__ for c in getattr(m, "stages", ())])
+        or real(m, a, k))
     graph._CACHE.clear()
     x = _x((2, 3, 16, 16))
     if reuse or listed:  # (the conv's output is read twice: not a pair, and nothing else to swap)
@@ -509,10 +521,11 @@ def test_stem_pairs_read_with_the_blocks_standing_in(reuse, peek, listed, monkey
         assert isinstance(fused.conv, swapped.FusedConv) and isinstance(fused.bn, nn.Identity), \
             ek.fuse_report(fused)
     containers = [kids for kids in exported if "BatchNorm2d" in kids]
-    assert containers[0] == ["Conv2d", "BatchNorm2d", "_StandIn"], exported
+    assert containers[0] == (["Conv2d", "BatchNorm2d", "ModuleList", "_StandIn", "_StandIn"] if deep
+                             else ["Conv2d", "BatchNorm2d", "_StandIn"]), exported
     if peek:  # (the stand-in lacks the attribute: the container exported again with its child)
         assert containers[1] == ["Conv2d", "BatchNorm2d", "Sequential"], exported
     if reuse or listed:
         return
-    assert_like_source(model, fused, x, f"stem pair reuse={reuse} peek={peek}")
+    assert_like_source(model, fused, x, f"stem pair reuse={reuse} peek={peek} deep={deep}")
     assert_like_source(model, fused, _x((1, 3, 13, 11), 1, channels_last=True), "stem pair 13x11 NHWC")
