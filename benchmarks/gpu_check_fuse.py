@@ -43,6 +43,7 @@ def main():
 
     size = (2, 3, 37, 41) if args.smoke else (2, 3, 227, 233)
     calibration = (4, 3, 37, 41) if args.smoke else (4, 3, 224, 224)  # (the GPU runs' statistics, as before)
+    torch.manual_seed(0)  # (one random model: its fp32 error is reproducible)
     model = randomize_bn_(ek.efficientnet("b0").eval(), calibration_size=calibration).to(dev)
     x = torch.randn(*size, device=dev)
 
@@ -50,7 +51,8 @@ def main():
         with torch.inference_mode():
             ref = copy.deepcopy(model).double()(x.double())
             out = {"fp32_eager_err": rel_error(model(x), ref), "fp32_fused_err": rel_error(ek.fuse(model)(x), ref)}
-            out["fp32_ok"] = out["fp32_fused_err"] <= 1e-4
+            # the tests' rule: within 4x the source's own fp32 error, with a floor (that error can be ~0)
+            out["fp32_ok"] = out["fp32_fused_err"] <= max(4 * out["fp32_eager_err"], 1e-5)
             if args.smoke:  # (a fused model on the CPU is fp32 only: it refuses fp16)
                 return out
             half = copy.deepcopy(model).half()

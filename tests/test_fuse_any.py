@@ -229,7 +229,8 @@ def test_nothing_to_swap_names_what_is_supported():
         ek.fuse(timm.create_model("efficientnet_lite0", act_layer="gelu").eval())
     with pytest.raises(ValueError, match=r"eval\(\)"):
         ek.fuse(timm.create_model("efficientnet_b0", features_only=True))
-    fused = ek.fuse(timm.create_model("efficientnet_b0", features_only=True).eval())
+    fused = ek.fuse(timm.create_model("efficientnet_b0", features_only=True).eval(),
+                    example_inputs=torch.randn(1, 3, 64, 64))
     with pytest.raises(TypeError, match="already fused"):
         ek.fuse(fused)
     with pytest.raises(TypeError, match="strict must be a bool"):

@@ -61,7 +61,7 @@ def test_swapped_blocks_on_the_triton_path():
         ref = copy.deepcopy(part).double()(x.double())
         part = part.to(DEVICE)
         eager_err = rel_error(part(x.to(DEVICE)).float().cpu(), ref)
-        fused = ek.fuse(part)
+        fused = ek.fuse(part, example_inputs=x.to(DEVICE))  # (sampled at the size it runs, as the other tests)
         assert len(ek.fuse_report(fused).swapped) == 3  # blocks 0.0, 1.0, 1.1 (a Sequential's conv + BN is left)
         for m in fused.modules():
             if isinstance(m, swapped.FusedUnit):
@@ -95,7 +95,7 @@ def test_cousin_blocks_on_the_triton_path(name, blocks):
         ref = copy.deepcopy(part).double()(x.double())
         part = part.to(DEVICE)
         eager_err = rel_error(part(x.to(DEVICE)).float().cpu(), ref)
-        fused = ek.fuse(part)
+        fused = ek.fuse(part, example_inputs=x.to(DEVICE))  # (sampled at the size it runs, as the other tests)
         units = [m for m in fused.modules() if isinstance(m, swapped.FusedMBConv)]
         assert len(units) == blocks
         for m in units:
