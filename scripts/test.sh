@@ -52,6 +52,8 @@ background_stages() {
   t0=$(date +%s)
   (cd "$ROOT/benchmarks" && "$VENV/bin/pytest" . -q -p no:cacheprovider --benchmark-disable --smoke) || st=1
   OUT="$ROOT/build/gpu_check_dry_run" PYTHON="$VENV/bin/python" bash "$ROOT/benchmarks/gpu_check.sh" --dry-run || st=1
+  "$VENV/bin/python" "$ROOT/benchmarks/gemm_shapes.py" --models mobilenet_v2 --threads 1 --rounds 1 --min-seconds 0 \
+    --out "$ROOT/build/gemm_shapes_smoke" >/dev/null || { echo "[effnet] benchmarks/gemm_shapes.py failed"; st=1; }
   echo "[effnet] benchmark smoke + GPU check dry run took $(( $(date +%s) - t0 )) s"
 
   local cmake_bin="$VENV/bin/cmake" ninja_bin="$VENV/bin/ninja"

@@ -98,7 +98,8 @@ void test_shapes() {
   for (auto isa : isas()) {
     const int64_t nr = effnet::gemm_nr(isa);
     for (int64_t m : {1, 5, 6, 7, 8, 9, 13, 49})
-      for (int64_t n : {int64_t{1}, int64_t{3}, nr / 2 + 1, nr - 1, nr, nr + 1, 2 * nr + 5})
+      for (int64_t n : {int64_t{1}, int64_t{3}, nr / 2 - 1, nr / 2, nr / 2 + 1, nr - 1, nr, nr + 1, nr + nr / 2,
+                        2 * nr + 5})
         for (int64_t k : {1, 3, 16, 37})
           run_case(isa, {m, n, k, true, effnet::Act::kIdentity, false, 0, 0}, 1, rng);
     // Every epilogue and the gate, over the k-chunk boundary, padded rows, both thread counts.
