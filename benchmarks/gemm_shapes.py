@@ -26,38 +26,31 @@ import argparse
 import json
 import os
 import statistics
-import time
 from collections import Counter, OrderedDict
 from pathlib import Path
 
 import torch
 
+from effnet_kernels import timing
 from effnet_kernels._ext import _C
 from effnet_kernels.bench._util import machine_info
+from effnet_kernels.testing import model_from_spec
 
-# (library, name, input size, activation of its expand / dense layers)
+# (model spec as effnet-bench --model takes it, input size, activation of its expand / dense layers)
 MODELS = [
-    ("torchvision", "efficientnet_b0", 224, "silu"),
-    ("torchvision", "efficientnet_b1", 240, "silu"),
-    ("torchvision", "efficientnet_b2", 260, "silu"),
-    ("torchvision", "efficientnet_b3", 300, "silu"),
-    ("torchvision", "efficientnet_b4", 380, "silu"),
-    ("torchvision", "mobilenet_v2", 224, "relu6"),
-    ("torchvision", "mobilenet_v3_large", 224, "hardswish"),
-    ("torchvision", "mnasnet1_0", 224, "relu"),
-    ("timm", "efficientnet_lite0", 224, "relu6"),
-    ("torchvision", "efficientnet_v2_s", 224, "silu"),
+    ("tv:efficientnet_b0", 224, "silu"),
+    ("tv:efficientnet_b1", 240, "silu"),
+    ("tv:efficientnet_b2", 260, "silu"),
+    ("tv:efficientnet_b3", 300, "silu"),
+    ("tv:efficientnet_b4", 380, "silu"),
+    ("tv:mobilenet_v2", 224, "relu6"),
+    ("tv:mobilenet_v3_large", 224, "hardswish"),
+    ("tv:mnasnet1_0", 224, "relu"),
+    ("timm:efficientnet_lite0", 224, "relu6"),
+    ("tv:efficientnet_v2_s", 224, "silu"),
 ]
 ACTS = {"silu": torch.nn.functional.silu, "relu": torch.relu_, "relu6": lambda t: torch.clamp_(t, 0, 6),
         "hardswish": torch.nn.functional.hardswish, "identity": None}
-
-
-def build(lib: str, name: str) -> torch.nn.Module:
-    if lib == "torchvision":
-        import torchvision
-        return getattr(torchvision.models, name)(weights=None).eval()
-    import timm
-    return timm.create_model(name, pretrained=False).eval()
 
 
 def model_shapes(model: torch.nn.Module, size: int, batch: int, act: str) -> Counter:
@@ -125,24 +118,14 @@ class Shape:
         return float((self.c - self.c_ref).abs().max() / self.c_ref.abs().max().clamp_min(1e-30))
 
 
-def median_ms(fn, min_seconds: float) -> float:
-    fn()
-    ts = []
-    start = time.perf_counter()
-    while len(ts) < 5 or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(ts)
-
-
 def time_shape(s: Shape, rounds: int, min_seconds: float):
-    eng, flo, mm = [], [], []
-    for r in range(rounds):
-        order = [(s.engine, eng), (s.floor, flo), (s.mm, mm)]
-        for fn, out in order if r % 2 == 0 else order[::-1]:
-            out.append(median_ms(fn, min_seconds / rounds))
-    return statistics.median(eng), statistics.median(flo), statistics.median(mm)
+    """(engine, floor, mm) ms: the median over rounds of each round's median (timing.interleaved)."""
+    def sample(name, fn, r):
+        return [timing.summarize(timing.time_fn(fn, warmup=1, repeats=5, min_seconds=min_seconds / rounds))
+                ["median_ms"]]
+
+    per_round = timing.interleaved({"engine": s.engine, "floor": s.floor, "mm": s.mm}, rounds, sample)
+    return tuple(statistics.median(per_round[k]) for k in ("engine", "floor", "mm"))
 
 
 def main() -> None:
@@ -155,14 +138,15 @@ def main() -> None:
     p.add_argument("--min-seconds", type=float, default=0.1, help="timed seconds per callable and shape")
     p.add_argument("--out", type=Path, default=None, help="folder for gemm_shapes.json and gemm_shapes.md")
     args = p.parse_args()
-    models = [m for m in MODELS if args.models is None or m[1] in args.models]
+    models = [m for m in MODELS if args.models is None or m[0].split(":")[1] in args.models]
     if args.models is not None and len(models) != len(set(args.models)):
-        p.error(f"--models: known names are {[m[1] for m in MODELS]}")
+        p.error(f"--models: known names are {[m[0].split(':')[1] for m in MODELS]}")
     isa = args.isa or _C.isa_info()["best"]
 
     per_model = OrderedDict()
-    for lib, name, size, act in models:
-        model = build(lib, name)
+    for spec, size, act in models:
+        model, _ = model_from_spec(spec)
+        name = spec.split(":")[1]
         for b in args.batches:
             per_model[(name, size, b)] = model_shapes(model, size, b, act)
     shapes = sorted({s for c in per_model.values() for s in c}, key=lambda s: (s[0], s[1], s[2], s[3]))

@@ -111,7 +111,7 @@ cat "$bg_log"
 bg_status=$(tail -n 1 "$bg_log" | sed -n 's/^\[effnet\] background stages: status \([0-9]*\)$/\1/p')
 case "${bg_status:-1}" in
   0) ;;
-  2) skip "aarch64 C++ tests: aarch64-linux-gnu-g++ or qemu-aarch64 not found (apt-get install g++-aarch64-linux-gnu qemu-user)" ;;
+  2) skip "aarch64 C++ tests: the cross toolchain or qemu is missing (the background log above says which)" ;;
   *) status=1 ;;
 esac
 
